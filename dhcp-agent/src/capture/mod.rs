@@ -1,0 +1,354 @@
+//! Capture: loads the embedded kernel programs, attaches them to interfaces and hands out the
+//! event reader and the kernel-side counters.
+//!
+//! Hooks per interface:
+//! * a guest-facing interface gets XDP for ingress (driver mode where the driver supports it,
+//!   else generic/SKB mode) and a TC classifier for egress;
+//! * the loopback device gets a TC classifier on ingress only (every frame on `lo` passes egress
+//!   and then ingress; one hook sees it once).
+pub mod iface;
+pub mod reader;
+
+use std::{fmt, io};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, MapType, PerCpuArray, RingBuf},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{self, NlOptions, TcAttachOptions, TcError},
+    },
+};
+use dhcp_common::{HOOK_COUNT, Hook, names, stat};
+use thiserror::Error;
+
+pub use iface::Interface;
+pub use reader::{EventReader, RawEvent};
+
+/// The kernel programs, built by build.rs and embedded so one binary is all a router needs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dhcp-ebpf"));
+
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    #[error(
+        "this kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF needs Linux 5.8 or later); dhcp-agent cannot run here"
+    )]
+    NoRingBuffer,
+    #[error("unknown interface {0:?} (see `ip link`)")]
+    UnknownInterface(String),
+    #[error("loading the kernel programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("preparing program {program} failed: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {hook} to {interface} failed: {source}")]
+    Attach {
+        interface: String,
+        hook: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("reading map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("setting up the event reader: {0}")]
+    Reader(#[source] io::Error),
+}
+
+/// How TC programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcMode {
+    /// TCX links on kernels >= 6.6, netlink clsact filters before that.
+    Auto,
+    /// TCX links (kernel >= 6.6): several programs coexist, detached when the agent exits.
+    Tcx,
+    /// A `bpf` filter on the clsact qdisc, as on the routers' 6.1 kernels.
+    Netlink,
+}
+
+/// How XDP is attached on non-loopback interfaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpChoice {
+    /// Driver mode, falling back to generic (SKB) mode, falling back to TC ingress.
+    Auto,
+    Driver,
+    Skb,
+    /// No XDP: TC ingress instead (also what `auto` ends on when XDP is taken).
+    Off,
+}
+
+/// What one attach step did, for the report the agent prints at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachReport {
+    pub interface: String,
+    pub hook: Hook,
+    /// e.g. "driver mode", "skb mode", "tcx", "netlink clsact".
+    pub how: String,
+    /// Why a fallback was taken, if one was.
+    pub note: Option<String>,
+}
+
+impl fmt::Display for AttachReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.interface, self.hook.name(), self.how)?;
+        if let Some(note) = &self.note {
+            write!(f, " [{note}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Kernel-side counters summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookCounters {
+    pub events: u64,
+    pub lost: u64,
+    pub truncated: u64,
+}
+
+/// Loaded kernel programs and their attachments. Dropping it detaches everything.
+pub struct Capture {
+    ebpf: Ebpf,
+    stats: PerCpuArray<MapData, u64>,
+    reports: Vec<AttachReport>,
+}
+
+impl Capture {
+    /// Loads and verifies the programs. `ring_bytes` sizes the event ring buffer (a power of
+    /// two, multiple of the page size).
+    pub fn load(ring_bytes: u32) -> Result<Capture, CaptureError> {
+        if !aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false) {
+            return Err(CaptureError::NoRingBuffer);
+        }
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::EVENTS_MAP, ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(CaptureError::Load)?;
+        xdp_program(&mut ebpf)?
+            .load()
+            .map_err(|source| CaptureError::Program {
+                program: names::XDP_PROGRAM,
+                source,
+            })?;
+        for name in [names::TC_INGRESS_PROGRAM, names::TC_EGRESS_PROGRAM] {
+            tc_program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| CaptureError::Program {
+                    program: name,
+                    source,
+                })?;
+        }
+        let stats = ebpf
+            .take_map(names::STATS_MAP)
+            .ok_or(CaptureError::Map(names::STATS_MAP, "missing".into()))?;
+        let stats = PerCpuArray::try_from(stats)
+            .map_err(|e| CaptureError::Map(names::STATS_MAP, e.to_string()))?;
+        Ok(Capture {
+            ebpf,
+            stats,
+            reports: Vec::new(),
+        })
+    }
+
+    /// Attaches the hooks an interface gets (see the module docs).
+    pub fn attach(
+        &mut self,
+        iface: &Interface,
+        xdp: XdpChoice,
+        tc_mode: TcMode,
+    ) -> Result<(), CaptureError> {
+        if iface.loopback {
+            return self.attach_tc(iface, Hook::TcIngress, tc_mode, None);
+        }
+        match self.attach_xdp(iface, xdp) {
+            Ok(()) => {}
+            Err(note) => self.attach_tc(iface, Hook::TcIngress, tc_mode, Some(note))?,
+        }
+        self.attach_tc(iface, Hook::TcEgress, tc_mode, None)
+    }
+
+    /// Tries the XDP modes `choice` allows; on failure returns why, so the caller can fall back
+    /// to TC ingress (another XDP program on the interface must not make us blind or break it).
+    fn attach_xdp(&mut self, iface: &Interface, choice: XdpChoice) -> Result<(), String> {
+        let modes: &[(XdpMode, &str)] = match choice {
+            XdpChoice::Auto => &[(XdpMode::Driver, "driver mode"), (XdpMode::Skb, "skb mode")],
+            XdpChoice::Driver => &[(XdpMode::Driver, "driver mode")],
+            XdpChoice::Skb => &[(XdpMode::Skb, "skb mode")],
+            XdpChoice::Off => return Err("xdp off: using tc ingress".into()),
+        };
+        let program = xdp_program(&mut self.ebpf).map_err(|e| e.to_string())?;
+        let mut failures = Vec::new();
+        for &(mode, how) in modes {
+            match program.attach_to_if_index(iface.index, mode) {
+                Ok(_) => {
+                    self.reports.push(AttachReport {
+                        interface: iface.name.clone(),
+                        hook: Hook::XdpIngress,
+                        how: how.into(),
+                        note: (!failures.is_empty()).then(|| failures.join("; ")),
+                    });
+                    return Ok(());
+                }
+                Err(err) => failures.push(format!("xdp {how}: {}", error_chain(&err))),
+            }
+        }
+        Err(format!("{}; using tc ingress", failures.join("; ")))
+    }
+
+    fn attach_tc(
+        &mut self,
+        iface: &Interface,
+        hook: Hook,
+        mode: TcMode,
+        note: Option<String>,
+    ) -> Result<(), CaptureError> {
+        let (name, attach_type) = match hook {
+            Hook::TcEgress => (names::TC_EGRESS_PROGRAM, TcAttachType::Egress),
+            _ => (names::TC_INGRESS_PROGRAM, TcAttachType::Ingress),
+        };
+        let use_tcx = match mode {
+            TcMode::Auto => aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0)),
+            TcMode::Tcx => true,
+            TcMode::Netlink => false,
+        };
+        let attach_error = |source: ProgramError| CaptureError::Attach {
+            interface: iface.name.clone(),
+            hook: hook.name(),
+            source,
+        };
+        let (options, how) = if use_tcx {
+            (TcAttachOptions::TcxOrder(LinkOrder::default()), "tcx")
+        } else {
+            // The clsact qdisc may already be there (another tool, or our other hook).
+            match tc::qdisc_add_clsact(&iface.name) {
+                Ok(()) | Err(TcError::AlreadyAttached) => {}
+                Err(err) if is_exists(&err) => {}
+                Err(err) => return Err(attach_error(ProgramError::TcError(err))),
+            }
+            (
+                TcAttachOptions::Netlink(NlOptions::default()),
+                "netlink clsact",
+            )
+        };
+        tc_program(&mut self.ebpf, name)?
+            .attach_with_options(&iface.name, attach_type, options)
+            .map_err(attach_error)?;
+        self.reports.push(AttachReport {
+            interface: iface.name.clone(),
+            hook,
+            how: how.into(),
+            note,
+        });
+        Ok(())
+    }
+
+    /// What was attached where, in order.
+    pub fn reports(&self) -> &[AttachReport] {
+        &self.reports
+    }
+
+    /// Takes the event ring buffer; call once.
+    pub fn event_reader(&mut self) -> Result<EventReader, CaptureError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS_MAP)
+            .ok_or(CaptureError::Map(names::EVENTS_MAP, "already taken".into()))?;
+        let ring = RingBuf::try_from(map)
+            .map_err(|e| CaptureError::Map(names::EVENTS_MAP, e.to_string()))?;
+        EventReader::new(ring).map_err(CaptureError::Reader)
+    }
+
+    /// Kernel counters per hook, summed over CPUs.
+    pub fn counters(&self) -> Result<[HookCounters; HOOK_COUNT as usize], CaptureError> {
+        let mut out = [HookCounters::default(); HOOK_COUNT as usize];
+        for hook in Hook::ALL {
+            let read = |which| -> Result<u64, CaptureError> {
+                let values = self
+                    .stats
+                    .get(&stat::index(hook, which), 0)
+                    .map_err(|e| CaptureError::Map(names::STATS_MAP, e.to_string()))?;
+                Ok(values.iter().sum())
+            };
+            out[hook as usize] = HookCounters {
+                events: read(stat::EVENTS)?,
+                lost: read(stat::LOST)?,
+                truncated: read(stat::TRUNCATED)?,
+            };
+        }
+        Ok(out)
+    }
+
+    /// The loaded `Ebpf`, for the kernel-level tests (BPF_PROG_TEST_RUN).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, CaptureError> {
+    ebpf.program_mut(names::XDP_PROGRAM)
+        .ok_or(CaptureError::Program {
+            program: names::XDP_PROGRAM,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Program {
+            program: names::XDP_PROGRAM,
+            source,
+        })
+}
+
+fn tc_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, CaptureError> {
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::Program {
+            program: name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Program {
+            program: name,
+            source,
+        })
+}
+
+fn is_exists(err: &TcError) -> bool {
+    let text = error_chain(err);
+    text.contains("File exists") || text.contains("os error 17")
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so the ring buffer fits.
+/// Newer kernels use memory-cgroup accounting and ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain setrlimit call with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Packet filters of `watch`: by client MAC, by address, by message type.
+use std::net::IpAddr;
+
+use crate::decode::{Body, Packet};
+
+/// A MAC address given on the command line (`aa:bb:cc:dd:ee:ff` or with `-`).
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(format!(
+            "{text:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16)
+            .map_err(|_| format!("{text:?} is not a MAC address (bad byte {part:?})"))?;
+    }
+    Ok(mac)
+}
+
+/// A message type name, DHCPv4 (`release`, `DHCPACK`) or DHCPv6 (`solicit`, `relay-forw`).
+pub fn parse_type(text: &str) -> Result<String, String> {
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("DHCP").unwrap_or(&upper).to_owned();
+    let v4 = crate::decode::MessageType::parse_name(&bare).is_some() || bare == "BOOTP";
+    let v6 = (1..=13).any(|code| crate::decode::dhcpv6::message_type_name(code) == bare);
+    if v4 || v6 {
+        Ok(bare)
+    } else {
+        Err(format!("unknown DHCP message type {text:?}"))
+    }
+}
+
+/// All filters; a packet passes when it matches every filter that is set (each filter matches
+/// when any of its values does).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub macs: Vec<[u8; 6]>,
+    pub ips: Vec<IpAddr>,
+    pub types: Vec<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, packet: &Packet) -> bool {
+        self.matches_mac(packet) && self.matches_ip(packet) && self.matches_type(packet)
+    }
+
+    fn matches_mac(&self, packet: &Packet) -> bool {
+        if self.macs.is_empty() {
+            return true;
+        }
+        let chaddr = packet
+            .dhcpv4()
+            .and_then(|m| <[u8; 6]>::try_from(m.chaddr.as_slice()).ok());
+        [chaddr, packet.src_mac, packet.dst_mac]
+            .into_iter()
+            .flatten()
+            .any(|mac| self.macs.contains(&mac))
+    }
+
+    fn matches_ip(&self, packet: &Packet) -> bool {
+        if self.ips.is_empty() {
+            return true;
+        }
+        let mut candidates = vec![packet.src_ip, packet.dst_ip];
+        if let Some(m) = packet.dhcpv4() {
+            candidates
+                .extend([m.ciaddr, m.yiaddr, m.siaddr, m.giaddr].map(|a| Some(IpAddr::V4(a))));
+            candidates.extend([m.server_id, m.requested_ip].map(|a| a.map(IpAddr::V4)));
+        }
+        candidates
+            .into_iter()
+            .flatten()
+            .any(|ip| self.ips.contains(&ip))
+    }
+
+    fn matches_type(&self, packet: &Packet) -> bool {
+        if self.types.is_empty() {
+            return true;
+        }
+        let name = match &packet.body {
+            Body::V4(m) => m.type_name(),
+            Body::V6(m) => m.message_type,
+            Body::Malformed { .. } => return false,
+        };
+        self.types.iter().any(|t| t == name)
+    }
+}

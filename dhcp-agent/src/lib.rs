@@ -1,0 +1,11 @@
+//! dhcp-agent: the userspace side of dhcp-observer.
+//!
+//! Data flows one way: [`capture`] (kernel programs, ring buffer) -> [`decode`] (frames to DHCP
+//! messages) -> [`filter`] -> [`output`]. Commands live in their own modules ([`watch`]).
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod filter;
+pub mod output;
+pub mod system;
+pub mod watch;

@@ -1,0 +1,373 @@
+//! A router lab in network namespaces, shaped like an Apache CloudStack redundant virtual router:
+//!
+//! ```text
+//!   vm<N> namespace                      router namespace
+//!   eth0 (dhclient) <--- veth ---> guest0: 172.29.101.245/24 (primary)
+//!                                          172.29.101.1/24   (secondary, the VIP)
+//!                                  lo:     127.0.0.1
+//!                                  dnsmasq listen-address=127.0.0.1,172.29.101.1
+//! ```
+//!
+//! Real peers only: dnsmasq serves, dhclient asks, `dhcp_release` releases. Everything lives
+//! in namespaces and a scratch directory named after this process, and is removed on drop,
+//! also when a test fails. Used by `cargo xtask lab` and by the integration tests.
+pub mod netns;
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+pub use netns::{Netns, run};
+
+/// Addresses of the guest network, as on a CloudStack redundant VR.
+pub const SUBNET_PREFIX: &str = "172.29.101";
+pub const PRIMARY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 245);
+pub const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 1);
+pub const ROUTER_IFACE: &str = "guest0";
+pub const VM_IFACE: &str = "eth0";
+
+/// Shape of a lab.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Tag guest traffic with this 802.1Q VLAN id (guest0.<id> in the router, eth0.<id> in VMs).
+    pub vlan: Option<u16>,
+    /// Lease time dnsmasq hands out, seconds (dnsmasq's minimum is 120).
+    pub lease_secs: u32,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            vlan: None,
+            lease_secs: 3600,
+        }
+    }
+}
+
+static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A VM: a namespace with one interface and a dhclient of its own.
+pub struct Vm {
+    pub ns: Netns,
+    pub mac: String,
+    /// Interface dhclient runs on (eth0, or eth0.<vlan>).
+    pub iface: String,
+    dir: PathBuf,
+}
+
+impl Vm {
+    fn dhclient(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.ns.command("dhclient");
+        cmd.arg("-sf")
+            .arg(self.dir.join("dhclient-script"))
+            .arg("-lf")
+            .arg(self.dir.join("dhclient.leases"))
+            .arg("-pf")
+            .arg(self.dir.join("dhclient.pid"))
+            .args(extra)
+            .arg(&self.iface);
+        cmd
+    }
+
+    /// Boots the VM's network: dhclient gets a lease (DISCOVER, OFFER, REQUEST, ACK), configures
+    /// it and stays in the background to renew. Returns the leased address.
+    pub fn boot(&self) -> anyhow::Result<Ipv4Addr> {
+        run(self.dhclient(&["-1", "-v"]).stdin(Stdio::null()))
+            .with_context(|| format!("dhclient in {}", self.ns.name()))?;
+        self.address()?
+            .context("dhclient exited but no address is configured")
+    }
+
+    /// The address configured on the VM's interface, if any.
+    pub fn address(&self) -> anyhow::Result<Option<Ipv4Addr>> {
+        let out =
+            run(self
+                .ns
+                .command("ip")
+                .args(["-4", "-o", "addr", "show", "dev", &self.iface]))?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|cidr| cidr.split('/').next()?.parse().ok()))
+    }
+
+    /// The client's own release: `dhclient -r` sends DHCPRELEASE and stops the running dhclient.
+    pub fn release(&self) -> anyhow::Result<()> {
+        run(self.dhclient(&["-r", "-v"]).stdin(Stdio::null())).map(drop)
+    }
+
+    /// Gives the guest a new MAC: the next "VM" on the same port. Stops dhclient first.
+    pub fn set_mac(&mut self, mac: &str) -> anyhow::Result<()> {
+        self.stop();
+        let _ = fs::remove_file(self.dir.join("dhclient.leases"));
+        self.ns.ip(&["-4", "addr", "flush", "dev", &self.iface])?;
+        self.ns.ip(&["link", "set", VM_IFACE, "down"])?;
+        self.ns.ip(&["link", "set", VM_IFACE, "address", mac])?;
+        self.ns.ip(&["link", "set", VM_IFACE, "up"])?;
+        self.mac = mac.to_owned();
+        Ok(())
+    }
+
+    fn stop(&self) {
+        if let Ok(pid) = fs::read_to_string(self.dir.join("dhclient.pid")) {
+            let _ = Command::new("kill")
+                .arg(pid.trim())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A running lab. Dropping it stops every process and deletes namespaces and files.
+pub struct Lab {
+    pub router: Netns,
+    /// The guest. Several guests in a row are simulated by giving it a new MAC
+    /// ([`Vm::set_mac`]), as when an expunged VM's address goes to the next one.
+    pub vm: Vm,
+    pub config: LabConfig,
+    pub dir: PathBuf,
+    dnsmasq: Option<Child>,
+}
+
+impl Lab {
+    pub fn start(config: LabConfig) -> anyhow::Result<Lab> {
+        require_tools(&["ip", "dnsmasq", "dhclient", "dhcp_release"])?;
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            LAB_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("dhcp-lab-{id}"));
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let router = Netns::create(&format!("dhcpobs-r-{id}"))?;
+        let vm_ns = Netns::create(&format!("dhcpobs-vm-{id}"))?;
+        let vm_dir = dir.join("vm");
+        fs::create_dir_all(&vm_dir)?;
+        write_dhclient_script(&vm_dir.join("dhclient-script"))?;
+        let iface = match config.vlan {
+            Some(vlan) => format!("{VM_IFACE}.{vlan}"),
+            None => VM_IFACE.to_owned(),
+        };
+        let vm = Vm {
+            ns: vm_ns,
+            mac: "52:54:00:10:00:01".into(),
+            iface,
+            dir: vm_dir,
+        };
+        let mut lab = Lab {
+            router,
+            vm,
+            config,
+            dir,
+            dnsmasq: None,
+        };
+        lab.build_network()?;
+        lab.start_dnsmasq()?;
+        Ok(lab)
+    }
+
+    /// The router interface that carries guest traffic at L3 (where dnsmasq serves).
+    pub fn guest_iface(&self) -> String {
+        match self.config.vlan {
+            Some(vlan) => format!("{ROUTER_IFACE}.{vlan}"),
+            None => ROUTER_IFACE.to_owned(),
+        }
+    }
+
+    fn build_network(&mut self) -> anyhow::Result<()> {
+        let (r, vm) = (&self.router, &self.vm);
+        r.ip(&["link", "set", "lo", "up"])?;
+        // Create the pair inside the router namespace, then move the VM end.
+        r.ip(&[
+            "link",
+            "add",
+            ROUTER_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            VM_IFACE,
+            "netns",
+            vm.ns.name(),
+        ])?;
+        vm.ns.ip(&["link", "set", VM_IFACE, "address", &vm.mac])?;
+        vm.ns.ip(&["link", "set", "lo", "up"])?;
+        vm.ns.ip(&["link", "set", VM_IFACE, "up"])?;
+        r.ip(&["link", "set", ROUTER_IFACE, "up"])?;
+        let guest = self.guest_iface();
+        if let Some(vlan) = self.config.vlan {
+            let id = vlan.to_string();
+            vm.ns.ip(&[
+                "link", "add", "link", VM_IFACE, "name", &vm.iface, "type", "vlan", "id", &id,
+            ])?;
+            vm.ns.ip(&["link", "set", &vm.iface, "up"])?;
+            r.ip(&[
+                "link",
+                "add",
+                "link",
+                ROUTER_IFACE,
+                "name",
+                &guest,
+                "type",
+                "vlan",
+                "id",
+                &id,
+            ])?;
+            r.ip(&["link", "set", &guest, "up"])?;
+        }
+        // Primary first, then the VIP as a secondary: `dhcp_release` takes the first address.
+        r.ip(&["addr", "add", &format!("{PRIMARY_ADDR}/24"), "dev", &guest])?;
+        r.ip(&["addr", "add", &format!("{VIP_ADDR}/24"), "dev", &guest])?;
+        Ok(())
+    }
+
+    fn start_dnsmasq(&mut self) -> anyhow::Result<()> {
+        let conf = self.dir.join("dnsmasq.conf");
+        fs::write(&conf, self.dnsmasq_conf()).context("writing dnsmasq.conf")?;
+        let child = self
+            .router
+            .command("dnsmasq")
+            .arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(
+                self.dir.join("dnsmasq.stderr"),
+            )?))
+            .spawn()
+            .context("starting dnsmasq")?;
+        self.dnsmasq = Some(child);
+        // dnsmasq writes its pid file once it has bound its sockets.
+        wait_for(Duration::from_secs(10), || {
+            self.dir.join("dnsmasq.pid").exists()
+        })
+        .with_context(|| format!("dnsmasq did not start: {}", self.dnsmasq_log()))?;
+        Ok(())
+    }
+
+    /// The configuration of a CloudStack redundant VR, reduced to DHCP.
+    pub fn dnsmasq_conf(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "# dhcp-lab: dnsmasq as on a CloudStack redundant virtual router\n\
+             port=0\n\
+             user=root\n\
+             listen-address=127.0.0.1,{VIP_ADDR}\n\
+             dhcp-range={SUBNET_PREFIX}.100,{SUBNET_PREFIX}.200,255.255.255.0,{lease}\n\
+             dhcp-leasefile={d}/dnsmasq.leases\n\
+             pid-file={d}/dnsmasq.pid\n\
+             log-facility={d}/dnsmasq.log\n\
+             log-dhcp\n",
+            lease = self.config.lease_secs
+        )
+    }
+
+    /// Path of dnsmasq's lease file.
+    pub fn lease_file(&self) -> PathBuf {
+        self.dir.join("dnsmasq.leases")
+    }
+
+    /// dnsmasq's log so far (for failure messages).
+    pub fn dnsmasq_log(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("dnsmasq.log")).unwrap_or_default();
+        let stderr = fs::read_to_string(self.dir.join("dnsmasq.stderr")).unwrap_or_default();
+        format!("{log}{stderr}")
+    }
+
+    /// The real `dhcp_release IFACE IP MAC`, run on the router as CloudStack does.
+    pub fn dhcp_release(&self, ip: Ipv4Addr, mac: &str) -> anyhow::Result<()> {
+        run(self
+            .router
+            .command("dhcp_release")
+            .args([&self.guest_iface(), &ip.to_string(), mac]))
+        .map(drop)
+    }
+
+    /// Whether the lease file lists `ip`.
+    pub fn lease_file_has(&self, ip: Ipv4Addr) -> bool {
+        let needle = format!(" {ip} ");
+        fs::read_to_string(self.lease_file()).is_ok_and(|s| s.lines().any(|l| l.contains(&needle)))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.vm.stop();
+        if let Some(mut child) = self.dnsmasq.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The namespaces are deleted by their own Drop.
+        if std::env::var_os("DHCP_LAB_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// dhclient's hook: configure what it was given, nothing else (never touches resolv.conf).
+fn write_dhclient_script(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = r#"#!/bin/sh
+# dhcp-lab dhclient script: set the leased address on the interface and nothing else.
+case "$reason" in
+  BOUND|RENEW|REBIND|REBOOT)
+    if [ -n "$old_ip_address" ] && [ "$old_ip_address" != "$new_ip_address" ]; then
+      ip -4 addr flush dev "$interface"
+    fi
+    ip -4 addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
+  EXPIRE|FAIL|RELEASE|STOP)
+    ip -4 addr flush dev "$interface" ;;
+esac
+exit 0
+"#;
+    fs::write(path, script)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Fails with the list of missing programs (run `cargo xtask setup`).
+pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| find_program(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "missing programs: {} (run `cargo xtask setup`)",
+            missing.join(", ")
+        )
+    }
+}
+
+/// Looks a program up on PATH and in the sbin directories (root's PATH may lack them).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Polls `ready` until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

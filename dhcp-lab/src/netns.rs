@@ -1,0 +1,69 @@
+//! Network namespaces made with iproute2, deleted on drop.
+use std::process::{Command, Output};
+
+use anyhow::{Context as _, bail};
+
+/// A network namespace this process created.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name` (deleting a stale namespace of the same name left by a killed run).
+    pub fn create(name: &str) -> anyhow::Result<Netns> {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        run(Command::new("ip").args(["netns", "add", name]))?;
+        Ok(Netns {
+            name: name.to_owned(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill what still runs inside (dhclient, dnsmasq, agents) so the namespace can go.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Runs a command to completion; fails with its stderr if it exits non-zero.
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "{cmd:?} failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
