@@ -11,6 +11,7 @@
 //! Real peers only: dnsmasq serves, dhclient asks, `dhcp_release` releases. Everything lives
 //! in namespaces and a scratch directory named after this process, and is removed on drop,
 //! also when a test fails. Used by `cargo xtask lab` and by the integration tests.
+pub mod frames;
 pub mod netns;
 
 use std::{

@@ -15,7 +15,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, MapType, PerCpuArray, RingBuf},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions,
+        TestRunResult, Xdp, XdpMode,
         tc::{self, NlOptions, TcAttachOptions, TcError},
     },
 };
@@ -251,15 +252,43 @@ impl Capture {
         &self.reports
     }
 
-    /// Takes the event ring buffer; call once.
-    pub fn event_reader(&mut self) -> Result<EventReader, CaptureError> {
+    /// Takes the event ring buffer for synchronous reading (tests, benchmarks); call once.
+    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>, CaptureError> {
         let map = self
             .ebpf
             .take_map(names::EVENTS_MAP)
             .ok_or(CaptureError::Map(names::EVENTS_MAP, "already taken".into()))?;
-        let ring = RingBuf::try_from(map)
-            .map_err(|e| CaptureError::Map(names::EVENTS_MAP, e.to_string()))?;
-        EventReader::new(ring).map_err(CaptureError::Reader)
+        RingBuf::try_from(map).map_err(|e| CaptureError::Map(names::EVENTS_MAP, e.to_string()))
+    }
+
+    /// Takes the event ring buffer as an async reader; call once, inside a tokio runtime.
+    pub fn event_reader(&mut self) -> Result<EventReader, CaptureError> {
+        EventReader::new(self.take_ring_buffer()?).map_err(CaptureError::Reader)
+    }
+
+    /// Runs the program behind `hook` `repeat` times on `frame` with BPF_PROG_TEST_RUN,
+    /// without attaching it anywhere. For the kernel-level tests and the benchmarks.
+    pub fn test_run(
+        &mut self,
+        hook: Hook,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunResult, CaptureError> {
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        let program = match hook {
+            Hook::XdpIngress => names::XDP_PROGRAM,
+            Hook::TcIngress => names::TC_INGRESS_PROGRAM,
+            Hook::TcEgress => names::TC_EGRESS_PROGRAM,
+        };
+        let result = match hook {
+            Hook::XdpIngress => xdp_program(&mut self.ebpf)?.test_run(options),
+            _ => tc_program(&mut self.ebpf, program)?.test_run(options),
+        };
+        result.map_err(|source| CaptureError::Program { program, source })
     }
 
     /// Kernel counters per hook, summed over CPUs.
@@ -280,11 +309,6 @@ impl Capture {
             };
         }
         Ok(out)
-    }
-
-    /// The loaded `Ebpf`, for the kernel-level tests (BPF_PROG_TEST_RUN).
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
     }
 }
 

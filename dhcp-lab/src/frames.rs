@@ -1,0 +1,216 @@
+//! Crafted frames for the tests: DHCP messages encoded with dhcproto, wrapped in Ethernet,
+//! VLAN, IPv4/IPv6 and UDP with etherparse, and sent from inside a namespace with a packet
+//! socket (for what real peers cannot produce here, such as VLAN tags on a kernel without
+//! 802.1Q support, or malformed packets).
+use std::{
+    fs::File,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd as _,
+};
+
+use anyhow::{Context as _, bail};
+use dhcproto::{Encodable as _, Encoder, v4, v6};
+use etherparse::{IpHeaders, Ipv4Header, Ipv4Options, PacketBuilder, VlanId};
+
+use crate::Netns;
+
+/// A DHCPv4 message to encode.
+#[derive(Debug, Clone)]
+pub struct Dhcpv4Spec {
+    pub message_type: v4::MessageType,
+    pub xid: u32,
+    pub chaddr: [u8; 6],
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub server_id: Option<Ipv4Addr>,
+    pub requested_ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+}
+
+impl Dhcpv4Spec {
+    pub fn new(message_type: v4::MessageType, xid: u32, chaddr: [u8; 6]) -> Dhcpv4Spec {
+        Dhcpv4Spec {
+            message_type,
+            xid,
+            chaddr,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            server_id: None,
+            requested_ip: None,
+            hostname: None,
+        }
+    }
+
+    /// The UDP payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut msg = v4::Message::new(
+            self.ciaddr,
+            self.yiaddr,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &self.chaddr,
+        );
+        msg.set_xid(self.xid);
+        if matches!(
+            self.message_type,
+            v4::MessageType::Offer | v4::MessageType::Ack | v4::MessageType::Nak
+        ) {
+            msg.set_opcode(v4::Opcode::BootReply);
+        }
+        let opts = msg.opts_mut();
+        opts.insert(v4::DhcpOption::MessageType(self.message_type));
+        if let Some(sid) = self.server_id {
+            opts.insert(v4::DhcpOption::ServerIdentifier(sid));
+        }
+        if let Some(req) = self.requested_ip {
+            opts.insert(v4::DhcpOption::RequestedIpAddress(req));
+        }
+        if let Some(host) = &self.hostname {
+            opts.insert(v4::DhcpOption::Hostname(host.clone()));
+        }
+        let mut out = Vec::new();
+        msg.encode(&mut Encoder::new(&mut out))
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
+/// A DHCPv6 SOLICIT payload with a client DUID.
+pub fn dhcpv6_solicit(xid: u32, duid: &[u8]) -> Vec<u8> {
+    let mut msg = v6::Message::new(v6::MessageType::Solicit);
+    msg.set_xid_num(xid);
+    msg.opts_mut()
+        .insert(v6::DhcpOption::ClientId(duid.to_vec()));
+    let mut out = Vec::new();
+    msg.encode(&mut Encoder::new(&mut out))
+        .expect("encoding to a Vec cannot fail");
+    out
+}
+
+/// Link and network framing of a crafted packet.
+#[derive(Debug, Clone)]
+pub struct Framing {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    /// VLAN ids, outermost first: none, one (802.1Q) or two (802.1ad QinQ).
+    pub vlans: Vec<u16>,
+    /// Bytes of IPv4 options (a multiple of 4) to make IHL > 5.
+    pub ip_options: Vec<u8>,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing {
+            src_mac: [0x52, 0x54, 0, 0xaa, 0, 1],
+            dst_mac: [0xff; 6],
+            vlans: Vec::new(),
+            ip_options: Vec::new(),
+        }
+    }
+}
+
+fn link(
+    framing: &Framing,
+) -> anyhow::Result<etherparse::PacketBuilderStep<etherparse::Ethernet2Header>> {
+    Ok(PacketBuilder::ethernet2(framing.src_mac, framing.dst_mac))
+}
+
+fn vlan_id(id: u16) -> anyhow::Result<VlanId> {
+    VlanId::try_new(id).map_err(|e| anyhow::anyhow!("vlan id {id}: {e}"))
+}
+
+/// An Ethernet/IPv4/UDP frame around `payload`.
+pub fn ipv4_udp(
+    framing: &Framing,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    payload: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let mut header = Ipv4Header::new(0, 64, etherparse::IpNumber::UDP, src.octets(), dst.octets())?;
+    header.options = Ipv4Options::try_from(framing.ip_options.as_slice())
+        .map_err(|e| anyhow::anyhow!("ip options: {e}"))?;
+    let ip = IpHeaders::Ipv4(header, Default::default());
+    let builder = match framing.vlans.as_slice() {
+        [] => link(framing)?.ip(ip),
+        [one] => link(framing)?.single_vlan(vlan_id(*one)?).ip(ip),
+        [outer, inner] => link(framing)?
+            .double_vlan(vlan_id(*outer)?, vlan_id(*inner)?)
+            .ip(ip),
+        more => bail!("{} VLAN tags: at most two", more.len()),
+    };
+    let builder = builder.udp(ports.0, ports.1);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload)?;
+    Ok(frame)
+}
+
+/// An Ethernet/IPv6/UDP frame around `payload`.
+pub fn ipv6_udp(
+    framing: &Framing,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    ports: (u16, u16),
+    payload: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let builder = link(framing)?
+        .ipv6(src.octets(), dst.octets(), 64)
+        .udp(ports.0, ports.1);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload)?;
+    Ok(frame)
+}
+
+/// Sends `frames` out of `iface` inside `ns` through an AF_PACKET socket, as they are.
+pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let ns_path = format!("/run/netns/{}", ns.name());
+    let iface = iface.to_owned();
+    let frames = frames.to_vec();
+    // setns() switches only the calling thread; a scoped thread keeps the test's own
+    // namespace untouched.
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let ns_file = File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
+        // SAFETY: setns on a valid namespace fd, affecting this thread only.
+        if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns({ns_path}): {}", std::io::Error::last_os_error());
+        }
+        let c_iface = std::ffi::CString::new(iface.clone())?;
+        // SAFETY: plain libc calls with valid arguments; the fd is closed below.
+        unsafe {
+            let index = libc::if_nametoindex(c_iface.as_ptr());
+            if index == 0 {
+                bail!("no interface {iface} in {ns_path}");
+            }
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 {
+                bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+            }
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            let mut result = Ok(());
+            for frame in &frames {
+                let sent = libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if sent < 0 {
+                    result = Err(anyhow::anyhow!(
+                        "sendto on {iface}: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                    break;
+                }
+            }
+            libc::close(fd);
+            result
+        }
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("frame sender thread panicked"))?
+}
