@@ -1,0 +1,89 @@
+//! `cargo xtask lab`: the agent watching a CloudStack-like redundant VR while guests come and
+//! go. What it shows is the problem the product exists for: after the real `dhcp_release`, the
+//! lease is still in dnsmasq's lease file.
+use std::{
+    process::{Child, Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use dhcp_lab::{Lab, LabConfig, PRIMARY_ADDR, ROUTER_IFACE, VIP_ADDR};
+
+#[derive(clap::Args)]
+pub struct LabArgs {
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// TC attach mode passed to the agent (auto, tcx, netlink).
+    #[arg(long, default_value = "auto")]
+    tc_mode: String,
+    /// Number of guests to boot and expunge one after another.
+    #[arg(long, default_value_t = 2)]
+    guests: u8,
+}
+
+fn say(text: &str) {
+    eprintln!("\x1b[1mlab:\x1b[0m {text}");
+}
+
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    crate::cargo(&["build", "--release", "--package", "dhcp-agent"])?;
+    let agent_bin = crate::target_dir().join("release/dhcp-agent");
+
+    let mut lab = Lab::start(LabConfig::default()).context("starting the lab")?;
+    say(&format!(
+        "router namespace {}: {ROUTER_IFACE} has {PRIMARY_ADDR}/24 (primary) and {VIP_ADDR}/24 (VIP); dnsmasq listens on 127.0.0.1,{VIP_ADDR}",
+        lab.router.name()
+    ));
+    let mut agent_args = vec!["watch", "--iface", ROUTER_IFACE, "--iface", "lo", "--tc-mode", &args.tc_mode];
+    if args.json {
+        agent_args.push("--json");
+    }
+    let agent = AgentProcess(
+        lab.router
+            .command(agent_bin.to_str().context("agent path")?)
+            .args(&agent_args)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting dhcp-agent")?,
+    );
+    thread::sleep(Duration::from_millis(500));
+
+    for n in 1..=args.guests {
+        let mac = format!("52:54:00:10:00:{n:02x}");
+        if n > 1 {
+            lab.vm.set_mac(&mac)?;
+        }
+        say(&format!("guest {n} ({mac}) boots: dhclient"));
+        let ip = lab.vm.boot()?;
+        say(&format!("guest {n} got {ip}; it renews (INIT-REBOOT REQUEST)"));
+        lab.vm.boot()?;
+        say(&format!("guest {n} is expunged: dhcp_release {} {ip} {mac}", lab.guest_iface()));
+        lab.dhcp_release(ip, &mac)?;
+        thread::sleep(Duration::from_millis(500));
+        if lab.lease_file_has(ip) {
+            say(&format!(
+                "dnsmasq ignored it: {ip} is still in {} (option 54 was {PRIMARY_ADDR}, dnsmasq's server id is {VIP_ADDR})",
+                lab.lease_file().display()
+            ));
+        } else {
+            say(&format!("{ip} is gone from the lease file"));
+        }
+    }
+    say("the last guest releases its own lease: dhclient -r (option 54 = the VIP, honored)");
+    lab.vm.release()?;
+    thread::sleep(Duration::from_millis(500));
+    say("done; stopping the agent");
+    drop(agent);
+    Ok(())
+}

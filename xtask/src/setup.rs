@@ -1,0 +1,91 @@
+//! Everything building and testing need on a fresh Debian machine, in one place. Each step
+//! checks first and only installs what is missing, so `lab` and `test` call it every time.
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, bail};
+
+/// Peers and tools the lab and the tests run. `dnsmasq-base` is dnsmasq without the system
+/// service: the lab starts its own instances and must never start the host's.
+const RUNTIME_PACKAGES: &[&str] = &["dnsmasq-base", "dnsmasq-utils", "isc-dhcp-client", "iproute2"];
+/// What bpf-linker builds against.
+const LINKER_BUILD_PACKAGES: &[&str] =
+    &["llvm-22-dev", "libpolly-22-dev", "libclang-22-dev", "zlib1g-dev", "libzstd-dev"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+pub fn ensure() -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = RUNTIME_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let need_linker = !bpf_linker_ok();
+    if need_linker {
+        missing.extend(LINKER_BUILD_PACKAGES.iter().copied().filter(|p| !installed(p)));
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    ensure_nightly_rust_src()?;
+    if need_linker {
+        install_bpf_linker()?;
+    }
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("setup: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let apt = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null());
+        cmd
+    };
+    run(&mut apt(&["update", "-q"]))?;
+    run(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(packages))
+        .context("installing Debian packages (needs root)")
+}
+
+fn ensure_nightly_rust_src() -> anyhow::Result<()> {
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if has_src {
+        return Ok(());
+    }
+    // Installs the nightly toolchain too if it is missing (the kernel programs need
+    // `-Z build-std=core` for the BPF target).
+    run(Command::new("rustup").args([
+        "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+    ]))
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path)
+        .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))
+    .context("building bpf-linker against Debian's LLVM 22")
+}
