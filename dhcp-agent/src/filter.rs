@@ -87,3 +87,70 @@ impl Filter {
         self.types.iter().any(|t| t == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_macs_and_types() {
+        assert_eq!(parse_mac("52:54:00:01:02:03"), Ok([0x52, 0x54, 0, 1, 2, 3]));
+        assert_eq!(parse_mac("52-54-00-01-02-03"), Ok([0x52, 0x54, 0, 1, 2, 3]));
+        assert!(parse_mac("52:54:00:01:02").is_err());
+        assert!(parse_mac("52:54:00:01:02:zz").is_err());
+        assert_eq!(parse_type("dhcprelease"), Ok("RELEASE".into()));
+        assert_eq!(parse_type("solicit"), Ok("SOLICIT".into()));
+        assert!(parse_type("hello").is_err());
+    }
+
+    #[test]
+    fn filters_match_on_any_field_and_all_filters() {
+        let packet = crate::decode::test_support::release_packet();
+        let mac = [0x52, 0x54, 0, 1, 2, 3];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let pass = |f: Filter| f.matches(&packet);
+        assert!(pass(Filter::default()));
+        assert!(pass(Filter {
+            macs: vec![mac],
+            ..Filter::default()
+        }));
+        assert!(!pass(Filter {
+            macs: vec![[9; 6]],
+            ..Filter::default()
+        }));
+        assert!(
+            pass(Filter {
+                ips: vec![ip("172.29.101.150")],
+                ..Filter::default()
+            }),
+            "ciaddr"
+        );
+        assert!(
+            pass(Filter {
+                ips: vec![ip("172.29.101.245")],
+                ..Filter::default()
+            }),
+            "option 54"
+        );
+        assert!(!pass(Filter {
+            ips: vec![ip("10.0.0.1")],
+            ..Filter::default()
+        }));
+        assert!(pass(Filter {
+            types: vec!["DISCOVER".into(), "RELEASE".into()],
+            ..Filter::default()
+        }));
+        assert!(!pass(Filter {
+            types: vec!["ACK".into()],
+            ..Filter::default()
+        }));
+        assert!(
+            !pass(Filter {
+                macs: vec![mac],
+                types: vec!["ACK".into()],
+                ..Filter::default()
+            }),
+            "all filters must match"
+        );
+    }
+}

@@ -203,3 +203,42 @@ pub fn text_line(packet: &Packet) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_carries_every_field() {
+        let packet = crate::decode::test_support::release_packet();
+        let json: serde_json::Value = serde_json::from_str(&json_line(&packet)).unwrap();
+        assert_eq!(json["message_type"], "RELEASE");
+        assert_eq!(json["server_id"], "172.29.101.245");
+        assert_eq!(json["ciaddr"], "172.29.101.150");
+        assert_eq!(json["chaddr"], "52:54:00:01:02:03");
+        assert_eq!(json["xid"], "0x00000001");
+        assert_eq!(json["time"], "1970-01-01T00:00:00.000000Z");
+        for key in [
+            "requested_ip",
+            "lease_time",
+            "hostname",
+            "client_id",
+            "vlan",
+            "yiaddr",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+        let line = text_line(&packet);
+        for part in [
+            "lo",
+            "in",
+            "RELEASE",
+            "0x00000001",
+            "52:54:00:01:02:03",
+            "ci=172.29.101.150",
+            "sid=172.29.101.245",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line:?}");
+        }
+    }
+}

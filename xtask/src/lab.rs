@@ -31,7 +31,9 @@ struct AgentProcess(Child);
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -45,7 +47,15 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         "router namespace {}: {ROUTER_IFACE} has {PRIMARY_ADDR}/24 (primary) and {VIP_ADDR}/24 (VIP); dnsmasq listens on 127.0.0.1,{VIP_ADDR}",
         lab.router.name()
     ));
-    let mut agent_args = vec!["watch", "--iface", ROUTER_IFACE, "--iface", "lo", "--tc-mode", &args.tc_mode];
+    let mut agent_args = vec![
+        "watch",
+        "--iface",
+        ROUTER_IFACE,
+        "--iface",
+        "lo",
+        "--tc-mode",
+        &args.tc_mode,
+    ];
     if args.json {
         agent_args.push("--json");
     }
@@ -66,9 +76,14 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         }
         say(&format!("guest {n} ({mac}) boots: dhclient"));
         let ip = lab.vm.boot()?;
-        say(&format!("guest {n} got {ip}; it renews (INIT-REBOOT REQUEST)"));
+        say(&format!(
+            "guest {n} got {ip}; it renews (INIT-REBOOT REQUEST)"
+        ));
         lab.vm.boot()?;
-        say(&format!("guest {n} is expunged: dhcp_release {} {ip} {mac}", lab.guest_iface()));
+        say(&format!(
+            "guest {n} is expunged: dhcp_release {} {ip} {mac}",
+            lab.guest_iface()
+        ));
         lab.dhcp_release(ip, &mac)?;
         thread::sleep(Duration::from_millis(500));
         if lab.lease_file_has(ip) {

@@ -6,18 +6,37 @@ use anyhow::{Context as _, bail};
 
 /// Peers and tools the lab and the tests run. `dnsmasq-base` is dnsmasq without the system
 /// service: the lab starts its own instances and must never start the host's.
-const RUNTIME_PACKAGES: &[&str] = &["dnsmasq-base", "dnsmasq-utils", "isc-dhcp-client", "iproute2"];
+const RUNTIME_PACKAGES: &[&str] = &[
+    "dnsmasq-base",
+    "dnsmasq-utils",
+    "isc-dhcp-client",
+    "iproute2",
+];
 /// What bpf-linker builds against.
-const LINKER_BUILD_PACKAGES: &[&str] =
-    &["llvm-22-dev", "libpolly-22-dev", "libclang-22-dev", "zlib1g-dev", "libzstd-dev"];
+const LINKER_BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libclang-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn ensure() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = RUNTIME_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let mut missing: Vec<&str> = RUNTIME_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
     let need_linker = !bpf_linker_ok();
     if need_linker {
-        missing.extend(LINKER_BUILD_PACKAGES.iter().copied().filter(|p| !installed(p)));
+        missing.extend(
+            LINKER_BUILD_PACKAGES
+                .iter()
+                .copied()
+                .filter(|p| !installed(p)),
+        );
     }
     if !missing.is_empty() {
         apt_install(&missing)?;
@@ -48,7 +67,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null());
+        cmd.args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null());
         cmd
     };
     run(&mut apt(&["update", "-q"]))?;
@@ -60,14 +81,22 @@ fn ensure_nightly_rust_src() -> anyhow::Result<()> {
     let has_src = Command::new("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+        });
     if has_src {
         return Ok(());
     }
     // Installs the nightly toolchain too if it is missing (the kernel programs need
     // `-Z build-std=core` for the BPF target).
     run(Command::new("rustup").args([
-        "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src",
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
     ]))
 }
 
@@ -81,7 +110,10 @@ fn bpf_linker_ok() -> bool {
 }
 
 fn install_bpf_linker() -> anyhow::Result<()> {
-    let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{LLVM_PREFIX}/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
     run(Command::new("cargo")
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
         .args(["--no-default-features", "--features", "llvm-22"])

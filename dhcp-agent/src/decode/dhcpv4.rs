@@ -262,3 +262,192 @@ impl<'a> Dhcpv4<'a> {
         Ok(overload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use dhcp_lab::frames::Dhcpv4Spec;
+    use dhcproto::{Decodable as _, Decoder, v4};
+
+    use super::*;
+
+    fn release() -> Vec<u8> {
+        let mut spec = Dhcpv4Spec::new(
+            v4::MessageType::Release,
+            0x1234_5678,
+            [0x52, 0x54, 0, 1, 2, 3],
+        );
+        spec.ciaddr = Ipv4Addr::new(172, 29, 101, 150);
+        spec.server_id = Some(Ipv4Addr::new(172, 29, 101, 245));
+        spec.hostname = Some("vm-1".into());
+        spec.encode()
+    }
+
+    /// Replaces the options area (after the cookie) with `options`.
+    fn with_options(options: &[u8]) -> Vec<u8> {
+        let mut payload = release()[..240].to_vec();
+        payload.extend_from_slice(options);
+        payload
+    }
+
+    #[test]
+    fn reads_what_dhcproto_wrote() {
+        let payload = release();
+        let msg = Dhcpv4::parse(&payload).unwrap();
+        let reference = v4::Message::decode(&mut Decoder::new(&payload)).unwrap();
+        assert_eq!(msg.xid, reference.xid());
+        assert_eq!(msg.ciaddr, reference.ciaddr());
+        assert_eq!(msg.chaddr, &reference.chaddr()[..6]);
+        assert_eq!(msg.mac(), Some([0x52, 0x54, 0, 1, 2, 3]));
+        assert_eq!(msg.message_type, Some(MessageType::Release));
+        assert_eq!(msg.server_id, Some(Ipv4Addr::new(172, 29, 101, 245)));
+        assert_eq!(msg.hostname, Some(&b"vm-1"[..]));
+        assert_eq!(msg.requested_ip, None);
+    }
+
+    #[test]
+    fn keeps_option_54_after_a_hostname_that_is_not_utf8() {
+        // dhcproto stops at the bad hostname and loses option 54; we must not.
+        let payload = with_options(&[53, 1, 7, 12, 2, 0xff, 0xfe, 54, 4, 10, 0, 0, 1, 255]);
+        let msg = Dhcpv4::parse(&payload).unwrap();
+        assert_eq!(msg.server_id, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(msg.hostname, Some(&[0xff, 0xfe][..]));
+        let reference = v4::Message::decode(&mut Decoder::new(&payload)).unwrap();
+        assert!(
+            reference
+                .opts()
+                .get(v4::OptionCode::ServerIdentifier)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn reads_overloaded_file_and_sname_areas() {
+        let mut payload = with_options(&[53, 1, 7, 52, 1, 3, 255]);
+        payload[108..114].copy_from_slice(&[54, 4, 10, 0, 0, 9]); // option 54 in `file`
+        payload[114] = 255;
+        payload[44..51].copy_from_slice(&[50, 4, 10, 0, 0, 7, 255]); // option 50 in `sname`
+        let msg = Dhcpv4::parse(&payload).unwrap();
+        assert_eq!(msg.server_id, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(msg.requested_ip, Some(Ipv4Addr::new(10, 0, 0, 7)));
+    }
+
+    #[test]
+    fn first_occurrence_of_an_option_wins() {
+        let payload = with_options(&[53, 1, 7, 54, 4, 1, 1, 1, 1, 54, 4, 2, 2, 2, 2, 255]);
+        assert_eq!(
+            Dhcpv4::parse(&payload).unwrap().server_id,
+            Some(Ipv4Addr::new(1, 1, 1, 1))
+        );
+    }
+
+    #[test]
+    fn options_end_at_the_end_of_the_payload_without_an_end_option() {
+        let payload = with_options(&[53, 1, 1]);
+        assert_eq!(
+            Dhcpv4::parse(&payload).unwrap().message_type,
+            Some(MessageType::Discover)
+        );
+    }
+
+    #[test]
+    fn bootp_without_message_type_is_not_an_error() {
+        let payload = with_options(&[255]);
+        assert_eq!(Dhcpv4::parse(&payload).unwrap().message_type, None);
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        let cases: Vec<(Vec<u8>, Dhcpv4Error)> = vec![
+            (vec![1; 100], Dhcpv4Error::TooShort(100)),
+            (
+                {
+                    let mut p = release();
+                    p[0] = 3;
+                    p
+                },
+                Dhcpv4Error::BadOp(3),
+            ),
+            (
+                {
+                    let mut p = release();
+                    p[236..240].copy_from_slice(&[1, 2, 3, 4]);
+                    p
+                },
+                Dhcpv4Error::MissingCookie([1, 2, 3, 4]),
+            ),
+            (
+                with_options(&[53, 1, 7, 54, 40, 1, 2]),
+                Dhcpv4Error::OptionPastEnd {
+                    code: 54,
+                    offset: 3,
+                    len: 40,
+                },
+            ),
+            (
+                with_options(&[53]),
+                Dhcpv4Error::OptionPastEnd {
+                    code: 53,
+                    offset: 0,
+                    len: 0,
+                },
+            ),
+            (
+                with_options(&[53, 1, 7, 54, 3, 1, 2, 3, 255]),
+                Dhcpv4Error::BadOptionLength { code: 54, len: 3 },
+            ),
+            (
+                with_options(&[53, 2, 7, 7, 255]),
+                Dhcpv4Error::BadOptionLength { code: 53, len: 2 },
+            ),
+            (
+                with_options(&[53, 1, 0, 255]),
+                Dhcpv4Error::BadMessageType(0),
+            ),
+        ];
+        for (payload, expected) in cases {
+            assert_eq!(Dhcpv4::parse(&payload), Err(expected));
+        }
+    }
+
+    #[test]
+    fn garbage_in_an_overloaded_area_is_malformed() {
+        let mut payload = with_options(&[53, 1, 7, 52, 1, 1, 255]);
+        // `file` holds options 0x41 of length 0x41: the second one runs past the area's end.
+        payload[108..236].fill(0x41);
+        let expected = Dhcpv4Error::OptionPastEnd {
+            code: 0x41,
+            offset: 67,
+            len: 0x41,
+        };
+        assert_eq!(Dhcpv4::parse(&payload), Err(expected));
+    }
+
+    #[test]
+    fn parses_type_names_like_people_write_them() {
+        for (text, ty) in [
+            ("release", MessageType::Release),
+            ("DHCPACK", MessageType::Ack),
+            ("Nak", MessageType::Nak),
+        ] {
+            assert_eq!(MessageType::parse_name(text), Some(ty));
+        }
+        assert_eq!(MessageType::parse_name("bogus"), None);
+    }
+
+    #[test]
+    fn never_panics_on_any_prefix_or_byte_flip() {
+        let payload = release();
+        for len in 0..payload.len() {
+            let _ = Dhcpv4::parse(&payload[..len]);
+        }
+        for at in 0..payload.len() {
+            for value in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = payload.clone();
+                bad[at] = value;
+                let _ = Dhcpv4::parse(&bad);
+            }
+        }
+    }
+}

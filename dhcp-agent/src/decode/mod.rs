@@ -237,3 +237,217 @@ pub fn hex_colon(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
+    use dhcproto::v4;
+
+    use super::*;
+
+    fn meta() -> FrameMeta {
+        FrameMeta {
+            unix_ns: 1_700_000_000_000_000_000,
+            ifindex: 1,
+            interface: "lo".into(),
+            hook: Hook::TcIngress,
+            wire_len: 0,
+            vlan: None,
+            vlan_inner: None,
+            truncated: false,
+        }
+    }
+
+    fn request() -> Vec<u8> {
+        let mut spec = Dhcpv4Spec::new(v4::MessageType::Request, 7, [2, 0, 0, 0, 0, 1]);
+        spec.requested_ip = Some(Ipv4Addr::new(10, 1, 1, 1));
+        spec.server_id = Some(Ipv4Addr::new(10, 1, 1, 254));
+        spec.encode()
+    }
+
+    fn frame(framing: &Framing, payload: &[u8]) -> Vec<u8> {
+        frames::ipv4_udp(
+            framing,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            (68, 67),
+            payload,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn decodes_plain_vlan_qinq_and_ip_options() {
+        for (vlans, ip_options) in [
+            (vec![], vec![]),
+            (vec![5], vec![]),
+            (vec![5, 6], vec![]),
+            (vec![], vec![1; 8]),
+        ] {
+            let framing = Framing {
+                vlans: vlans.clone(),
+                ip_options,
+                ..Framing::default()
+            };
+            let packet = decode_frame(&frame(&framing, &request()), meta());
+            let m = packet.dhcpv4().unwrap_or_else(|| panic!("{packet:?}"));
+            assert_eq!(m.message_type, Some(MessageType::Request));
+            assert_eq!(m.requested_ip, Some(Ipv4Addr::new(10, 1, 1, 1)));
+            assert_eq!(m.server_id, Some(Ipv4Addr::new(10, 1, 1, 254)));
+            assert_eq!(packet.meta.vlan, vlans.first().copied());
+            assert_eq!(packet.meta.vlan_inner, vlans.get(1).copied());
+            assert_eq!((packet.src_port, packet.dst_port), (Some(68), Some(67)));
+        }
+    }
+
+    #[test]
+    fn kernel_reported_vlan_wins_over_frame_tags() {
+        // An offloaded outer tag: the kernel says 100, the frame itself carries none.
+        let packet = decode_frame(
+            &frame(&Framing::default(), &request()),
+            FrameMeta {
+                vlan: Some(100),
+                ..meta()
+            },
+        );
+        assert_eq!(packet.meta.vlan, Some(100));
+    }
+
+    #[test]
+    fn loopback_frames_with_zero_macs_decode() {
+        let lo = Framing {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            ..Framing::default()
+        };
+        let packet = decode_frame(&frame(&lo, &request()), meta());
+        assert!(packet.dhcpv4().is_some());
+        assert_eq!(packet.src_mac, Some([0; 6]));
+    }
+
+    #[test]
+    fn truncated_frames_are_malformed_at_the_right_layer() {
+        let full = frame(&Framing::default(), &request());
+        let at_ip = decode_frame(&full[..30], meta());
+        assert!(
+            matches!(
+                at_ip.body,
+                Body::Malformed {
+                    layer: Layer::Link,
+                    ..
+                }
+            ),
+            "{at_ip:?}"
+        );
+        // Cut inside the DHCP payload, with the UDP/IP lengths fixed up to match.
+        let short = frame(&Framing::default(), &request()[..200]);
+        let at_dhcp = decode_frame(&short, meta());
+        assert_eq!(
+            at_dhcp.body,
+            Body::Malformed {
+                layer: Layer::Dhcpv4,
+                reason: Dhcpv4Error::TooShort(200).to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_decodes_without_panic() {
+        let full = frame(
+            &Framing {
+                vlans: vec![1, 2],
+                ..Framing::default()
+            },
+            &request(),
+        );
+        for len in 0..full.len() {
+            let packet = decode_frame(&full[..len], meta());
+            assert!(
+                packet.is_malformed(),
+                "prefix of {len} bytes decoded as valid"
+            );
+        }
+    }
+
+    #[test]
+    fn non_dhcp_ports_are_reported_not_guessed() {
+        let dns = frames::ipv4_udp(
+            &Framing::default(),
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+            (5353, 53),
+            &[0; 20],
+        )
+        .unwrap();
+        let packet = decode_frame(&dns, meta());
+        assert!(matches!(
+            packet.body,
+            Body::Malformed {
+                layer: Layer::Udp,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn decodes_dhcpv6() {
+        let solicit = frames::dhcpv6_solicit(0x123456, &[0, 1, 2]);
+        let v6 = frames::ipv6_udp(
+            &Framing::default(),
+            "fe80::1".parse().unwrap(),
+            "ff02::1:2".parse().unwrap(),
+            (546, 547),
+            &solicit,
+        )
+        .unwrap();
+        let packet = decode_frame(&v6, meta());
+        assert_eq!(
+            packet.body,
+            Body::V6(Dhcpv6Info {
+                message_type: "SOLICIT",
+                xid: 0x123456,
+                client_duid: Some(vec![0, 1, 2])
+            })
+        );
+    }
+}
+
+/// Packets for the unit tests of the modules downstream of the decoder.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::net::Ipv4Addr;
+
+    use dhcp_common::Hook;
+    use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
+    use dhcproto::v4;
+
+    use super::{FrameMeta, Packet, decode_frame};
+
+    /// What `dhcp_release` sends: a RELEASE on lo with the primary address in option 54.
+    pub fn release_packet() -> Packet {
+        let mut spec = Dhcpv4Spec::new(v4::MessageType::Release, 1, [0x52, 0x54, 0, 1, 2, 3]);
+        spec.ciaddr = Ipv4Addr::new(172, 29, 101, 150);
+        spec.server_id = Some(Ipv4Addr::new(172, 29, 101, 245));
+        let frame = frames::ipv4_udp(
+            &Framing::default(),
+            spec.ciaddr,
+            Ipv4Addr::new(172, 29, 101, 245),
+            (68, 67),
+            &spec.encode(),
+        )
+        .unwrap();
+        let meta = FrameMeta {
+            unix_ns: 0,
+            ifindex: 1,
+            interface: "lo".into(),
+            hook: Hook::TcIngress,
+            wire_len: 0,
+            vlan: None,
+            vlan_inner: None,
+            truncated: false,
+        };
+        decode_frame(&frame, meta)
+    }
+}
