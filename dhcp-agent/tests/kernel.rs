@@ -35,8 +35,10 @@ fn udp4(framing: &Framing, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-/// Frames that must each produce one event: (name, frame, vlan, vlan_inner).
-fn dhcp_frames() -> Vec<(&'static str, Vec<u8>, Option<u16>, Option<u16>)> {
+/// A frame that must produce one event, with the VLAN ids the kernel must report.
+type DhcpCase = (&'static str, Vec<u8>, Option<u16>, Option<u16>);
+
+fn dhcp_frames() -> Vec<DhcpCase> {
     let plain = Framing::default();
     let lo = Framing {
         src_mac: [0; 6],

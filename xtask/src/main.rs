@@ -68,7 +68,73 @@ fn test() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace", "--no-fail-fast"])
+    clippy_kernel_programs()?;
+    run_tests()
+}
+
+/// `cargo test --workspace`, echoing its output, then one closing line with the totals over
+/// every test binary (cargo's own last line is that of whichever binary ran last).
+fn run_tests() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let args = ["test", "--workspace", "--no-fail-fast"];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut child =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    anyhow::ensure!(status.success() && failed == 0, "tests failed ({status})");
+    anyhow::ensure!(passed > 0, "no test ran");
+    Ok(())
+}
+
+/// Host clippy sees an empty `dhcp-ebpf`; lint the kernel programs for the BPF target too.
+fn clippy_kernel_programs() -> anyhow::Result<()> {
+    let args = [
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "--package",
+        "dhcp-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ];
+    eprintln!("xtask: rustup {}", args.join(" "));
+    let status = std::process::Command::new("rustup").args(args).status()?;
+    anyhow::ensure!(
+        status.success(),
+        "clippy on the kernel programs failed ({status})"
+    );
+    Ok(())
 }
 
 /// Where cargo puts build output for this workspace.

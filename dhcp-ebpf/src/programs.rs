@@ -1,0 +1,255 @@
+//! The programs themselves; see the crate docs.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    helpers::{
+        bpf_ktime_get_boot_ns,
+        generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    },
+    macros::{classifier, map, xdp},
+    maps::{PerCpuArray, RingBuf},
+    programs::{TcContext, XdpContext},
+};
+use dhcp_common::{
+    CAPTURE_BYTES, DEFAULT_RING_BYTES, FLAG_DHCPV6, FLAG_TRUNCATED, FLAG_VLAN, FLAG_VLAN_INNER,
+    FLAG_VLAN_OFFLOADED, Hook, PacketEvent, stat,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::ENTRIES, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_UDP: u8 = 17;
+
+/// What the header walk found in a matching frame.
+struct Match {
+    flags: u8,
+    vlan_id: u16,
+    vlan_inner_id: u16,
+}
+
+#[inline(always)]
+fn be16(ptr: usize) -> u16 {
+    // SAFETY: callers bound-check `ptr + 2 <= data_end` first.
+    u16::from_be(unsafe { core::ptr::read_unaligned(ptr as *const u16) })
+}
+
+/// True for a DHCPv4 port pair: either end on 67 (server/relay) or 68 (client).
+#[inline(always)]
+fn dhcpv4_ports(src: u16, dst: u16) -> bool {
+    src.wrapping_sub(67) < 2 || dst.wrapping_sub(67) < 2
+}
+
+/// True for a DHCPv6 port pair: either end on 546 (client) or 547 (server/relay).
+#[inline(always)]
+fn dhcpv6_ports(src: u16, dst: u16) -> bool {
+    src.wrapping_sub(546) < 2 || dst.wrapping_sub(546) < 2
+}
+
+/// Walks Ethernet, up to two VLAN tags, IPv4 (any IHL, no fragments) or IPv6 (UDP as the first
+/// next header) and UDP. Returns `None` for everything that is not DHCP, as early as possible.
+#[inline(always)]
+fn classify(data: usize, data_end: usize) -> Option<Match> {
+    if data + ETH_HLEN > data_end {
+        return None;
+    }
+    let mut ethertype = be16(data + 12);
+    let mut offset = ETH_HLEN;
+    let mut m = Match {
+        flags: 0,
+        vlan_id: 0,
+        vlan_inner_id: 0,
+    };
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        if data + offset + 4 > data_end {
+            return None;
+        }
+        m.flags |= FLAG_VLAN;
+        m.vlan_id = be16(data + offset) & 0x0fff;
+        ethertype = be16(data + offset + 2);
+        offset += 4;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            if data + offset + 4 > data_end {
+                return None;
+            }
+            m.flags |= FLAG_VLAN_INNER;
+            m.vlan_inner_id = be16(data + offset) & 0x0fff;
+            ethertype = be16(data + offset + 2);
+            offset += 4;
+        }
+    }
+    if ethertype == ETH_P_IP {
+        let ip = data + offset;
+        if ip + 20 > data_end {
+            return None;
+        }
+        // SAFETY: bound-checked above.
+        let version_ihl = unsafe { *(ip as *const u8) };
+        let protocol = unsafe { *((ip + 9) as *const u8) };
+        if version_ihl >> 4 != 4 || protocol != IPPROTO_UDP {
+            return None;
+        }
+        // More-fragments flag or a fragment offset: only the first fragment carries the UDP
+        // header, and DHCP is never fragmented in practice, so skip them all.
+        if be16(ip + 6) & 0x3fff != 0 {
+            return None;
+        }
+        let ihl = ((version_ihl & 0x0f) as usize) * 4;
+        if ihl < 20 {
+            return None;
+        }
+        let udp = ip + ihl;
+        if udp + 8 > data_end {
+            return None;
+        }
+        if dhcpv4_ports(be16(udp), be16(udp + 2)) {
+            return Some(m);
+        }
+    } else if ethertype == ETH_P_IPV6 {
+        let ip = data + offset;
+        if ip + 48 > data_end {
+            return None;
+        }
+        // SAFETY: bound-checked above.
+        let next_header = unsafe { *((ip + 6) as *const u8) };
+        if next_header != IPPROTO_UDP {
+            return None;
+        }
+        let udp = ip + 40;
+        if dhcpv6_ports(be16(udp), be16(udp + 2)) {
+            m.flags |= FLAG_DHCPV6;
+            return Some(m);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn count(hook: Hook, which: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(stat::index(hook, which)) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Reserves a ring-buffer record, fills the header and lets `copy` fill the bytes.
+/// `copy(dst, len)` returns false when the kernel refused the copy.
+#[inline(always)]
+fn emit(
+    hook: Hook,
+    ifindex: u32,
+    wire_len: u32,
+    m: Match,
+    copy: impl FnOnce(*mut u8, u32) -> bool,
+) {
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+        count(hook, stat::LOST);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let mut flags = m.flags;
+    let mut cap_len = wire_len;
+    if cap_len > CAPTURE_BYTES as u32 {
+        cap_len = CAPTURE_BYTES as u32;
+        flags |= FLAG_TRUNCATED;
+    }
+    // The helpers want a length the verifier can prove is in [1, CAPTURE_BYTES]. A plain
+    // `> 0` check gets folded away by LLVM (it knows the frame has an Ethernet header), so
+    // bound it arithmetically: for cap_len in [1, CAPTURE_BYTES] this is the identity.
+    const _: () = assert!(CAPTURE_BYTES.is_power_of_two());
+    let cap_len = (cap_len.wrapping_sub(1) & (CAPTURE_BYTES as u32 - 1)) + 1;
+    // SAFETY: `event` points at a reserved record of size_of::<PacketEvent>() bytes.
+    let copied = unsafe {
+        (*event).timestamp_ns = bpf_ktime_get_boot_ns();
+        (*event).ifindex = ifindex;
+        (*event).wire_len = wire_len;
+        (*event).cap_len = cap_len as u16;
+        (*event).vlan_id = m.vlan_id;
+        (*event).vlan_inner_id = m.vlan_inner_id;
+        (*event).hook = hook as u8;
+        (*event).flags = flags;
+        copy((*event).data.as_mut_ptr(), cap_len)
+    };
+    if copied {
+        entry.submit(0);
+        count(hook, stat::EVENTS);
+        if flags & FLAG_TRUNCATED != 0 {
+            count(hook, stat::TRUNCATED);
+        }
+    } else {
+        entry.discard(0);
+        count(hook, stat::LOST);
+    }
+}
+
+#[xdp]
+pub fn dhcp_xdp_ingress(ctx: XdpContext) -> u32 {
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    if let Some(m) = classify(data, data_end) {
+        let wire_len = (data_end - data) as u32;
+        // SAFETY: ctx.ctx is the program's context pointer.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        emit(Hook::XdpIngress, ifindex, wire_len, m, |dst, len| unsafe {
+            bpf_xdp_load_bytes(ctx.ctx, 0, dst.cast(), len) == 0
+        });
+    }
+    XDP_PASS
+}
+
+#[inline(always)]
+fn tc(ctx: &TcContext, hook: Hook) {
+    let m = classify(ctx.data(), ctx.data_end());
+    let Some(mut m) = m else { return };
+    let skb = ctx.skb.skb;
+    // SAFETY: reading fields of the program's own __sk_buff context.
+    let (vlan_present, vlan_tci, ifindex, wire_len) = unsafe {
+        (
+            (*skb).vlan_present,
+            (*skb).vlan_tci,
+            (*skb).ifindex,
+            (*skb).len,
+        )
+    };
+    if vlan_present != 0 {
+        // The NIC (or veth) carries the outer tag out of band: whatever tags are in the data
+        // are inner ones.
+        if m.flags & FLAG_VLAN != 0 {
+            m.vlan_inner_id = m.vlan_id;
+            m.flags |= FLAG_VLAN_INNER;
+        }
+        m.vlan_id = (vlan_tci & 0x0fff) as u16;
+        m.flags |= FLAG_VLAN | FLAG_VLAN_OFFLOADED;
+    }
+    emit(hook, ifindex, wire_len, m, |dst, len| unsafe {
+        bpf_skb_load_bytes(skb.cast(), 0, dst.cast(), len) == 0
+    });
+}
+
+#[classifier]
+pub fn dhcp_tc_ingress(ctx: TcContext) -> i32 {
+    tc(&ctx, Hook::TcIngress);
+    TC_ACT_OK
+}
+
+#[classifier]
+pub fn dhcp_tc_egress(ctx: TcContext) -> i32 {
+    tc(&ctx, Hook::TcEgress);
+    TC_ACT_OK
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
