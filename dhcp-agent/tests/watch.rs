@@ -80,6 +80,28 @@ fn full_exchange(config: LabConfig, agent_args: &[&str]) {
 
     let stderr = agent.stop();
     assert!(stderr.contains("stopped:"), "{stderr}");
+    assert_detached(&lab);
+}
+
+/// After a clean stop nothing of ours is left on the interfaces: no XDP program and no clsact
+/// filter. (TCX links, like XDP links, are owned by the agent's file descriptors.)
+fn assert_detached(lab: &Lab) {
+    for iface in [ROUTER_IFACE, "lo"] {
+        let link = lab.router.ip(&["-d", "link", "show", iface]).unwrap();
+        assert!(!link.contains("prog/xdp"), "XDP left on {iface}: {link}");
+        for dir in ["ingress", "egress"] {
+            let filters = dhcp_lab::run(
+                lab.router
+                    .command("tc")
+                    .args(["filter", "show", "dev", iface, dir]),
+            )
+            .unwrap_or_default();
+            assert!(
+                !filters.contains("dhcp_tc"),
+                "TC filter left on {iface} {dir}: {filters}"
+            );
+        }
+    }
 }
 
 #[test]

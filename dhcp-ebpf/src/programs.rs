@@ -41,6 +41,20 @@ fn be16(ptr: usize) -> u16 {
     u16::from_be(unsafe { core::ptr::read_unaligned(ptr as *const u16) })
 }
 
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+/// Reads the 4-byte VLAN tag at `tag`: (VLAN id, the ethertype that follows it).
+#[inline(always)]
+fn vlan_tag(tag: usize, data_end: usize) -> Option<(u16, u16)> {
+    if tag + 4 > data_end {
+        return None;
+    }
+    Some((be16(tag) & 0x0fff, be16(tag + 2)))
+}
+
 /// True for a DHCPv4 port pair: either end on 67 (server/relay) or 68 (client).
 #[inline(always)]
 fn dhcpv4_ports(src: u16, dst: u16) -> bool {
@@ -67,21 +81,18 @@ fn classify(data: usize, data_end: usize) -> Option<Match> {
         vlan_id: 0,
         vlan_inner_id: 0,
     };
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        if data + offset + 4 > data_end {
-            return None;
-        }
+    // Up to two tags (802.1ad QinQ), unrolled for the verifier.
+    if is_vlan(ethertype) {
+        let (vid, next) = vlan_tag(data + offset, data_end)?;
         m.flags |= FLAG_VLAN;
-        m.vlan_id = be16(data + offset) & 0x0fff;
-        ethertype = be16(data + offset + 2);
+        m.vlan_id = vid;
+        ethertype = next;
         offset += 4;
-        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            if data + offset + 4 > data_end {
-                return None;
-            }
+        if is_vlan(ethertype) {
+            let (vid, next) = vlan_tag(data + offset, data_end)?;
             m.flags |= FLAG_VLAN_INNER;
-            m.vlan_inner_id = be16(data + offset) & 0x0fff;
-            ethertype = be16(data + offset + 2);
+            m.vlan_inner_id = vid;
+            ethertype = next;
             offset += 4;
         }
     }

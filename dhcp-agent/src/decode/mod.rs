@@ -245,20 +245,7 @@ mod tests {
     use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
     use dhcproto::v4;
 
-    use super::*;
-
-    fn meta() -> FrameMeta {
-        FrameMeta {
-            unix_ns: 1_700_000_000_000_000_000,
-            ifindex: 1,
-            interface: "lo".into(),
-            hook: Hook::TcIngress,
-            wire_len: 0,
-            vlan: None,
-            vlan_inner: None,
-            truncated: false,
-        }
-    }
+    use super::{test_support::lo_meta, *};
 
     fn request() -> Vec<u8> {
         let mut spec = Dhcpv4Spec::new(v4::MessageType::Request, 7, [2, 0, 0, 0, 0, 1]);
@@ -291,7 +278,7 @@ mod tests {
                 ip_options,
                 ..Framing::default()
             };
-            let packet = decode_frame(&frame(&framing, &request()), meta());
+            let packet = decode_frame(&frame(&framing, &request()), lo_meta());
             let m = packet.dhcpv4().unwrap_or_else(|| panic!("{packet:?}"));
             assert_eq!(m.message_type, Some(MessageType::Request));
             assert_eq!(m.requested_ip, Some(Ipv4Addr::new(10, 1, 1, 1)));
@@ -309,7 +296,7 @@ mod tests {
             &frame(&Framing::default(), &request()),
             FrameMeta {
                 vlan: Some(100),
-                ..meta()
+                ..lo_meta()
             },
         );
         assert_eq!(packet.meta.vlan, Some(100));
@@ -322,7 +309,7 @@ mod tests {
             dst_mac: [0; 6],
             ..Framing::default()
         };
-        let packet = decode_frame(&frame(&lo, &request()), meta());
+        let packet = decode_frame(&frame(&lo, &request()), lo_meta());
         assert!(packet.dhcpv4().is_some());
         assert_eq!(packet.src_mac, Some([0; 6]));
     }
@@ -330,7 +317,7 @@ mod tests {
     #[test]
     fn truncated_frames_are_malformed_at_the_right_layer() {
         let full = frame(&Framing::default(), &request());
-        let at_ip = decode_frame(&full[..30], meta());
+        let at_ip = decode_frame(&full[..30], lo_meta());
         assert!(
             matches!(
                 at_ip.body,
@@ -343,7 +330,7 @@ mod tests {
         );
         // Cut inside the DHCP payload, with the UDP/IP lengths fixed up to match.
         let short = frame(&Framing::default(), &request()[..200]);
-        let at_dhcp = decode_frame(&short, meta());
+        let at_dhcp = decode_frame(&short, lo_meta());
         assert_eq!(
             at_dhcp.body,
             Body::Malformed {
@@ -363,7 +350,7 @@ mod tests {
             &request(),
         );
         for len in 0..full.len() {
-            let packet = decode_frame(&full[..len], meta());
+            let packet = decode_frame(&full[..len], lo_meta());
             assert!(
                 packet.is_malformed(),
                 "prefix of {len} bytes decoded as valid"
@@ -381,7 +368,7 @@ mod tests {
             &[0; 20],
         )
         .unwrap();
-        let packet = decode_frame(&dns, meta());
+        let packet = decode_frame(&dns, lo_meta());
         assert!(matches!(
             packet.body,
             Body::Malformed {
@@ -402,7 +389,7 @@ mod tests {
             &solicit,
         )
         .unwrap();
-        let packet = decode_frame(&v6, meta());
+        let packet = decode_frame(&v6, lo_meta());
         assert_eq!(
             packet.body,
             Body::V6(Dhcpv6Info {
@@ -425,6 +412,20 @@ pub(crate) mod test_support {
 
     use super::{FrameMeta, Packet, decode_frame};
 
+    /// Meta of a frame seen on `lo` by TC ingress at the Unix epoch.
+    pub fn lo_meta() -> FrameMeta {
+        FrameMeta {
+            unix_ns: 0,
+            ifindex: 1,
+            interface: "lo".into(),
+            hook: Hook::TcIngress,
+            wire_len: 0,
+            vlan: None,
+            vlan_inner: None,
+            truncated: false,
+        }
+    }
+
     /// What `dhcp_release` sends: a RELEASE on lo with the primary address in option 54.
     pub fn release_packet() -> Packet {
         let mut spec = Dhcpv4Spec::new(v4::MessageType::Release, 1, [0x52, 0x54, 0, 1, 2, 3]);
@@ -438,16 +439,6 @@ pub(crate) mod test_support {
             &spec.encode(),
         )
         .unwrap();
-        let meta = FrameMeta {
-            unix_ns: 0,
-            ifindex: 1,
-            interface: "lo".into(),
-            hook: Hook::TcIngress,
-            wire_len: 0,
-            vlan: None,
-            vlan_inner: None,
-            truncated: false,
-        };
-        decode_frame(&frame, meta)
+        decode_frame(&frame, lo_meta())
     }
 }
