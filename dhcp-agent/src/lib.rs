@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cli;
 pub mod decode;
 pub mod filter;
+pub mod leases;
 pub mod output;
 pub mod system;
 pub mod watch;

@@ -1,0 +1,127 @@
+//! Lease tables: what the DHCP server believes is leased, read from its lease file.
+//!
+//! Each server's format is a [`LeaseFormat`]; the correlator only sees [`LeaseTable`]. A file
+//! caught half-written (dnsmasq rewrites in place: truncate, write, fsync) is reported as
+//! [`LeaseFileError::Incomplete`] so the caller waits and reads again instead of acting on it.
+pub mod dnsmasq;
+pub mod kea;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use thiserror::Error;
+
+/// When a lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    /// Unix time in seconds.
+    At(u64),
+}
+
+/// One lease as the server stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub ip: IpAddr,
+    /// Hardware address bytes (a MAC for Ethernet) and type (1 = Ethernet).
+    pub hwaddr: Vec<u8>,
+    pub htype: u8,
+    /// DHCPv4 client identifier (option 61) or DHCPv6 DUID.
+    pub client_id: Option<Vec<u8>>,
+    pub hostname: Option<String>,
+    pub expiry: Expiry,
+    /// DHCPv6 identity association id; `None` for DHCPv4.
+    pub iaid: Option<u32>,
+}
+
+impl Lease {
+    /// The lease's MAC, when its hardware address is Ethernet.
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        (self.htype == 1).then(|| self.hwaddr.as_slice().try_into().ok())?
+    }
+}
+
+/// A whole lease file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseTable {
+    /// DHCPv4 leases by address.
+    pub v4: HashMap<Ipv4Addr, Lease>,
+    /// DHCPv6 leases, in file order.
+    pub v6: Vec<Lease>,
+    /// The server's own DUID (dnsmasq's `duid` line).
+    pub server_duid: Option<Vec<u8>>,
+}
+
+impl LeaseTable {
+    pub fn get_v4(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.v4.get(&ip)
+    }
+
+    pub fn insert(&mut self, lease: Lease) {
+        match lease.ip {
+            IpAddr::V4(ip) if lease.iaid.is_none() => {
+                self.v4.insert(ip, lease);
+            }
+            _ => self.v6.push(lease),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LeaseFileError {
+    /// The file ends in the middle of a line: a writer is still at work. Read again later.
+    #[error("lease file is incomplete (no newline after the last line); it is being written")]
+    Incomplete,
+    #[error("line {line}: {reason}: {text:?}")]
+    BadLine {
+        line: usize,
+        reason: String,
+        text: String,
+    },
+}
+
+impl LeaseFileError {
+    pub fn bad(line: usize, reason: impl Into<String>, text: &str) -> LeaseFileError {
+        LeaseFileError::BadLine {
+            line,
+            reason: reason.into(),
+            text: text.chars().take(200).collect(),
+        }
+    }
+}
+
+/// A lease file format (dnsmasq, Kea memfile CSV, ...).
+pub trait LeaseFormat {
+    /// Short name for logs and metrics, e.g. `dnsmasq`.
+    fn name(&self) -> &'static str;
+    /// Parses a whole file.
+    fn parse(&self, text: &str) -> Result<LeaseTable, LeaseFileError>;
+}
+
+/// A file that does not end with a newline is still being written (an empty file is complete:
+/// no leases).
+pub(crate) fn require_complete(text: &str) -> Result<(), LeaseFileError> {
+    if text.is_empty() || text.ends_with('\n') {
+        Ok(())
+    } else {
+        Err(LeaseFileError::Incomplete)
+    }
+}
+
+/// Parses `aa:bb:cc` (or `aa-bb-cc`) hex bytes.
+pub(crate) fn parse_hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split([':', '-'])
+        .map(|b| {
+            if b.len() <= 2 && !b.is_empty() {
+                u8::from_str_radix(b, 16).ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
