@@ -5,8 +5,11 @@
 pub mod capture;
 pub mod cli;
 pub mod decode;
+pub mod dnsmasq_conf;
 pub mod filter;
 pub mod leases;
 pub mod output;
+pub mod server_identity;
+pub mod subnet;
 pub mod system;
 pub mod watch;

@@ -16,6 +16,7 @@ pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
 pub mod option {
     pub const PAD: u8 = 0;
+    pub const SUBNET_MASK: u8 = 1;
     pub const HOSTNAME: u8 = 12;
     pub const REQUESTED_IP: u8 = 50;
     pub const LEASE_TIME: u8 = 51;
@@ -123,6 +124,8 @@ pub struct Dhcpv4<'a> {
     pub server_id: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
     pub lease_time: Option<u32>,
+    /// Option 1.
+    pub subnet_mask: Option<Ipv4Addr>,
     /// Raw option 12 bytes; may be any bytes on the wire.
     pub hostname: Option<&'a [u8]>,
     /// Raw option 61 bytes (type byte first).
@@ -174,6 +177,7 @@ impl<'a> Dhcpv4<'a> {
             server_id: None,
             requested_ip: None,
             lease_time: None,
+            subnet_mask: None,
             hostname: None,
             client_id: None,
             message: None,
@@ -247,6 +251,10 @@ impl<'a> Dhcpv4<'a> {
                     exact(4)?;
                     self.lease_time =
                         Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
+                }
+                option::SUBNET_MASK if self.subnet_mask.is_none() => {
+                    exact(4)?;
+                    self.subnet_mask = Some(addr());
                 }
                 option::OVERLOAD => {
                     exact(1)?;

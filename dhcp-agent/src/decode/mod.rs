@@ -50,6 +50,7 @@ pub struct Dhcpv4Info {
     pub server_id: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
     pub lease_time: Option<u32>,
+    pub subnet_mask: Option<Ipv4Addr>,
     /// Option 12, lossily made UTF-8 (clients send anything).
     pub hostname: Option<String>,
     pub client_id: Option<Vec<u8>>,
@@ -73,6 +74,7 @@ impl From<&Dhcpv4<'_>> for Dhcpv4Info {
             server_id: m.server_id,
             requested_ip: m.requested_ip,
             lease_time: m.lease_time,
+            subnet_mask: m.subnet_mask,
             hostname: m.hostname.map(text),
             client_id: m.client_id.map(<[u8]>::to_vec),
             message: m.message.map(text),
