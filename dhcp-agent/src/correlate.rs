@@ -1,0 +1,427 @@
+//! Release correlation: did the server honor each RELEASE it was sent, and if not, why not.
+//!
+//! Every RELEASE seen (from a VM on a guest interface, or from `dhcp_release` over `lo`) opens a
+//! pending record keyed by address and client. The lease table settles it: the lease is gone
+//! before the deadline -> `honored`; still there at the deadline -> `dropped`, with the cause
+//! dnsmasq's own checks give (in dnsmasq's order); no lease when the RELEASE was seen ->
+//! `no_lease`. A lease that merely expires is never a release: only observed RELEASEs open
+//! records.
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use crate::{
+    decode::{MessageType, Packet},
+    leases::{Lease, LeaseTable},
+    server_identity::ServerIdentity,
+};
+
+/// Why the server ignored a RELEASE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Option 54 is not the server's id (the redundant-VR `dhcp_release` case).
+    ServerIdMismatch {
+        expected: Ipv4Addr,
+        received: Ipv4Addr,
+    },
+    MissingServerId,
+    /// Option 50 present: dnsmasq then zeroes ciaddr and finds no lease.
+    RequestedIpPresent,
+    /// ciaddr is in no subnet the server serves.
+    SubnetNotServed,
+    /// The lease belongs to another client (chaddr / client id differ).
+    ClientMismatch,
+    Unknown,
+}
+
+impl Cause {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cause::ServerIdMismatch { .. } => "server_id_mismatch",
+            Cause::MissingServerId => "missing_server_id",
+            Cause::RequestedIpPresent => "requested_ip_present",
+            Cause::SubnetNotServed => "subnet_not_served",
+            Cause::ClientMismatch => "client_mismatch",
+            Cause::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Honored,
+    Dropped(Cause),
+    NoLease,
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Honored => "honored",
+            Outcome::Dropped(_) => "dropped",
+            Outcome::NoLease => "no_lease",
+        }
+    }
+}
+
+/// A RELEASE as observed on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub seen_ns: i128,
+    pub interface: String,
+    pub xid: u32,
+    pub ciaddr: Ipv4Addr,
+    pub chaddr: Vec<u8>,
+    pub client_id: Option<Vec<u8>>,
+    pub server_id: Option<Ipv4Addr>,
+    pub requested_ip: Option<Ipv4Addr>,
+}
+
+impl Release {
+    /// The RELEASE in a decoded packet, if it is one.
+    pub fn from_packet(packet: &Packet) -> Option<Release> {
+        let m = packet.dhcpv4()?;
+        (m.message_type == Some(MessageType::Release)).then(|| Release {
+            seen_ns: packet.meta.unix_ns,
+            interface: packet.meta.interface.clone(),
+            xid: m.xid,
+            ciaddr: m.ciaddr,
+            chaddr: m.chaddr.clone(),
+            client_id: m.client_id.clone(),
+            server_id: m.server_id,
+            requested_ip: m.requested_ip,
+        })
+    }
+
+    /// dnsmasq's lease lookup: by client id when the lease has one, else by hardware address.
+    fn matches(&self, lease: &Lease) -> bool {
+        match (&lease.client_id, &self.client_id) {
+            (Some(lease_id), Some(id)) => lease_id == id,
+            _ => lease.hwaddr == self.chaddr,
+        }
+    }
+}
+
+/// A settled release: what was seen, what became of it, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub release: Release,
+    pub outcome: Outcome,
+    /// The server id the server uses for that address, when known.
+    pub expected_server_id: Option<Ipv4Addr>,
+    /// The lease as it was when the RELEASE was seen.
+    pub lease: Option<Lease>,
+    pub settled_ns: i128,
+}
+
+#[derive(Debug)]
+struct Pending {
+    release: Release,
+    lease: Lease,
+    deadline_ns: i128,
+}
+
+/// Pending releases and how to settle them.
+#[derive(Debug)]
+pub struct Correlator {
+    grace_ns: i128,
+    pending: HashMap<(Ipv4Addr, Vec<u8>), Pending>,
+}
+
+impl Correlator {
+    /// `grace_ns`: how long the server has to drop the lease from its table.
+    pub fn new(grace_ns: i128) -> Correlator {
+        Correlator {
+            grace_ns,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A RELEASE was seen. Settles at once as `no_lease` when the table has no lease for its
+    /// address; otherwise opens (or refreshes) a pending record.
+    pub fn on_release(
+        &mut self,
+        release: Release,
+        table: &LeaseTable,
+        identity: &ServerIdentity,
+    ) -> Option<Verdict> {
+        let Some(lease) = table.get_v4(release.ciaddr).cloned() else {
+            return Some(Verdict {
+                expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
+                settled_ns: release.seen_ns,
+                release,
+                outcome: Outcome::NoLease,
+                lease: None,
+            });
+        };
+        let key = (release.ciaddr, release.chaddr.clone());
+        let deadline_ns = release.seen_ns + self.grace_ns;
+        self.pending.insert(
+            key,
+            Pending {
+                release,
+                lease,
+                deadline_ns,
+            },
+        );
+        None
+    }
+
+    /// The lease table changed: releases whose lease is gone are honored.
+    pub fn on_table(
+        &mut self,
+        table: &LeaseTable,
+        now_ns: i128,
+        identity: &ServerIdentity,
+    ) -> Vec<Verdict> {
+        self.settle(now_ns, identity, |p| {
+            (table.get_v4(p.release.ciaddr).is_none()).then_some(Outcome::Honored)
+        })
+    }
+
+    /// Time passed: releases whose deadline is over and whose lease is still there are dropped.
+    pub fn on_tick(
+        &mut self,
+        table: &LeaseTable,
+        now_ns: i128,
+        identity: &ServerIdentity,
+    ) -> Vec<Verdict> {
+        self.settle(now_ns, identity, |p| {
+            if table.get_v4(p.release.ciaddr).is_none() {
+                Some(Outcome::Honored)
+            } else if now_ns >= p.deadline_ns {
+                Some(Outcome::Dropped(diagnose(&p.release, &p.lease, identity)))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn settle(
+        &mut self,
+        now_ns: i128,
+        identity: &ServerIdentity,
+        mut decide: impl FnMut(&Pending) -> Option<Outcome>,
+    ) -> Vec<Verdict> {
+        let mut settled = Vec::new();
+        self.pending.retain(|_, pending| match decide(pending) {
+            Some(outcome) => {
+                settled.push(Verdict {
+                    release: pending.release.clone(),
+                    outcome,
+                    expected_server_id: identity
+                        .expected_for(pending.release.ciaddr)
+                        .map(|k| k.server_id),
+                    lease: Some(pending.lease.clone()),
+                    settled_ns: now_ns,
+                });
+                false
+            }
+            None => true,
+        });
+        settled.sort_by_key(|v| v.release.seen_ns);
+        settled
+    }
+}
+
+/// Why the server ignored `release`, checking in the order dnsmasq does.
+pub fn diagnose(release: &Release, lease: &Lease, identity: &ServerIdentity) -> Cause {
+    let Some(received) = release.server_id else {
+        return Cause::MissingServerId;
+    };
+    if let Some(known) = identity.expected_for(release.ciaddr)
+        && known.server_id != received
+    {
+        return Cause::ServerIdMismatch {
+            expected: known.server_id,
+            received,
+        };
+    }
+    if release.requested_ip.is_some() {
+        return Cause::RequestedIpPresent;
+    }
+    if identity.serves(release.ciaddr) == Some(false) {
+        return Cause::SubnetNotServed;
+    }
+    if !release.matches(lease) {
+        return Cause::ClientMismatch;
+    }
+    Cause::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::{
+        dnsmasq_conf::{DhcpRange, DnsmasqConfig},
+        leases::Expiry,
+    };
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 1);
+    const PRIMARY: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 245);
+    const IP: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 150);
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x10, 0, 1];
+    const SECOND: i128 = 1_000_000_000;
+
+    fn identity() -> ServerIdentity {
+        let config = DnsmasqConfig {
+            listen_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(VIP)],
+            ranges: vec![DhcpRange {
+                start: Ipv4Addr::new(172, 29, 101, 100),
+                end: Some(Ipv4Addr::new(172, 29, 101, 200)),
+                netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            }],
+            ..DnsmasqConfig::default()
+        };
+        ServerIdentity::from_config(&config, &[])
+    }
+
+    fn lease(ip: Ipv4Addr) -> Lease {
+        Lease {
+            ip: ip.into(),
+            hwaddr: MAC.to_vec(),
+            htype: 1,
+            client_id: None,
+            hostname: None,
+            expiry: Expiry::At(9_999_999_999),
+            iaid: None,
+        }
+    }
+
+    fn table_with(ip: Ipv4Addr) -> LeaseTable {
+        let mut table = LeaseTable::default();
+        table.insert(lease(ip));
+        table
+    }
+
+    fn release(server_id: Option<Ipv4Addr>) -> Release {
+        Release {
+            seen_ns: 100 * SECOND,
+            interface: "lo".into(),
+            xid: 0,
+            ciaddr: IP,
+            chaddr: MAC.to_vec(),
+            client_id: None,
+            server_id,
+            requested_ip: None,
+        }
+    }
+
+    /// Opens a pending record for `r` and lets the grace period pass with the lease still there.
+    fn dropped_cause(r: Release, lease: Lease) -> Cause {
+        let identity = identity();
+        let mut table = LeaseTable::default();
+        table.insert(lease);
+        let mut correlator = Correlator::new(2 * SECOND);
+        assert_eq!(correlator.on_release(r.clone(), &table, &identity), None);
+        assert!(
+            correlator
+                .on_tick(&table, r.seen_ns + SECOND, &identity)
+                .is_empty(),
+            "still in grace"
+        );
+        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(verdicts.len(), 1);
+        match &verdicts[0].outcome {
+            Outcome::Dropped(cause) => cause.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_redundant_vr_dhcp_release_is_dropped_for_server_id_mismatch() {
+        let cause = dropped_cause(release(Some(PRIMARY)), lease(IP));
+        assert_eq!(
+            cause,
+            Cause::ServerIdMismatch {
+                expected: VIP,
+                received: PRIMARY
+            }
+        );
+        assert_eq!(cause.name(), "server_id_mismatch");
+    }
+
+    #[test]
+    fn every_other_drop_cause() {
+        assert_eq!(
+            dropped_cause(release(None), lease(IP)),
+            Cause::MissingServerId
+        );
+        let with_50 = Release {
+            requested_ip: Some(IP),
+            ..release(Some(VIP))
+        };
+        assert_eq!(dropped_cause(with_50, lease(IP)), Cause::RequestedIpPresent);
+        let elsewhere = Ipv4Addr::new(10, 9, 9, 9);
+        let unserved = Release {
+            ciaddr: elsewhere,
+            ..release(Some(VIP))
+        };
+        assert_eq!(
+            dropped_cause(unserved, lease(elsewhere)),
+            Cause::SubnetNotServed
+        );
+        let other_client = Release {
+            chaddr: vec![2; 6],
+            ..release(Some(VIP))
+        };
+        assert_eq!(
+            dropped_cause(other_client, lease(IP)),
+            Cause::ClientMismatch
+        );
+        let with_id = Lease {
+            client_id: Some(vec![1, 2, 3]),
+            ..lease(IP)
+        };
+        let wrong_id = Release {
+            client_id: Some(vec![1, 2, 4]),
+            ..release(Some(VIP))
+        };
+        assert_eq!(dropped_cause(wrong_id, with_id), Cause::ClientMismatch);
+        assert_eq!(dropped_cause(release(Some(VIP)), lease(IP)), Cause::Unknown);
+    }
+
+    #[test]
+    fn a_release_whose_lease_goes_is_honored() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        assert_eq!(
+            correlator.on_release(release(Some(VIP)), &table_with(IP), &identity),
+            None
+        );
+        assert_eq!(correlator.pending(), 1);
+        let verdicts = correlator.on_table(&LeaseTable::default(), 100 * SECOND + 1, &identity);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].outcome, Outcome::Honored);
+        assert_eq!(verdicts[0].expected_server_id, Some(VIP));
+        assert_eq!(correlator.pending(), 0);
+    }
+
+    #[test]
+    fn a_release_without_a_lease_is_no_lease_at_once() {
+        let verdict = Correlator::new(SECOND)
+            .on_release(release(Some(VIP)), &LeaseTable::default(), &identity())
+            .unwrap();
+        assert_eq!(verdict.outcome, Outcome::NoLease);
+    }
+
+    #[test]
+    fn an_expiring_lease_is_not_a_release() {
+        let identity = identity();
+        let mut correlator = Correlator::new(SECOND);
+        assert!(
+            correlator
+                .on_table(&LeaseTable::default(), 0, &identity)
+                .is_empty()
+        );
+        assert!(
+            correlator
+                .on_tick(&table_with(IP), 10 * SECOND, &identity)
+                .is_empty()
+        );
+    }
+}
