@@ -124,6 +124,11 @@ struct Pending {
 pub struct Correlator {
     grace_ns: i128,
     pending: HashMap<(Ipv4Addr, Vec<u8>), Pending>,
+    /// Leases of the last table seen, to notice removals.
+    last_table: HashMap<Ipv4Addr, Lease>,
+    /// Leases removed lately, with when: the server may rewrite its file before the agent has
+    /// read the RELEASE out of the ring buffer, and that RELEASE was honored, not `no_lease`.
+    recently_removed: HashMap<Ipv4Addr, (Lease, i128)>,
 }
 
 impl Correlator {
@@ -132,6 +137,8 @@ impl Correlator {
         Correlator {
             grace_ns,
             pending: HashMap::new(),
+            last_table: HashMap::new(),
+            recently_removed: HashMap::new(),
         }
     }
 
@@ -139,8 +146,9 @@ impl Correlator {
         self.pending.len()
     }
 
-    /// A RELEASE was seen. Settles at once as `no_lease` when the table has no lease for its
-    /// address; otherwise opens (or refreshes) a pending record.
+    /// A RELEASE was seen. Settles at once when the table has no lease for its address:
+    /// `honored` if this client's lease was removed lately, else `no_lease`. Otherwise opens (or
+    /// refreshes) a pending record.
     pub fn on_release(
         &mut self,
         release: Release,
@@ -148,12 +156,24 @@ impl Correlator {
         identity: &ServerIdentity,
     ) -> Option<Verdict> {
         let Some(lease) = table.get_v4(release.ciaddr).cloned() else {
+            let removed = self
+                .recently_removed
+                .get(&release.ciaddr)
+                .filter(|(lease, at)| {
+                    *at >= release.seen_ns - self.grace_ns && release.matches(lease)
+                })
+                .map(|(lease, _)| lease.clone());
+            let outcome = if removed.is_some() {
+                Outcome::Honored
+            } else {
+                Outcome::NoLease
+            };
             return Some(Verdict {
                 expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
                 settled_ns: release.seen_ns,
                 release,
-                outcome: Outcome::NoLease,
-                lease: None,
+                outcome,
+                lease: removed,
             });
         };
         let key = (release.ciaddr, release.chaddr.clone());
@@ -176,6 +196,14 @@ impl Correlator {
         now_ns: i128,
         identity: &ServerIdentity,
     ) -> Vec<Verdict> {
+        for (ip, lease) in self.last_table.drain() {
+            if !table.v4.contains_key(&ip) {
+                self.recently_removed.insert(ip, (lease, now_ns));
+            }
+        }
+        self.last_table = table.v4.clone();
+        let horizon = now_ns - 2 * self.grace_ns;
+        self.recently_removed.retain(|_, (_, at)| *at >= horizon);
         self.settle(now_ns, identity, |p| {
             (table.get_v4(p.release.ciaddr).is_none()).then_some(Outcome::Honored)
         })
@@ -399,6 +427,30 @@ mod tests {
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
         assert_eq!(verdicts[0].expected_server_id, Some(VIP));
         assert_eq!(correlator.pending(), 0);
+    }
+
+    #[test]
+    fn a_release_read_after_the_server_already_dropped_the_lease_is_honored() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.on_table(&table_with(IP), 99 * SECOND, &identity);
+        correlator.on_table(&LeaseTable::default(), 100 * SECOND + 5, &identity);
+        let verdict = correlator
+            .on_release(release(Some(VIP)), &LeaseTable::default(), &identity)
+            .unwrap();
+        assert_eq!(verdict.outcome, Outcome::Honored);
+        // Another client's RELEASE for that address is not honored by that removal.
+        let other = Release {
+            chaddr: vec![9; 6],
+            ..release(Some(VIP))
+        };
+        assert_eq!(
+            correlator
+                .on_release(other, &LeaseTable::default(), &identity)
+                .unwrap()
+                .outcome,
+            Outcome::NoLease
+        );
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! Following a lease file as the server rewrites it.
+//!
+//! inotify watches the file's *directory*, so the watch survives the file being deleted,
+//! recreated or replaced by rename. After a change, events are drained for a short debounce
+//! (dnsmasq's in-place rewrite is a truncate plus writes: several IN_MODIFY, no
+//! IN_CLOSE_WRITE); a file still caught half-written is read again a little later.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use inotify::{EventStream, Inotify, WatchMask};
+use thiserror::Error;
+
+use super::{LeaseFileError, LeaseFormat, LeaseTable};
+
+const DEBOUNCE: Duration = Duration::from_millis(30);
+const INCOMPLETE_RETRIES: u32 = 20;
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("lease file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("reading lease file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lease file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: LeaseFileError,
+    },
+}
+
+pub struct LeaseFollower {
+    path: PathBuf,
+    file_name: OsString,
+    format: Box<dyn LeaseFormat + Send>,
+    events: EventStream<Vec<u8>>,
+}
+
+impl LeaseFollower {
+    pub fn new(path: &Path, format: Box<dyn LeaseFormat + Send>) -> std::io::Result<LeaseFollower> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path.file_name().map(OsString::from).unwrap_or_default();
+        let inotify = Inotify::init()?;
+        inotify.watches().add(
+            &dir,
+            WatchMask::MODIFY
+                | WatchMask::CLOSE_WRITE
+                | WatchMask::CREATE
+                | WatchMask::DELETE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM,
+        )?;
+        let events = inotify.into_event_stream(vec![0u8; 4096])?;
+        Ok(LeaseFollower {
+            path: path.to_owned(),
+            file_name,
+            format,
+            events,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format_name(&self) -> &'static str {
+        self.format.name()
+    }
+
+    /// Reads and parses the file once.
+    pub fn load_once(&self) -> Result<LeaseTable, LoadError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::Missing(self.path.clone()));
+            }
+            Err(source) => {
+                return Err(LoadError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        self.format.parse(&text).map_err(|source| LoadError::Parse {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Reads the file, waiting out a writer that is still at work.
+    pub async fn load(&self) -> Result<LeaseTable, LoadError> {
+        let mut tries = 0;
+        loop {
+            match self.load_once() {
+                Err(LoadError::Parse {
+                    source: LeaseFileError::Incomplete,
+                    ..
+                }) if tries < INCOMPLETE_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until the file changed (written, created, deleted, renamed over), then debounces.
+    pub async fn changed(&mut self) -> std::io::Result<()> {
+        loop {
+            let event = self
+                .events
+                .next()
+                .await
+                .ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
+            if event.name.as_deref() == Some(self.file_name.as_os_str()) {
+                break;
+            }
+        }
+        // Debounce: swallow what follows within the window.
+        while let Ok(Some(event)) = tokio::time::timeout(DEBOUNCE, self.events.next()).await {
+            event?;
+        }
+        Ok(())
+    }
+}
