@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Attach to interfaces and print every DHCP packet, decoded, as it passes.
     Watch(WatchArgs),
+    /// The daemon: correlate every RELEASE with the lease table and flag those the server dropped.
+    Run(crate::run::RunArgs),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -115,11 +115,17 @@ pub struct Verdict {
 #[derive(Debug)]
 struct Pending {
     release: Release,
-    lease: Lease,
+    /// The client's lease as last seen in the table (`None` until the table shows one).
+    lease: Option<Lease>,
     deadline_ns: i128,
 }
 
 /// Pending releases and how to settle them.
+///
+/// The lease file lags the wire (the server rewrites it after handling a packet, and the agent
+/// reads it after a debounce), so nothing is settled from a single look: a RELEASE waits until
+/// its lease disappears (`honored`) or until the grace period ends (`dropped` if the lease is
+/// still there, `no_lease` if there never was one).
 #[derive(Debug)]
 pub struct Correlator {
     grace_ns: i128,
@@ -127,7 +133,7 @@ pub struct Correlator {
     /// Leases of the last table seen, to notice removals.
     last_table: HashMap<Ipv4Addr, Lease>,
     /// Leases removed lately, with when: the server may rewrite its file before the agent has
-    /// read the RELEASE out of the ring buffer, and that RELEASE was honored, not `no_lease`.
+    /// read the RELEASE out of the ring buffer, and that RELEASE was honored.
     recently_removed: HashMap<Ipv4Addr, (Lease, i128)>,
 }
 
@@ -146,47 +152,23 @@ impl Correlator {
         self.pending.len()
     }
 
-    /// A RELEASE was seen. Settles at once when the table has no lease for its address:
-    /// `honored` if this client's lease was removed lately, else `no_lease`. Otherwise opens (or
-    /// refreshes) a pending record.
+    /// A RELEASE was seen: opens (or refreshes) a pending record; settles at once only when
+    /// this client's lease was already removed since.
     pub fn on_release(
         &mut self,
         release: Release,
         table: &LeaseTable,
         identity: &ServerIdentity,
     ) -> Option<Verdict> {
-        let Some(lease) = table.get_v4(release.ciaddr).cloned() else {
-            let removed = self
-                .recently_removed
-                .get(&release.ciaddr)
-                .filter(|(lease, at)| {
-                    *at >= release.seen_ns - self.grace_ns && release.matches(lease)
-                })
-                .map(|(lease, _)| lease.clone());
-            let outcome = if removed.is_some() {
-                Outcome::Honored
-            } else {
-                Outcome::NoLease
-            };
-            return Some(Verdict {
-                expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
-                settled_ns: release.seen_ns,
-                release,
-                outcome,
-                lease: removed,
-            });
-        };
         let key = (release.ciaddr, release.chaddr.clone());
-        let deadline_ns = release.seen_ns + self.grace_ns;
-        self.pending.insert(
-            key,
-            Pending {
-                release,
-                lease,
-                deadline_ns,
-            },
-        );
-        None
+        let now_ns = release.seen_ns;
+        let pending = Pending {
+            lease: table.get_v4(release.ciaddr).cloned(),
+            deadline_ns: release.seen_ns + self.grace_ns,
+            release,
+        };
+        self.pending.insert(key.clone(), pending);
+        self.settle(table, now_ns, identity, Some(&key)).pop()
     }
 
     /// The lease table changed: releases whose lease is gone are honored.
@@ -204,50 +186,59 @@ impl Correlator {
         self.last_table = table.v4.clone();
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
-        self.settle(now_ns, identity, |p| {
-            (table.get_v4(p.release.ciaddr).is_none()).then_some(Outcome::Honored)
-        })
+        self.settle(table, now_ns, identity, None)
     }
 
-    /// Time passed: releases whose deadline is over and whose lease is still there are dropped.
+    /// Time passed: releases past their deadline are settled.
     pub fn on_tick(
         &mut self,
         table: &LeaseTable,
         now_ns: i128,
         identity: &ServerIdentity,
     ) -> Vec<Verdict> {
-        self.settle(now_ns, identity, |p| {
-            if table.get_v4(p.release.ciaddr).is_none() {
-                Some(Outcome::Honored)
-            } else if now_ns >= p.deadline_ns {
-                Some(Outcome::Dropped(diagnose(&p.release, &p.lease, identity)))
-            } else {
-                None
-            }
-        })
+        self.settle(table, now_ns, identity, None)
     }
 
+    /// Settles what can be settled (all pending records, or just `only`).
     fn settle(
         &mut self,
+        table: &LeaseTable,
         now_ns: i128,
         identity: &ServerIdentity,
-        mut decide: impl FnMut(&Pending) -> Option<Outcome>,
+        only: Option<&(Ipv4Addr, Vec<u8>)>,
     ) -> Vec<Verdict> {
+        let grace_ns = self.grace_ns;
+        let recently_removed = &self.recently_removed;
         let mut settled = Vec::new();
-        self.pending.retain(|_, pending| match decide(pending) {
-            Some(outcome) => {
-                settled.push(Verdict {
-                    release: pending.release.clone(),
-                    outcome,
-                    expected_server_id: identity
-                        .expected_for(pending.release.ciaddr)
-                        .map(|k| k.server_id),
-                    lease: Some(pending.lease.clone()),
-                    settled_ns: now_ns,
-                });
-                false
+        self.pending.retain(|key, pending| {
+            if only.is_some_and(|k| k != key) {
+                return true;
             }
-            None => true,
+            let release = &pending.release;
+            let current = table.get_v4(release.ciaddr);
+            if let Some(lease) = current {
+                pending.lease = Some(lease.clone());
+            }
+            let removed_since = recently_removed
+                .get(&release.ciaddr)
+                .filter(|(lease, at)| *at >= release.seen_ns - grace_ns && release.matches(lease))
+                .map(|(lease, _)| lease);
+            let outcome = match current {
+                None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
+                None if now_ns >= pending.deadline_ns => Outcome::NoLease,
+                Some(lease) if now_ns >= pending.deadline_ns => {
+                    Outcome::Dropped(diagnose(release, lease, identity))
+                }
+                _ => return true,
+            };
+            settled.push(Verdict {
+                release: release.clone(),
+                outcome,
+                expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
+                lease: pending.lease.clone().or_else(|| removed_since.cloned()),
+                settled_ns: now_ns,
+            });
+            false
         });
         settled.sort_by_key(|v| v.release.seen_ns);
         settled
@@ -445,20 +436,52 @@ mod tests {
             ..release(Some(VIP))
         };
         assert_eq!(
-            correlator
-                .on_release(other, &LeaseTable::default(), &identity)
-                .unwrap()
-                .outcome,
-            Outcome::NoLease
+            correlator.on_release(other, &LeaseTable::default(), &identity),
+            None
         );
     }
 
     #[test]
-    fn a_release_without_a_lease_is_no_lease_at_once() {
-        let verdict = Correlator::new(SECOND)
-            .on_release(release(Some(VIP)), &LeaseTable::default(), &identity())
-            .unwrap();
-        assert_eq!(verdict.outcome, Outcome::NoLease);
+    fn a_lease_that_shows_up_late_in_the_table_still_counts() {
+        // The RELEASE is read before the file lists the lease; the lease then stays: dropped.
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let r = release(Some(PRIMARY));
+        assert_eq!(
+            correlator.on_release(r.clone(), &LeaseTable::default(), &identity),
+            None
+        );
+        assert!(
+            correlator
+                .on_table(&table_with(IP), r.seen_ns + SECOND, &identity)
+                .is_empty()
+        );
+        let verdicts = correlator.on_tick(&table_with(IP), r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(
+            verdicts[0].outcome,
+            Outcome::Dropped(Cause::ServerIdMismatch {
+                expected: VIP,
+                received: PRIMARY
+            })
+        );
+    }
+
+    #[test]
+    fn a_release_without_a_lease_is_no_lease_after_the_grace() {
+        let identity = identity();
+        let mut correlator = Correlator::new(SECOND);
+        let empty = LeaseTable::default();
+        assert_eq!(
+            correlator.on_release(release(Some(VIP)), &empty, &identity),
+            None
+        );
+        assert!(
+            correlator
+                .on_tick(&empty, 100 * SECOND + SECOND - 1, &identity)
+                .is_empty()
+        );
+        let verdicts = correlator.on_tick(&empty, 100 * SECOND + SECOND, &identity);
+        assert_eq!(verdicts[0].outcome, Outcome::NoLease);
     }
 
     #[test]

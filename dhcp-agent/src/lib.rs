@@ -10,6 +10,7 @@ pub mod dnsmasq_conf;
 pub mod filter;
 pub mod leases;
 pub mod output;
+pub mod run;
 pub mod server_identity;
 pub mod subnet;
 pub mod system;

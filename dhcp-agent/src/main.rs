@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Watch(args) => dhcp_agent::watch::run(args).await,
+            Command::Run(args) => dhcp_agent::run::run(args).await,
         }
     });
     match result {

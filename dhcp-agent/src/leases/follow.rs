@@ -42,6 +42,8 @@ pub struct LeaseFollower {
     file_name: OsString,
     format: Box<dyn LeaseFormat + Send>,
     events: EventStream<Vec<u8>>,
+    /// When a seen change counts as settled (debounce), if one is pending.
+    settle_at: Option<tokio::time::Instant>,
 }
 
 impl LeaseFollower {
@@ -67,6 +69,7 @@ impl LeaseFollower {
             file_name,
             format,
             events,
+            settle_at: None,
         })
     }
 
@@ -115,22 +118,25 @@ impl LeaseFollower {
         }
     }
 
-    /// Waits until the file changed (written, created, deleted, renamed over), then debounces.
+    /// Waits until the file changed (written, created, deleted, renamed over) and then stayed
+    /// quiet for the debounce time. Cancel-safe: the pending change is kept in `self`, so it can
+    /// sit in a `select!` beside other branches.
     pub async fn changed(&mut self) -> std::io::Result<()> {
         loop {
-            let event = self
-                .events
-                .next()
-                .await
-                .ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
+            let event = match self.settle_at {
+                Some(at) => tokio::select! {
+                    event = self.events.next() => event,
+                    () = tokio::time::sleep_until(at) => {
+                        self.settle_at = None;
+                        return Ok(());
+                    }
+                },
+                None => self.events.next().await,
+            };
+            let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
             if event.name.as_deref() == Some(self.file_name.as_os_str()) {
-                break;
+                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
             }
         }
-        // Debounce: swallow what follows within the window.
-        while let Ok(Some(event)) = tokio::time::timeout(DEBOUNCE, self.events.next()).await {
-            event?;
-        }
-        Ok(())
     }
 }

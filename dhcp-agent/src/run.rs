@@ -1,0 +1,236 @@
+//! `dhcp-agent run`: the daemon. Capture -> decode -> server identity + correlation against the
+//! lease table -> one structured event per settled RELEASE (dropped ones flagged with a cause).
+use std::{io::Write as _, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    cli::CaptureArgs,
+    correlate::{Cause, Correlator, Outcome, Release, Verdict},
+    decode::hex_colon,
+    dnsmasq_conf::DnsmasqConfig,
+    leases::{
+        LeaseFormat, LeaseTable,
+        dnsmasq::Dnsmasq,
+        follow::{LeaseFollower, LoadError},
+        kea::KeaV4,
+    },
+    server_identity::ServerIdentity,
+    system,
+    watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaseFormatName {
+    Dnsmasq,
+    KeaV4,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// The server's lease file.
+    #[arg(long, default_value = "/var/lib/misc/dnsmasq.leases")]
+    pub leases: PathBuf,
+    /// Format of the lease file.
+    #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
+    pub lease_format: LeaseFormatName,
+    /// dnsmasq's configuration: served subnets and listen addresses before any reply is seen.
+    #[arg(long)]
+    pub dnsmasq_conf: Option<PathBuf>,
+    /// How long the server has to drop a released lease before the release counts as dropped
+    /// (e.g. 500ms, 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `500ms`, `2s`, `1m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms or 2s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+/// The structured event of one settled RELEASE.
+#[derive(Debug, Serialize)]
+pub struct ReleaseEvent {
+    pub event: &'static str,
+    pub outcome: &'static str,
+    pub flagged: bool,
+    pub cause: Option<&'static str>,
+    pub ip: String,
+    pub mac: String,
+    pub client_id: Option<String>,
+    pub interface: String,
+    pub xid: String,
+    pub received_server_id: Option<String>,
+    pub expected_server_id: Option<String>,
+    pub requested_ip: Option<String>,
+    pub hostname: Option<String>,
+    pub seen: String,
+    pub settled: String,
+}
+
+fn time(ns: i128) -> String {
+    jiff::Timestamp::from_nanosecond(ns)
+        .map(|t| format!("{t:.6}"))
+        .unwrap_or_default()
+}
+
+impl ReleaseEvent {
+    pub fn new(v: &Verdict) -> ReleaseEvent {
+        let r = &v.release;
+        let cause = match &v.outcome {
+            Outcome::Dropped(cause) => Some(cause),
+            _ => None,
+        };
+        let expected = match cause {
+            Some(Cause::ServerIdMismatch { expected, .. }) => Some(*expected),
+            _ => v.expected_server_id,
+        };
+        ReleaseEvent {
+            event: "release",
+            outcome: v.outcome.name(),
+            flagged: cause.is_some(),
+            cause: cause.map(Cause::name),
+            ip: r.ciaddr.to_string(),
+            mac: hex_colon(&r.chaddr),
+            client_id: r.client_id.as_deref().map(hex_colon),
+            interface: r.interface.clone(),
+            xid: format!("0x{:08x}", r.xid),
+            received_server_id: r.server_id.map(|a| a.to_string()),
+            expected_server_id: expected.map(|a| a.to_string()),
+            requested_ip: r.requested_ip.map(|a| a.to_string()),
+            hostname: v.lease.as_ref().and_then(|l| l.hostname.clone()),
+            seen: time(r.seen_ns),
+            settled: time(v.settled_ns),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut line = format!(
+            "RELEASE {} {} on {}: {}",
+            self.ip,
+            self.mac,
+            self.interface,
+            self.outcome.to_uppercase()
+        );
+        if let Some(cause) = self.cause {
+            line.push_str(&format!(" ({cause}"));
+            if cause == "server_id_mismatch" {
+                line.push_str(&format!(
+                    ": expected {}, got {}",
+                    self.expected_server_id.as_deref().unwrap_or("?"),
+                    self.received_server_id.as_deref().unwrap_or("-")
+                ));
+            }
+            line.push(')');
+        }
+        line
+    }
+}
+
+fn now_ns() -> i128 {
+    jiff::Timestamp::now().as_nanosecond()
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let format: Box<dyn LeaseFormat + Send> = match args.lease_format {
+        LeaseFormatName::Dnsmasq => Box::new(Dnsmasq),
+        LeaseFormatName::KeaV4 => Box::new(KeaV4),
+    };
+    let mut identity = match &args.dnsmasq_conf {
+        Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
+        None => ServerIdentity::default(),
+    };
+    let mut follower = LeaseFollower::new(&args.leases, format)
+        .with_context(|| format!("watching {}", args.leases.display()))?;
+    let grace_ns = i128::try_from(args.grace.as_nanos()).unwrap_or(i128::MAX / 4);
+    let mut correlator = Correlator::new(grace_ns);
+    let mut table = match follower.load().await {
+        Ok(table) => table,
+        Err(LoadError::Missing(path)) => {
+            eprintln!(
+                "lease file {} does not exist yet; waiting for it",
+                path.display()
+            );
+            LeaseTable::default()
+        }
+        Err(err) => return Err(err.into()),
+    };
+    correlator.on_table(&table, now_ns(), &identity);
+    let mut capture = start_capture(&args.capture)?;
+    let mut reader = capture.event_reader()?;
+    let clock = system::BootClock::new();
+    let mut names = InterfaceNames::default();
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    eprintln!(
+        "watching; {} leases from {} ({}), grace {:?}",
+        table.v4.len(),
+        follower.path().display(),
+        follower.format_name(),
+        args.grace
+    );
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let verdicts = tokio::select! {
+            result = &mut shutdown => { result?; break; }
+            result = reader.read_batch(&mut batch) => {
+                result.context("reading the event ring buffer")?;
+                let mut verdicts = Vec::new();
+                for event in batch.drain(..) {
+                    let packet = decode_event(&event, clock, &mut names);
+                    if let Some(known) = identity.observe(&packet) {
+                        eprintln!("server id {} for {} learned on {}", known.server_id, known.subnet, known.interface.as_deref().unwrap_or("?"));
+                    }
+                    if let Some(release) = Release::from_packet(&packet) {
+                        verdicts.extend(correlator.on_release(release, &table, &identity));
+                    }
+                }
+                verdicts
+            }
+            result = follower.changed() => {
+                result.context("following the lease file")?;
+                match follower.load().await {
+                    Ok(new) => table = new,
+                    // Keep the last good table: a missing or broken file must not look like
+                    // every lease was released.
+                    Err(err) => eprintln!("lease file not reloaded: {err}"),
+                }
+                correlator.on_table(&table, now_ns(), &identity)
+            }
+            _ = tick.tick() => correlator.on_tick(&table, now_ns(), &identity),
+        };
+        let mut out = std::io::stdout().lock();
+        for verdict in &verdicts {
+            let event = ReleaseEvent::new(verdict);
+            let line = if args.json {
+                serde_json::to_string(&event)?
+            } else {
+                event.text()
+            };
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+    }
+    eprintln!("stopped; {} releases still pending", correlator.pending());
+    drop(capture);
+    Ok(())
+}
