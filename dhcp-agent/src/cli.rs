@@ -22,6 +22,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// The daemon: correlate every RELEASE with the lease table and flag those the server dropped.
     Run(crate::run::RunArgs),
+    /// Release a lease so the server really drops it (a drop-in for dnsmasq's dhcp_release).
+    Release(crate::release::ReleaseArgs),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Watch(args) => dhcp_agent::watch::run(args).await,
             Command::Run(args) => dhcp_agent::run::run(args).await,
+            Command::Release(args) => dhcp_agent::release::run(&args),
         }
     });
     match result {

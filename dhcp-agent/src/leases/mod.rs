@@ -112,7 +112,7 @@ pub(crate) fn require_complete(text: &str) -> Result<(), LeaseFileError> {
 }
 
 /// Parses `aa:bb:cc` (or `aa-bb-cc`) hex bytes.
-pub(crate) fn parse_hex_bytes(text: &str) -> Option<Vec<u8>> {
+pub fn parse_hex_bytes(text: &str) -> Option<Vec<u8>> {
     if text.is_empty() {
         return Some(Vec::new());
     }

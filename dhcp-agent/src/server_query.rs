@@ -1,0 +1,162 @@
+//! Talking to the local DHCP server: ask what it holds in memory (a DHCPINFORM, as dnsmasq's
+//! `dhcp_lease_time` does) and send it a correct DHCPRELEASE.
+//!
+//! dnsmasq answers a DHCPINFORM sent to 127.0.0.1:67 with ciaddr set: option 54 is the server id
+//! it uses for that address's subnet, and option 51 (lease time) is present only while it holds
+//! a lease for the address. That is the server's memory, not its lease file.
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    time::Duration,
+};
+
+use dhcproto::{Encodable as _, Encoder, v4};
+use thiserror::Error;
+
+use crate::decode::{Dhcpv4, MessageType};
+
+pub const SERVER_PORT: u16 = 67;
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("no answer from the DHCP server at {0} within {1:?}")]
+    NoAnswer(SocketAddrV4, Duration),
+    #[error("talking to the DHCP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the server said about an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    /// Option 54 of the answer.
+    pub server_id: Option<Ipv4Addr>,
+    /// Remaining lease time (option 51) when the server holds a lease.
+    pub lease_time: Option<u32>,
+}
+
+impl LeaseState {
+    pub fn leased(&self) -> bool {
+        self.lease_time.is_some()
+    }
+}
+
+fn encode(msg: &v4::Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut Encoder::new(&mut out))
+        .expect("encoding to a Vec cannot fail");
+    out
+}
+
+/// Asks the server at `server` (normally 127.0.0.1:67) what it holds for `ip`.
+pub fn probe(
+    server: SocketAddrV4,
+    ip: Ipv4Addr,
+    timeout: Duration,
+) -> Result<LeaseState, QueryError> {
+    let socket = UdpSocket::bind((*server.ip(), 0))?;
+    socket.set_read_timeout(Some(timeout))?;
+    let mut msg = v4::Message::new(
+        ip,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &[0; 6],
+    );
+    msg.set_htype(v4::HType::Eth);
+    msg.opts_mut()
+        .insert(v4::DhcpOption::MessageType(v4::MessageType::Inform));
+    let xid = msg.xid();
+    socket.send_to(&encode(&msg), server)?;
+    let mut buf = [0u8; 1500];
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(QueryError::NoAnswer(server, timeout));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Ok(answer) = Dhcpv4::parse(&buf[..n])
+            && answer.xid == xid
+            && answer.message_type == Some(MessageType::Ack)
+        {
+            return Ok(LeaseState {
+                server_id: answer.server_id,
+                lease_time: answer.lease_time,
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(QueryError::NoAnswer(server, timeout));
+        }
+    }
+}
+
+/// A DHCPRELEASE as the server will accept it: ciaddr, chaddr, the server's own id in option 54,
+/// the client id when the lease has one, and no option 50.
+pub fn release_message(
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    server_id: Ipv4Addr,
+    client_id: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut msg = v4::Message::new(
+        ip,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac,
+    );
+    let opts = msg.opts_mut();
+    opts.insert(v4::DhcpOption::MessageType(v4::MessageType::Release));
+    opts.insert(v4::DhcpOption::ServerIdentifier(server_id));
+    if let Some(id) = client_id {
+        opts.insert(v4::DhcpOption::ClientIdentifier(id.to_vec()));
+    }
+    encode(&msg)
+}
+
+/// Sends a RELEASE to the server at its own id (a local address: it travels over `lo`, as
+/// `dhcp_release`'s does).
+pub fn send_release(
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    server_id: Ipv4Addr,
+    client_id: Option<&[u8]>,
+) -> Result<(), QueryError> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    socket.send_to(
+        &release_message(ip, mac, server_id, client_id),
+        (server_id, SERVER_PORT),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_carries_what_dnsmasq_checks_and_nothing_else() {
+        let ip = Ipv4Addr::new(172, 29, 101, 150);
+        let vip = Ipv4Addr::new(172, 29, 101, 1);
+        let payload = release_message(
+            ip,
+            [0x52, 0x54, 0, 1, 2, 3],
+            vip,
+            Some(&[1, 0x52, 0x54, 0, 1, 2, 3]),
+        );
+        let msg = Dhcpv4::parse(&payload).unwrap();
+        assert_eq!(msg.message_type, Some(MessageType::Release));
+        assert_eq!(
+            (msg.ciaddr, msg.server_id, msg.requested_ip),
+            (ip, Some(vip), None)
+        );
+        assert_eq!(msg.mac(), Some([0x52, 0x54, 0, 1, 2, 3]));
+        assert_eq!(msg.client_id, Some(&[1, 0x52, 0x54, 0, 1, 2, 3][..]));
+    }
+}
