@@ -11,6 +11,7 @@ pub mod filter;
 pub mod leases;
 pub mod output;
 pub mod release;
+pub mod remediate;
 pub mod run;
 pub mod server_identity;
 pub mod server_query;

@@ -16,6 +16,7 @@ use crate::{
         follow::{LeaseFollower, LoadError},
         kea::KeaV4,
     },
+    remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
     system,
     watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
@@ -47,6 +48,31 @@ pub struct RunArgs {
     /// Events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Repair dropped releases: send the RELEASE the server accepts, then verify.
+    #[arg(long)]
+    pub remediate: bool,
+    /// With --remediate: report what would be repaired, send nothing.
+    #[arg(long, requires = "remediate")]
+    pub dry_run: bool,
+    /// With --remediate: at most this many repairs per minute (bursts of up to 10).
+    #[arg(long, default_value_t = 30)]
+    pub remediation_rate: u32,
+    /// Where the server answers DHCPINFORM queries (used to verify repairs).
+    #[arg(long, default_value = "127.0.0.1:67")]
+    pub server: std::net::SocketAddrV4,
+}
+
+/// Writes one event line to stdout, JSON or text.
+fn emit(json: bool, event: &impl Serialize, text: String) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let line = if json {
+        serde_json::to_string(event)?
+    } else {
+        text
+    };
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// `500ms`, `2s`, `1m`.
@@ -180,6 +206,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut names = InterfaceNames::default();
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut limit = RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10));
+    let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
     eprintln!(
         "watching; {} leases from {} ({}), grace {:?}",
         table.v4.len(),
@@ -217,18 +245,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 correlator.on_table(&table, now_ns(), &identity)
             }
             _ = tick.tick() => correlator.on_tick(&table, now_ns(), &identity),
+            Some((repair, result, detail)) = repairs_done.recv() => {
+                let event = RemediationEvent::new(&repair, result, detail);
+                emit(args.json, &event, event.text())?;
+                continue;
+            }
         };
-        let mut out = std::io::stdout().lock();
         for verdict in &verdicts {
             let event = ReleaseEvent::new(verdict);
-            let line = if args.json {
-                serde_json::to_string(&event)?
-            } else {
-                event.text()
+            emit(args.json, &event, event.text())?;
+            let Some(repair) = Repair::for_verdict(verdict).filter(|_| args.remediate) else {
+                continue;
             };
-            writeln!(out, "{line}")?;
+            let result = if !limit.allow(std::time::Instant::now()) {
+                Some(RepairResult::RateLimited)
+            } else if args.dry_run {
+                Some(RepairResult::DryRun)
+            } else {
+                None
+            };
+            if let Some(result) = result {
+                let event = RemediationEvent::new(&repair, result, None);
+                emit(args.json, &event, event.text())?;
+                continue;
+            }
+            // Sending and verifying blocks on the server's answers: off the event loop.
+            let (done, server) = (repairs_tx.clone(), args.server);
+            tokio::task::spawn_blocking(move || {
+                let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
+                let _ = done.blocking_send((repair, result, detail));
+            });
         }
-        out.flush()?;
     }
     eprintln!("stopped; {} releases still pending", correlator.pending());
     drop(capture);

@@ -8,6 +8,10 @@ use common::{Agent, s};
 use dhcp_lab::{Lab, LabConfig, PRIMARY_ADDR, ROUTER_IFACE, VIP_ADDR};
 
 fn start(lab: &Lab) -> Agent {
+    start_with(lab, &[])
+}
+
+fn start_with(lab: &Lab, extra: &[&str]) -> Agent {
     let leases = lab.lease_file();
     let conf = lab.dir.join("dnsmasq.conf");
     let args = [
@@ -24,7 +28,65 @@ fn start(lab: &Lab) -> Agent {
         "--dnsmasq-conf",
         conf.to_str().unwrap(),
     ];
+    let mut args = args.to_vec();
+    args.extend_from_slice(extra);
     Agent::start(&lab.router, &args)
+}
+
+/// Whether dnsmasq holds a lease for `ip` in memory (its own `dhcp_lease_time` tool).
+fn in_memory(lab: &Lab, ip: Ipv4Addr) -> bool {
+    let out = lab
+        .router
+        .command("dhcp_lease_time")
+        .arg(ip.to_string())
+        .output()
+        .unwrap();
+    out.status.success() && !out.stdout.is_empty()
+}
+
+#[test]
+fn remediates_the_dropped_release_and_verifies_it() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let agent = start_with(&lab, &["--remediate"]);
+    let ip = lab.vm.boot().expect("lease");
+    lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
+    agent.wait_record("dropped release", |r| s(r, "outcome") == "dropped");
+    let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
+    assert_eq!(s(&repair, "result"), "remediated", "{repair}");
+    assert_eq!(s(&repair, "server_id"), VIP_ADDR.to_string());
+    assert_eq!(s(&repair, "ip"), ip.to_string());
+    assert!(!in_memory(&lab, ip), "dnsmasq no longer holds it");
+    dhcp_lab::wait_for(std::time::Duration::from_secs(3), || {
+        !lab.lease_file_has(ip)
+    })
+    .expect("gone from the file");
+    // The repair's own RELEASE is seen too, and honored: no second repair.
+    agent.wait_record("honored repair", |r| {
+        s(r, "outcome") == "honored" && s(r, "ip") == ip.to_string()
+    });
+    let repairs = agent
+        .records()
+        .iter()
+        .filter(|r| s(r, "event") == "remediation")
+        .count();
+    assert_eq!(repairs, 1);
+    agent.stop();
+}
+
+#[test]
+fn dry_run_reports_and_sends_nothing() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let agent = start_with(&lab, &["--remediate", "--dry-run"]);
+    let ip = lab.vm.boot().expect("lease");
+    lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
+    let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
+    assert_eq!(s(&repair, "result"), "dry_run", "{repair}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        in_memory(&lab, ip) && lab.lease_file_has(ip),
+        "a dry run changes nothing"
+    );
+    agent.stop();
 }
 
 #[test]
