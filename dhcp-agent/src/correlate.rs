@@ -227,7 +227,7 @@ impl Correlator {
                 None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
                 None if now_ns >= pending.deadline_ns => Outcome::NoLease,
                 Some(lease) if now_ns >= pending.deadline_ns => {
-                    Outcome::Dropped(diagnose(release, lease, identity))
+                    Outcome::Dropped(diagnose(release, Some(lease), identity))
                 }
                 _ => return true,
             };
@@ -245,8 +245,9 @@ impl Correlator {
     }
 }
 
-/// Why the server ignored `release`, checking in the order dnsmasq does.
-pub fn diagnose(release: &Release, lease: &Lease, identity: &ServerIdentity) -> Cause {
+/// Why the server ignored `release`, checking in the order dnsmasq does. `lease` is the lease as
+/// the file lists it, when it does (the client check needs it).
+pub fn diagnose(release: &Release, lease: Option<&Lease>, identity: &ServerIdentity) -> Cause {
     let Some(received) = release.server_id else {
         return Cause::MissingServerId;
     };
@@ -264,7 +265,7 @@ pub fn diagnose(release: &Release, lease: &Lease, identity: &ServerIdentity) -> 
     if identity.serves(release.ciaddr) == Some(false) {
         return Cause::SubnetNotServed;
     }
-    if !release.matches(lease) {
+    if lease.is_some_and(|lease| !release.matches(lease)) {
         return Cause::ClientMismatch;
     }
     Cause::Unknown

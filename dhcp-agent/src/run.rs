@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cli::CaptureArgs,
-    correlate::{Cause, Correlator, Outcome, Release, Verdict},
+    correlate::{Cause, Correlator, Outcome, Release, Verdict, diagnose},
     decode::hex_colon,
     dnsmasq_conf::DnsmasqConfig,
     leases::{
@@ -18,7 +18,7 @@ use crate::{
     },
     remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
-    system,
+    server_query, system,
     watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
 };
 
@@ -57,9 +57,74 @@ pub struct RunArgs {
     /// With --remediate: at most this many repairs per minute (bursts of up to 10).
     #[arg(long, default_value_t = 30)]
     pub remediation_rate: u32,
-    /// Where the server answers DHCPINFORM queries (used to verify repairs).
+    /// Confirm in the server's memory (DHCPINFORM probe) that a lease the file dropped is really
+    /// gone, and report divergences between the file and the server.
+    #[arg(long)]
+    pub probe_memory: bool,
+    /// Where the server answers DHCPINFORM queries (memory probe, repair verification).
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: std::net::SocketAddrV4,
+}
+
+type RepairDone = (Repair, RepairResult, Option<String>);
+
+/// Reports a settled release and, when asked to, repairs a dropped one.
+fn settle(
+    args: &RunArgs,
+    verdict: Verdict,
+    limit: &mut RateLimit,
+    repairs: &tokio::sync::mpsc::Sender<RepairDone>,
+) -> anyhow::Result<()> {
+    let event = ReleaseEvent::new(&verdict);
+    emit(args.json, &event, event.text())?;
+    let Some(repair) = Repair::for_verdict(&verdict).filter(|_| args.remediate) else {
+        return Ok(());
+    };
+    let result = if !limit.allow(std::time::Instant::now()) {
+        Some(RepairResult::RateLimited)
+    } else if args.dry_run {
+        Some(RepairResult::DryRun)
+    } else {
+        None
+    };
+    if let Some(result) = result {
+        let event = RemediationEvent::new(&repair, result, None);
+        return emit(args.json, &event, event.text());
+    }
+    // Sending and verifying blocks on the server's answers: off the event loop.
+    let (done, server) = (repairs.clone(), args.server);
+    tokio::task::spawn_blocking(move || {
+        let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
+        let _ = done.blocking_send((repair, result, detail));
+    });
+    Ok(())
+}
+
+/// The lease file and the server's memory disagree about a lease.
+#[derive(Debug, Serialize)]
+pub struct DivergenceEvent {
+    pub event: &'static str,
+    pub kind: &'static str,
+    pub ip: String,
+    pub mac: String,
+}
+
+impl DivergenceEvent {
+    fn new(verdict: &Verdict) -> DivergenceEvent {
+        DivergenceEvent {
+            event: "divergence",
+            kind: "server_holds_lease_missing_from_file",
+            ip: verdict.release.ciaddr.to_string(),
+            mac: hex_colon(&verdict.release.chaddr),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "DIVERGENCE {} {}: the server still holds a lease the file no longer lists",
+            self.ip, self.mac
+        )
+    }
 }
 
 /// Writes one event line to stdout, JSON or text.
@@ -208,6 +273,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut limit = RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10));
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
+    let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
     eprintln!(
         "watching; {} leases from {} ({}), grace {:?}",
         table.v4.len(),
@@ -245,36 +311,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 correlator.on_table(&table, now_ns(), &identity)
             }
             _ = tick.tick() => correlator.on_tick(&table, now_ns(), &identity),
+            Some((mut verdict, held)) = checks_done.recv() => {
+                match held {
+                    Ok(true) => {
+                        let event = DivergenceEvent::new(&verdict);
+                        emit(args.json, &event, event.text())?;
+                        let cause = diagnose(&verdict.release, verdict.lease.as_ref(), &identity);
+                        verdict.outcome = Outcome::Dropped(cause);
+                    }
+                    Ok(false) => {}
+                    Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
+                }
+                settle(&args, verdict, &mut limit, &repairs_tx)?;
+                continue;
+            }
             Some((repair, result, detail)) = repairs_done.recv() => {
                 let event = RemediationEvent::new(&repair, result, detail);
                 emit(args.json, &event, event.text())?;
                 continue;
             }
         };
-        for verdict in &verdicts {
-            let event = ReleaseEvent::new(verdict);
-            emit(args.json, &event, event.text())?;
-            let Some(repair) = Repair::for_verdict(verdict).filter(|_| args.remediate) else {
-                continue;
-            };
-            let result = if !limit.allow(std::time::Instant::now()) {
-                Some(RepairResult::RateLimited)
-            } else if args.dry_run {
-                Some(RepairResult::DryRun)
-            } else {
-                None
-            };
-            if let Some(result) = result {
-                let event = RemediationEvent::new(&repair, result, None);
-                emit(args.json, &event, event.text())?;
+        for verdict in verdicts {
+            if matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease) && args.probe_memory {
+                // The file says the lease is gone (or never was); confirm in the server's
+                // memory first: a hand-edited file drops the line while the server still
+                // holds the lease.
+                let (done, server) = (checks_tx.clone(), args.server);
+                tokio::task::spawn_blocking(move || {
+                    let held = server_query::probe(
+                        server,
+                        verdict.release.ciaddr,
+                        Duration::from_millis(500),
+                    )
+                    .map(|state| state.leased());
+                    let _ = done.blocking_send((verdict, held));
+                });
                 continue;
             }
-            // Sending and verifying blocks on the server's answers: off the event loop.
-            let (done, server) = (repairs_tx.clone(), args.server);
-            tokio::task::spawn_blocking(move || {
-                let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
-                let _ = done.blocking_send((repair, result, detail));
-            });
+            settle(&args, verdict, &mut limit, &repairs_tx)?;
         }
     }
     eprintln!("stopped; {} releases still pending", correlator.pending());

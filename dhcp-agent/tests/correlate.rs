@@ -131,3 +131,33 @@ fn a_clients_own_release_is_honored_and_a_release_without_lease_is_no_lease() {
     );
     agent.stop();
 }
+
+/// Orchestration that "cleans up" after dhcp_release by deleting the line from the lease file:
+/// the file says released, dnsmasq's memory still holds the lease.
+#[test]
+fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let agent = start_with(&lab, &["--probe-memory", "--remediate"]);
+    let ip = lab.vm.boot().expect("lease");
+    // Let the agent read the lease into its table first, so that the edit below makes the file
+    // say "released" (the case a file-only observer gets wrong).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
+    let text = std::fs::read_to_string(lab.lease_file()).unwrap();
+    let edited: String = text
+        .lines()
+        .filter(|l| !l.contains(&format!(" {ip} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(lab.lease_file(), edited).unwrap();
+    assert!(in_memory(&lab, ip), "dnsmasq still holds it in memory");
+
+    let divergence = agent.wait_record("divergence", |r| s(r, "event") == "divergence");
+    assert_eq!(s(&divergence, "ip"), ip.to_string());
+    let dropped = agent.wait_record("dropped release", |r| s(r, "outcome") == "dropped");
+    assert_eq!(s(&dropped, "cause"), "server_id_mismatch", "{dropped}");
+    let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
+    assert_eq!(s(&repair, "result"), "remediated", "{repair}");
+    assert!(!in_memory(&lab, ip));
+    agent.stop();
+}
