@@ -4,6 +4,7 @@
 //! messages) -> [`filter`] -> [`output`]. Commands live in their own modules ([`watch`]).
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod correlate;
 pub mod decode;
 pub mod dnsmasq_conf;

@@ -1,9 +1,22 @@
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use dhcp_agent::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // `run --config FILE`: the file fills what the command line did not say.
+    if let (Command::Run(args), Some((_, sub))) = (&mut cli.command, matches.subcommand())
+        && let Some(path) = args.config.clone()
+        && let Err(err) =
+            dhcp_agent::config::load(&path).and_then(|c| dhcp_agent::config::apply(c, args, sub))
+    {
+        eprintln!("dhcp-agent: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -30,6 +30,9 @@ pub enum LeaseFormatName {
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct RunArgs {
+    /// TOML file with any of these options (keys with `_`); the command line wins.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
     /// The server's lease file.

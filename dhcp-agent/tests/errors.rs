@@ -82,3 +82,16 @@ fn a_second_agent_coexists_with_the_first() {
     second.stop();
     first.stop();
 }
+
+#[test]
+fn a_world_writable_config_file_is_refused() {
+    let path = std::env::temp_dir().join(format!("dhcp-agent-ww-{}.toml", std::process::id()));
+    std::fs::write(&path, "grace = \"1s\"\n").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let stderr = agent_fails(Command::new(AGENT).args(["run", "--config", path.to_str().unwrap()]));
+    std::fs::remove_file(&path).unwrap();
+    assert!(stderr.contains("writable by group or others"), "{stderr}");
+    let stderr =
+        agent_fails(Command::new(AGENT).args(["run", "--config", "/nonexistent/agent.toml"]));
+    assert!(stderr.contains("/nonexistent/agent.toml"), "{stderr}");
+}

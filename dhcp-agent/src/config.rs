@@ -1,0 +1,172 @@
+//! The TOML configuration file of `dhcp-agent run`: the same keys as the command-line options
+//! (with `_` for `-`); an option given on the command line wins over the file.
+//!
+//! ```toml
+//! iface = ["eth0", "lo"]
+//! leases = "/var/lib/misc/dnsmasq.leases"
+//! dnsmasq_conf = "/etc/dnsmasq.conf"
+//! grace = "2s"
+//! probe_memory = true
+//! remediate = true
+//! ```
+//!
+//! The file steers what the agent releases, so it is refused when others can write it.
+use std::{os::unix::fs::MetadataExt as _, path::Path};
+
+use anyhow::{Context as _, bail};
+use clap::{ArgMatches, parser::ValueSource};
+use serde::Deserialize;
+
+use crate::run::{LeaseFormatName, RunArgs, parse_duration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub iface: Option<Vec<String>>,
+    pub leases: Option<std::path::PathBuf>,
+    pub lease_format: Option<String>,
+    pub dnsmasq_conf: Option<std::path::PathBuf>,
+    pub grace: Option<String>,
+    pub json: Option<bool>,
+    pub probe_memory: Option<bool>,
+    pub remediate: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub remediation_rate: Option<u32>,
+    pub server: Option<std::net::SocketAddrV4>,
+}
+
+/// Reads a config file, refusing one that group or others can write or that another user
+/// (but root) owns.
+pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by group or others (mode {:o}): refusing it; chmod go-w it",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{} is owned by uid {}, not root or this user: refusing it",
+            path.display(),
+            meta.uid()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Fills every option of `args` not given on the command line from `config`.
+pub fn apply(config: RunConfig, args: &mut RunArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let unset = |id: &str| matches.value_source(id) != Some(ValueSource::CommandLine);
+    if let Some(v) = config.iface.filter(|_| unset("ifaces")) {
+        args.capture.ifaces = v;
+    }
+    if let Some(v) = config.leases.filter(|_| unset("leases")) {
+        args.leases = v;
+    }
+    if let Some(v) = config.lease_format.filter(|_| unset("lease_format")) {
+        args.lease_format = match v.as_str() {
+            "dnsmasq" => LeaseFormatName::Dnsmasq,
+            "kea-v4" => LeaseFormatName::KeaV4,
+            other => bail!("lease_format {other:?}: expected dnsmasq or kea-v4"),
+        };
+    }
+    if let Some(v) = config.dnsmasq_conf.filter(|_| unset("dnsmasq_conf")) {
+        args.dnsmasq_conf = Some(v);
+    }
+    if let Some(v) = config.grace.filter(|_| unset("grace")) {
+        args.grace = parse_duration(&v).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(v) = config
+        .remediation_rate
+        .filter(|_| unset("remediation_rate"))
+    {
+        args.remediation_rate = v;
+    }
+    if let Some(v) = config.server.filter(|_| unset("server")) {
+        args.server = v;
+    }
+    for (flag, value, id) in [
+        (&mut args.json, config.json, "json"),
+        (&mut args.probe_memory, config.probe_memory, "probe_memory"),
+        (&mut args.remediate, config.remediate, "remediate"),
+        (&mut args.dry_run, config.dry_run, "dry_run"),
+    ] {
+        if let Some(v) = value.filter(|_| unset(id)) {
+            *flag = v;
+        }
+    }
+    if args.dry_run && !args.remediate {
+        bail!("dry_run needs remediate");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(argv: &[&str], toml_text: &str) -> anyhow::Result<RunArgs> {
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let Command::Run(mut args) = Cli::from_arg_matches(&matches)?.command else {
+            unreachable!()
+        };
+        let (_, sub) = matches.subcommand().unwrap();
+        apply(toml::from_str(toml_text)?, &mut args, sub)?;
+        Ok(args)
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_does_not_say() {
+        let text = "iface = [\"eth0\", \"lo\"]\nleases = \"/tmp/x.leases\"\ngrace = \"500ms\"\nremediate = true\nlease_format = \"kea-v4\"\n";
+        let args = parse(&["dhcp-agent", "run", "--grace", "3s"], text).unwrap();
+        assert_eq!(args.capture.ifaces, ["eth0", "lo"]);
+        assert_eq!(args.leases, std::path::PathBuf::from("/tmp/x.leases"));
+        assert_eq!(
+            args.grace,
+            std::time::Duration::from_secs(3),
+            "the command line wins"
+        );
+        assert!(args.remediate && !args.dry_run);
+        assert_eq!(args.lease_format, LeaseFormatName::KeaV4);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        assert!(
+            parse(&["dhcp-agent", "run"], "grace = \"soon\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("duration")
+        );
+        assert!(
+            parse(&["dhcp-agent", "run"], "dry_run = true\n")
+                .unwrap_err()
+                .to_string()
+                .contains("needs remediate")
+        );
+        assert!(
+            toml::from_str::<RunConfig>("graze = \"1s\"\n").is_err(),
+            "unknown keys are errors"
+        );
+        let path =
+            std::env::temp_dir().join(format!("dhcp-agent-conf-{}.toml", std::process::id()));
+        std::fs::write(&path, "grace = \"1s\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(err.contains("writable by group or others"), "{err}");
+        assert_eq!(load(&path).unwrap().grace.as_deref(), Some("1s"));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
