@@ -24,6 +24,8 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Release a lease so the server really drops it (a drop-in for dnsmasq's dhcp_release).
     Release(crate::release::ReleaseArgs),
+    /// Show the lease table with pending and dropped releases (and the server's memory).
+    Leases(crate::leases_view::LeasesArgs),
 }
 
 #[derive(Debug, Args, Clone)]

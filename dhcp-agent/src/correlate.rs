@@ -152,6 +152,11 @@ impl Correlator {
         self.pending.len()
     }
 
+    /// Releases waiting to be settled, with their deadlines.
+    pub fn pending_releases(&self) -> impl Iterator<Item = (&Release, i128)> {
+        self.pending.values().map(|p| (&p.release, p.deadline_ns))
+    }
+
     /// A RELEASE was seen: opens (or refreshes) a pending record; settles at once only when
     /// this client's lease was already removed since.
     pub fn on_release(

@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
             Command::Watch(args) => dhcp_agent::watch::run(args).await,
             Command::Run(args) => dhcp_agent::run::run(args).await,
             Command::Release(args) => dhcp_agent::release::run(&args),
+            Command::Leases(args) => dhcp_agent::leases_view::run(&args),
         }
     });
     match result {

@@ -18,7 +18,9 @@ use crate::{
     },
     remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
-    server_query, system,
+    server_query,
+    state::{PendingRelease, StateFile},
+    system,
     watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
 };
 
@@ -51,6 +53,9 @@ pub struct RunArgs {
     /// Events as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Where the daemon keeps its state (pending and flagged releases) for `dhcp-agent leases`.
+    #[arg(long, default_value = DEFAULT_STATE_FILE)]
+    pub state_file: PathBuf,
     /// Repair dropped releases: send the RELEASE the server accepts, then verify.
     #[arg(long)]
     pub remediate: bool,
@@ -77,9 +82,13 @@ fn settle(
     verdict: Verdict,
     limit: &mut RateLimit,
     repairs: &tokio::sync::mpsc::Sender<RepairDone>,
+    state: &mut StateFile,
 ) -> anyhow::Result<()> {
     let event = ReleaseEvent::new(&verdict);
     emit(args.json, &event, event.text())?;
+    if event.flagged {
+        StateFile::remember(&mut state.flagged, serde_json::to_value(&event)?);
+    }
     let Some(repair) = Repair::for_verdict(&verdict).filter(|_| args.remediate) else {
         return Ok(());
     };
@@ -92,6 +101,7 @@ fn settle(
     };
     if let Some(result) = result {
         let event = RemediationEvent::new(&repair, result, None);
+        StateFile::remember(&mut state.remediations, serde_json::to_value(&event)?);
         return emit(args.json, &event, event.text());
     }
     // Sending and verifying blocks on the server's answers: off the event loop.
@@ -142,6 +152,8 @@ fn emit(json: bool, event: &impl Serialize, text: String) -> anyhow::Result<()> 
     out.flush()?;
     Ok(())
 }
+
+pub const DEFAULT_STATE_FILE: &str = "/run/dhcp-agent/state.json";
 
 /// `500ms`, `2s`, `1m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -277,6 +289,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut limit = RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10));
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
     let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
+    let mut state = StateFile::default();
     eprintln!(
         "watching; {} leases from {} ({}), grace {:?}",
         table.v4.len(),
@@ -287,6 +300,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
+        let mut dirty = false;
         let verdicts = tokio::select! {
             result = &mut shutdown => { result?; break; }
             result = reader.read_batch(&mut batch) => {
@@ -299,6 +313,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     }
                     if let Some(release) = Release::from_packet(&packet) {
                         verdicts.extend(correlator.on_release(release, &table, &identity));
+                        dirty = true;
                     }
                 }
                 verdicts
@@ -325,15 +340,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Ok(false) => {}
                     Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
                 }
-                settle(&args, verdict, &mut limit, &repairs_tx)?;
-                continue;
+                // Settled here: it has been checked already.
+                settle(&args, verdict, &mut limit, &repairs_tx, &mut state)?;
+                dirty = true;
+                Vec::new()
             }
             Some((repair, result, detail)) = repairs_done.recv() => {
                 let event = RemediationEvent::new(&repair, result, detail);
                 emit(args.json, &event, event.text())?;
-                continue;
+                StateFile::remember(&mut state.remediations, serde_json::to_value(&event)?);
+                dirty = true;
+                Vec::new()
             }
         };
+        dirty |= !verdicts.is_empty();
         for verdict in verdicts {
             if matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease) && args.probe_memory {
                 // The file says the lease is gone (or never was); confirm in the server's
@@ -351,7 +371,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 });
                 continue;
             }
-            settle(&args, verdict, &mut limit, &repairs_tx)?;
+            settle(&args, verdict, &mut limit, &repairs_tx, &mut state)?;
+        }
+        if dirty {
+            state.updated = time(now_ns());
+            state.pending = correlator
+                .pending_releases()
+                .map(|(r, deadline)| PendingRelease {
+                    ip: r.ciaddr.to_string(),
+                    mac: hex_colon(&r.chaddr),
+                    interface: r.interface.clone(),
+                    received_server_id: r.server_id.map(|a| a.to_string()),
+                    seen: time(r.seen_ns),
+                    deadline: time(deadline),
+                })
+                .collect();
+            if let Err(err) = state.write(&args.state_file) {
+                eprintln!("state file not written: {err:#}");
+            }
         }
     }
     eprintln!("stopped; {} releases still pending", correlator.pending());

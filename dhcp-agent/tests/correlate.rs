@@ -28,7 +28,9 @@ fn start_with(lab: &Lab, extra: &[&str]) -> Agent {
         "--dnsmasq-conf",
         conf.to_str().unwrap(),
     ];
+    let state = lab.dir.join("state.json");
     let mut args = args.to_vec();
+    args.extend_from_slice(&["--state-file", state.to_str().unwrap()]);
     args.extend_from_slice(extra);
     Agent::start(&lab.router, &args)
 }
@@ -104,6 +106,37 @@ fn flags_the_redundant_vr_dhcp_release_as_dropped_for_server_id_mismatch() {
     assert_eq!(s(&event, "interface"), "lo");
     assert_eq!(event["flagged"], true);
     assert!(lab.lease_file_has(ip), "dnsmasq really kept the lease");
+
+    // `dhcp-agent leases` shows it from the file, the daemon's state and the server's memory.
+    let out = lab
+        .router
+        .command(common::AGENT)
+        .args([
+            "leases",
+            "--json",
+            "--probe-memory",
+            "--leases",
+            lab.lease_file().to_str().unwrap(),
+        ])
+        .args(["--state-file", lab.dir.join("state.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (s(&row, "ip"), s(&row, "state"), s(&row, "cause")),
+        (
+            ip.to_string().as_str(),
+            "release_dropped",
+            "server_id_mismatch"
+        ),
+        "{row}"
+    );
+    assert_eq!(row["in_server_memory"], true);
     agent.stop();
 }
 
