@@ -152,6 +152,11 @@ impl Correlator {
         self.pending.len()
     }
 
+    /// Addresses whose lease left the table lately (whatever the reason).
+    pub fn recently_removed(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.recently_removed.keys().copied()
+    }
+
     /// Releases waiting to be settled, with their deadlines.
     pub fn pending_releases(&self) -> impl Iterator<Item = (&Release, i128)> {
         self.pending.values().map(|p| (&p.release, p.deadline_ns))

@@ -1,6 +1,6 @@
 //! `dhcp-agent run`: the daemon. Capture -> decode -> server identity + correlation against the
 //! lease table -> one structured event per settled RELEASE (dropped ones flagged with a cause).
-use std::{io::Write as _, path::PathBuf, time::Duration};
+use std::{io::Write as _, net::SocketAddrV4, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// gone, and report divergences between the file and the server.
     #[arg(long)]
     pub probe_memory: bool,
+    /// With --probe-memory: how often to compare every lease of the file with the server's
+    /// memory (both directions).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub divergence_interval: Duration,
     /// Where the server answers DHCPINFORM queries (memory probe, repair verification).
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: std::net::SocketAddrV4,
@@ -117,27 +121,59 @@ fn settle(
 #[derive(Debug, Serialize)]
 pub struct DivergenceEvent {
     pub event: &'static str,
+    /// `server_holds_lease_missing_from_file` or `file_lists_lease_server_does_not_hold`.
     pub kind: &'static str,
     pub ip: String,
-    pub mac: String,
+    pub mac: Option<String>,
 }
 
+const SERVER_HOLDS: &str = "server_holds_lease_missing_from_file";
+const FILE_LISTS: &str = "file_lists_lease_server_does_not_hold";
+
 impl DivergenceEvent {
-    fn new(verdict: &Verdict) -> DivergenceEvent {
+    fn new(kind: &'static str, ip: std::net::Ipv4Addr, mac: Option<&[u8]>) -> DivergenceEvent {
         DivergenceEvent {
             event: "divergence",
-            kind: "server_holds_lease_missing_from_file",
-            ip: verdict.release.ciaddr.to_string(),
-            mac: hex_colon(&verdict.release.chaddr),
+            kind,
+            ip: ip.to_string(),
+            mac: mac.map(hex_colon),
         }
     }
 
     fn text(&self) -> String {
+        let what = if self.kind == SERVER_HOLDS {
+            "the server holds a lease the file does not list"
+        } else {
+            "the file lists a lease the server does not hold"
+        };
         format!(
-            "DIVERGENCE {} {}: the server still holds a lease the file no longer lists",
-            self.ip, self.mac
+            "DIVERGENCE {} {}: {what}",
+            self.ip,
+            self.mac.as_deref().unwrap_or("-")
         )
     }
+}
+
+/// Probes the server about every lease the file lists and every address that left the file
+/// lately; returns the divergences found.
+fn scan_divergences(
+    server: SocketAddrV4,
+    in_file: Vec<(std::net::Ipv4Addr, Vec<u8>)>,
+    removed: Vec<std::net::Ipv4Addr>,
+) -> Vec<DivergenceEvent> {
+    let held = |ip| server_query::probe(server, ip, Duration::from_millis(300)).map(|s| s.leased());
+    let mut found = Vec::new();
+    for (ip, mac) in in_file {
+        if let Ok(false) = held(ip) {
+            found.push(DivergenceEvent::new(FILE_LISTS, ip, Some(&mac)));
+        }
+    }
+    for ip in removed {
+        if let Ok(true) = held(ip) {
+            found.push(DivergenceEvent::new(SERVER_HOLDS, ip, None));
+        }
+    }
+    found
 }
 
 /// Writes one event line to stdout, JSON or text.
@@ -288,8 +324,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut limit = RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10));
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
-    let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
+    let (checks_tx, mut checks_done) =
+        tokio::sync::mpsc::channel::<(Verdict, Result<bool, server_query::QueryError>)>(64);
     let mut state = StateFile::default();
+    let mut divergence_scan = tokio::time::interval(args.divergence_interval);
+    let (scans_tx, mut scans_done) = tokio::sync::mpsc::channel(1);
+    let mut scanning = false;
+    let mut reported_divergences = std::collections::HashSet::new();
     eprintln!(
         "watching; {} leases from {} ({}), grace {:?}",
         table.v4.len(),
@@ -329,10 +370,36 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 correlator.on_table(&table, now_ns(), &identity)
             }
             _ = tick.tick() => correlator.on_tick(&table, now_ns(), &identity),
+            _ = divergence_scan.tick(), if args.probe_memory && !scanning => {
+                scanning = true;
+                let in_file = table.v4.values().filter_map(|l| match l.ip {
+                    std::net::IpAddr::V4(ip) => Some((ip, l.hwaddr.clone())),
+                    std::net::IpAddr::V6(_) => None,
+                }).collect();
+                let removed = correlator.recently_removed().collect();
+                let (done, server) = (scans_tx.clone(), args.server);
+                tokio::task::spawn_blocking(move || {
+                    let _ = done.blocking_send(scan_divergences(server, in_file, removed));
+                });
+                Vec::new()
+            }
+            Some(found) = scans_done.recv() => {
+                scanning = false;
+                let now_divergent: std::collections::HashSet<String> = found.iter().map(|d| format!("{} {}", d.kind, d.ip)).collect();
+                for event in found {
+                    // Report each divergence once, again only after it was resolved.
+                    if !reported_divergences.contains(&format!("{} {}", event.kind, event.ip)) {
+                        emit(args.json, &event, event.text())?;
+                    }
+                }
+                reported_divergences = now_divergent;
+                Vec::new()
+            }
             Some((mut verdict, held)) = checks_done.recv() => {
                 match held {
                     Ok(true) => {
-                        let event = DivergenceEvent::new(&verdict);
+                        let r = &verdict.release;
+                        let event = DivergenceEvent::new(SERVER_HOLDS, r.ciaddr, Some(&r.chaddr));
                         emit(args.json, &event, event.text())?;
                         let cause = diagnose(&verdict.release, verdict.lease.as_ref(), &identity);
                         verdict.outcome = Outcome::Dropped(cause);

@@ -194,3 +194,46 @@ fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
     assert!(!in_memory(&lab, ip));
     agent.stop();
 }
+
+/// The periodic scan compares the whole file with the server's memory, both ways, without any
+/// RELEASE involved; an expiring or removed lease is never taken for a release.
+#[test]
+fn the_divergence_scan_finds_both_directions() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let ip = lab.vm.boot().expect("lease");
+    let agent = start_with(&lab, &["--probe-memory", "--divergence-interval", "1s"]);
+    // Orchestration deletes the real lease's line and invents one dnsmasq never gave.
+    let ghost = Ipv4Addr::new(172, 29, 101, 177);
+    let text = std::fs::read_to_string(lab.lease_file()).unwrap();
+    let mut edited: String = text
+        .lines()
+        .filter(|l| !l.contains(&format!(" {ip} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    edited.push_str(&format!("0 52:54:00:77:77:77 {ghost} ghost *\n"));
+    std::fs::write(lab.lease_file(), edited).unwrap();
+
+    let held = agent.wait_record("server-holds divergence", |r| {
+        s(r, "kind") == "server_holds_lease_missing_from_file"
+    });
+    assert_eq!(s(&held, "ip"), ip.to_string());
+    let listed = agent.wait_record("file-lists divergence", |r| {
+        s(r, "kind") == "file_lists_lease_server_does_not_hold"
+    });
+    assert_eq!(
+        (s(&listed, "ip"), s(&listed, "mac")),
+        (ghost.to_string().as_str(), "52:54:00:77:77:77")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let records = agent.records();
+    assert!(
+        records.iter().all(|r| s(r, "event") == "divergence"),
+        "no release events: {records:?}"
+    );
+    assert_eq!(
+        records.len(),
+        2,
+        "each divergence reported once: {records:?}"
+    );
+    agent.stop();
+}
