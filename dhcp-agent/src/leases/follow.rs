@@ -140,3 +140,78 @@ impl LeaseFollower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, net::Ipv4Addr};
+
+    use super::*;
+    use crate::leases::dnsmasq::Dnsmasq;
+
+    const ONE: &str = "0 52:54:00:10:00:01 10.0.0.1 * *\n";
+    const TWO: &str = "0 52:54:00:10:00:01 10.0.0.1 * *\n0 52:54:00:10:00:02 10.0.0.2 * *\n";
+
+    async fn next_change(follower: &mut LeaseFollower) {
+        tokio::time::timeout(Duration::from_secs(5), follower.changed())
+            .await
+            .expect("a change")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn survives_in_place_rewrites_renames_deletes_and_recreation() {
+        let dir = std::env::temp_dir().join(format!("lease-follow-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dnsmasq.leases");
+        fs::write(&path, ONE).unwrap();
+        let mut follower = LeaseFollower::new(&path, Box::new(Dnsmasq)).unwrap();
+        assert_eq!(follower.load().await.unwrap().v4.len(), 1);
+
+        // In place, as dnsmasq does: truncate, then write.
+        fs::write(&path, TWO).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(follower.load().await.unwrap().v4.len(), 2);
+
+        // Replaced by rename.
+        fs::write(dir.join("new"), ONE).unwrap();
+        fs::rename(dir.join("new"), &path).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(follower.load().await.unwrap().v4.len(), 1);
+
+        // Deleted: reported as missing (the caller keeps its last table), then recreated.
+        fs::remove_file(&path).unwrap();
+        next_change(&mut follower).await;
+        assert!(matches!(follower.load().await, Err(LoadError::Missing(_))));
+        fs::write(&path, TWO).unwrap();
+        next_change(&mut follower).await;
+        let table = follower.load().await.unwrap();
+        assert!(table.get_v4(Ipv4Addr::new(10, 0, 0, 2)).is_some());
+
+        // Caught half-written: the load waits for the writer to finish the line.
+        fs::write(&path, &TWO[..TWO.len() - 3]).unwrap();
+        let finish = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                fs::write(&path, TWO).unwrap();
+            })
+        };
+        assert_eq!(follower.load().await.unwrap().v4.len(), 2);
+        finish.await.unwrap();
+
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn other_files_in_the_directory_are_not_changes() {
+        let dir = std::env::temp_dir().join(format!("lease-follow-other-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut follower =
+            LeaseFollower::new(&dir.join("dnsmasq.leases"), Box::new(Dnsmasq)).unwrap();
+        fs::write(dir.join("dnsmasq.leases.tmp"), ONE).unwrap();
+        fs::write(dir.join("other"), ONE).unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), follower.changed()).await;
+        assert!(waited.is_err(), "no change of the lease file");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
