@@ -35,17 +35,6 @@ fn start_with(lab: &Lab, extra: &[&str]) -> Agent {
     Agent::start(&lab.router, &args)
 }
 
-/// Whether dnsmasq holds a lease for `ip` in memory (its own `dhcp_lease_time` tool).
-fn in_memory(lab: &Lab, ip: Ipv4Addr) -> bool {
-    let out = lab
-        .router
-        .command("dhcp_lease_time")
-        .arg(ip.to_string())
-        .output()
-        .unwrap();
-    out.status.success() && !out.stdout.is_empty()
-}
-
 #[test]
 fn remediates_the_dropped_release_and_verifies_it() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
@@ -57,7 +46,7 @@ fn remediates_the_dropped_release_and_verifies_it() {
     assert_eq!(s(&repair, "result"), "remediated", "{repair}");
     assert_eq!(s(&repair, "server_id"), VIP_ADDR.to_string());
     assert_eq!(s(&repair, "ip"), ip.to_string());
-    assert!(!in_memory(&lab, ip), "dnsmasq no longer holds it");
+    assert!(!lab.dnsmasq_holds(ip), "dnsmasq no longer holds it");
     dhcp_lab::wait_for(std::time::Duration::from_secs(3), || {
         !lab.lease_file_has(ip)
     })
@@ -85,7 +74,7 @@ fn dry_run_reports_and_sends_nothing() {
     assert_eq!(s(&repair, "result"), "dry_run", "{repair}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
-        in_memory(&lab, ip) && lab.lease_file_has(ip),
+        lab.dnsmasq_holds(ip) && lab.lease_file_has(ip),
         "a dry run changes nothing"
     );
     agent.stop();
@@ -183,7 +172,7 @@ fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(lab.lease_file(), edited).unwrap();
-    assert!(in_memory(&lab, ip), "dnsmasq still holds it in memory");
+    assert!(lab.dnsmasq_holds(ip), "dnsmasq still holds it in memory");
 
     let divergence = agent.wait_record("divergence", |r| s(r, "event") == "divergence");
     assert_eq!(s(&divergence, "ip"), ip.to_string());
@@ -191,7 +180,7 @@ fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
     assert_eq!(s(&dropped, "cause"), "server_id_mismatch", "{dropped}");
     let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
     assert_eq!(s(&repair, "result"), "remediated", "{repair}");
-    assert!(!in_memory(&lab, ip));
+    assert!(!lab.dnsmasq_holds(ip));
     agent.stop();
 }
 

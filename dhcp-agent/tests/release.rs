@@ -14,16 +14,6 @@ fn agent_release(lab: &Lab, ip: Ipv4Addr, mac: &str) -> Output {
         .unwrap()
 }
 
-fn in_memory(lab: &Lab, ip: Ipv4Addr) -> bool {
-    let out = lab
-        .router
-        .command("dhcp_lease_time")
-        .arg(ip.to_string())
-        .output()
-        .unwrap();
-    out.status.success() && !out.stdout.is_empty()
-}
-
 #[test]
 fn succeeds_where_dhcp_release_silently_fails() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
@@ -34,7 +24,7 @@ fn succeeds_where_dhcp_release_silently_fails() {
         .expect("dhcp_release exits 0 whatever happens");
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
-        lab.lease_file_has(ip) && in_memory(&lab, ip),
+        lab.lease_file_has(ip) && lab.dnsmasq_holds(ip),
         "dnsmasq kept the lease after dhcp_release"
     );
 
@@ -49,7 +39,7 @@ fn succeeds_where_dhcp_release_silently_fails() {
         stdout.contains("released (server id 172.29.101.1)"),
         "{stdout}"
     );
-    assert!(!in_memory(&lab, ip), "gone from dnsmasq's memory");
+    assert!(!lab.dnsmasq_holds(ip), "gone from dnsmasq's memory");
     dhcp_lab::wait_for(std::time::Duration::from_secs(3), || {
         !lab.lease_file_has(ip)
     })
@@ -73,5 +63,5 @@ fn fails_loudly_when_the_server_keeps_the_lease() {
         stderr.contains("the server still holds the lease"),
         "{stderr}"
     );
-    assert!(in_memory(&lab, ip));
+    assert!(lab.dnsmasq_holds(ip));
 }

@@ -293,6 +293,16 @@ impl Lab {
         .map(drop)
     }
 
+    /// Whether dnsmasq holds a lease for `ip` in its memory (asked with its own
+    /// `dhcp_lease_time`, which prints nothing when there is none).
+    pub fn dnsmasq_holds(&self, ip: Ipv4Addr) -> bool {
+        self.router
+            .command("dhcp_lease_time")
+            .arg(ip.to_string())
+            .output()
+            .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+    }
+
     /// Whether the lease file lists `ip`.
     pub fn lease_file_has(&self, ip: Ipv4Addr) -> bool {
         let needle = format!(" {ip} ");
