@@ -59,8 +59,12 @@ fn a_second_agent_coexists_with_the_first() {
         "--json",
         "--iface",
         ROUTER_IFACE,
+        "--iface",
+        "lo",
         "--type",
         "discover",
+        "--type",
+        "offer",
     ];
     let first = Agent::start(&lab.router, &args);
     let second = Agent::start(&lab.router, &args);
@@ -79,6 +83,11 @@ fn a_second_agent_coexists_with_the_first() {
     let from_second = second.wait_record("DISCOVER", |r| s(r, "message_type") == "DISCOVER");
     assert_eq!(s(&from_first, "xid"), s(&from_second, "xid"));
     assert_eq!(s(&from_second, "hook"), "tc_ingress");
+    // TC egress is shared by both (TCX or clsact chains): each must see the server's OFFER, so
+    // neither program may end the chain for the other.
+    let offer_first = first.wait_record("OFFER", |r| s(r, "message_type") == "OFFER");
+    let offer_second = second.wait_record("OFFER", |r| s(r, "message_type") == "OFFER");
+    assert_eq!(s(&offer_first, "xid"), s(&offer_second, "xid"));
     second.stop();
     first.stop();
 }

@@ -10,7 +10,8 @@ use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
 use dhcproto::v4::MessageType;
 
 const XDP_PASS: u32 = 2;
-const TC_ACT_OK: u32 = 0;
+/// TC_ACT_UNSPEC (-1) as the test runner reports it: pass, and let later programs run.
+const TC_ACT_UNSPEC: u32 = u32::MAX;
 
 fn drain(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
     let mut events = Vec::new();
@@ -169,7 +170,7 @@ fn every_program_emits_one_event_per_dhcp_frame_and_none_otherwise() {
         let pass = if hook == Hook::XdpIngress {
             XDP_PASS
         } else {
-            TC_ACT_OK
+            TC_ACT_UNSPEC
         };
         for (name, frame, vlan, vlan_inner) in dhcp_frames() {
             let result = capture.test_run(hook, &frame, 1).unwrap();

@@ -8,7 +8,8 @@
 //!
 //! Each program matches DHCPv4 (UDP 67/68) and DHCPv6 (UDP 546/547), behind up to two VLAN tags,
 //! copies the frame into the `EVENTS` ring buffer and counts in `STATS`. Every path returns
-//! XDP_PASS / TC_ACT_OK: the observer never drops or alters traffic.
+//! XDP_PASS / TC_ACT_UNSPEC ("carry on as if we were not here"): the observer never drops or
+//! alters traffic, nor cuts short the programs attached after it.
 //!
 //! Header checks use direct packet access (cheapest for the non-DHCP majority); only a matched
 //! frame pays for a helper call to copy it.

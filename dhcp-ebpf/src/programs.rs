@@ -1,7 +1,7 @@
 //! The programs themselves; see the crate docs.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    bindings::{TC_ACT_UNSPEC, xdp_action::XDP_PASS},
     helpers::{
         bpf_ktime_get_boot_ns,
         generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
@@ -243,16 +243,20 @@ fn tc(ctx: &TcContext, hook: Hook) {
     });
 }
 
+/// TC programs return TC_ACT_UNSPEC, not TC_ACT_OK: in a TCX or clsact chain, TC_ACT_OK ends
+/// the chain with "pass" and skips every program after ours (another observer, a firewall),
+/// which would change what the router does. UNSPEC hands the packet on unchanged; at the end of
+/// the chain it passes, exactly as if we were not there.
 #[classifier]
 pub fn dhcp_tc_ingress(ctx: TcContext) -> i32 {
     tc(&ctx, Hook::TcIngress);
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn dhcp_tc_egress(ctx: TcContext) -> i32 {
     tc(&ctx, Hook::TcEgress);
-    TC_ACT_OK
+    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]
