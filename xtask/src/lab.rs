@@ -21,6 +21,9 @@ pub struct LabArgs {
     /// Number of guests to boot and expunge one after another.
     #[arg(long, default_value_t = 2)]
     guests: u8,
+    /// Let the correlating daemon repair the releases dnsmasq drops.
+    #[arg(long)]
+    remediate: bool,
 }
 
 fn say(text: &str) {
@@ -59,13 +62,53 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     if args.json {
         agent_args.push("--json");
     }
+    let agent_path = agent_bin.to_str().context("agent path")?;
     let agent = AgentProcess(
         lab.router
-            .command(agent_bin.to_str().context("agent path")?)
+            .command(agent_path)
             .args(&agent_args)
             .stdin(Stdio::null())
             .spawn()
-            .context("starting dhcp-agent")?,
+            .context("starting dhcp-agent watch")?,
+    );
+    // Beside it, the daemon that correlates each RELEASE with dnsmasq's lease table and memory.
+    let (leases, conf, state) = (
+        lab.lease_file(),
+        lab.dir.join("dnsmasq.conf"),
+        lab.dir.join("state.json"),
+    );
+    let mut run_args = vec![
+        "run",
+        "--iface",
+        ROUTER_IFACE,
+        "--iface",
+        "lo",
+        "--tc-mode",
+        &args.tc_mode,
+        "--grace",
+        "1s",
+        "--probe-memory",
+    ];
+    run_args.extend([
+        "--leases",
+        leases.to_str().context("path")?,
+        "--dnsmasq-conf",
+        conf.to_str().context("path")?,
+    ]);
+    run_args.extend(["--state-file", state.to_str().context("path")?]);
+    if args.json {
+        run_args.push("--json");
+    }
+    if args.remediate {
+        run_args.push("--remediate");
+    }
+    let daemon = AgentProcess(
+        lab.router
+            .command(agent_path)
+            .args(&run_args)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting dhcp-agent run")?,
     );
     thread::sleep(Duration::from_millis(500));
 
@@ -85,20 +128,23 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
             lab.guest_iface()
         ));
         lab.dhcp_release(ip, &mac)?;
-        thread::sleep(Duration::from_millis(500));
+        thread::sleep(Duration::from_millis(1500)); // the daemon's grace period
         if lab.lease_file_has(ip) {
             say(&format!(
                 "dnsmasq ignored it: {ip} is still in {} (option 54 was {PRIMARY_ADDR}, dnsmasq's server id is {VIP_ADDR})",
                 lab.lease_file().display()
             ));
         } else {
-            say(&format!("{ip} is gone from the lease file"));
+            say(&format!(
+                "{ip} is gone from the lease file (repaired or honored)"
+            ));
         }
     }
     say("the last guest releases its own lease: dhclient -r (option 54 = the VIP, honored)");
     lab.vm.release()?;
     thread::sleep(Duration::from_millis(500));
-    say("done; stopping the agent");
+    say("done; stopping the agents");
     drop(agent);
+    drop(daemon);
     Ok(())
 }
