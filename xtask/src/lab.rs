@@ -41,6 +41,35 @@ impl Drop for AgentProcess {
     }
 }
 
+/// Starts `dhcp-agent COMMAND` on the router's guest interface and `lo`, with the lab's options.
+fn spawn_agent(
+    lab: &Lab,
+    agent: &str,
+    args: &LabArgs,
+    command: &str,
+    extra: &[&str],
+) -> anyhow::Result<AgentProcess> {
+    let mut cmd = lab.router.command(agent);
+    cmd.args([
+        command,
+        "--iface",
+        ROUTER_IFACE,
+        "--iface",
+        "lo",
+        "--tc-mode",
+        &args.tc_mode,
+    ]);
+    if args.json {
+        cmd.arg("--json");
+    }
+    let child = cmd
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting dhcp-agent {command}"))?;
+    Ok(AgentProcess(child))
+}
+
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     crate::cargo(&["build", "--release", "--package", "dhcp-agent"])?;
     let agent_bin = crate::target_dir().join("release/dhcp-agent");
@@ -50,66 +79,22 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         "router namespace {}: {ROUTER_IFACE} has {PRIMARY_ADDR}/24 (primary) and {VIP_ADDR}/24 (VIP); dnsmasq listens on 127.0.0.1,{VIP_ADDR}",
         lab.router.name()
     ));
-    let mut agent_args = vec![
-        "watch",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--tc-mode",
-        &args.tc_mode,
-    ];
-    if args.json {
-        agent_args.push("--json");
-    }
     let agent_path = agent_bin.to_str().context("agent path")?;
-    let agent = AgentProcess(
-        lab.router
-            .command(agent_path)
-            .args(&agent_args)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting dhcp-agent watch")?,
-    );
+    let agent = spawn_agent(&lab, agent_path, args, "watch", &[])?;
     // Beside it, the daemon that correlates each RELEASE with dnsmasq's lease table and memory.
     let (leases, conf, state) = (
         lab.lease_file(),
         lab.dir.join("dnsmasq.conf"),
         lab.dir.join("state.json"),
     );
-    let mut run_args = vec![
-        "run",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--tc-mode",
-        &args.tc_mode,
-        "--grace",
-        "1s",
-        "--probe-memory",
-    ];
-    run_args.extend([
-        "--leases",
-        leases.to_str().context("path")?,
-        "--dnsmasq-conf",
-        conf.to_str().context("path")?,
-    ]);
-    run_args.extend(["--state-file", state.to_str().context("path")?]);
-    if args.json {
-        run_args.push("--json");
-    }
+    let mut daemon_args = vec!["--grace", "1s", "--probe-memory"];
+    daemon_args.extend(["--leases", leases.to_str().context("path")?]);
+    daemon_args.extend(["--dnsmasq-conf", conf.to_str().context("path")?]);
+    daemon_args.extend(["--state-file", state.to_str().context("path")?]);
     if args.remediate {
-        run_args.push("--remediate");
+        daemon_args.push("--remediate");
     }
-    let daemon = AgentProcess(
-        lab.router
-            .command(agent_path)
-            .args(&run_args)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("starting dhcp-agent run")?,
-    );
+    let daemon = spawn_agent(&lab, agent_path, args, "run", &daemon_args)?;
     thread::sleep(Duration::from_millis(500));
 
     for n in 1..=args.guests {
