@@ -14,10 +14,13 @@
 use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 use anyhow::{Context as _, bail};
-use clap::{ArgMatches, parser::ValueSource};
+use clap::{ArgMatches, ValueEnum as _, parser::ValueSource};
 use serde::Deserialize;
 
-use crate::run::{LeaseFormatName, RunArgs, parse_duration};
+use crate::{
+    leases::LeaseFormatName,
+    run::{RunArgs, parse_duration},
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,11 +73,9 @@ pub fn apply(config: RunConfig, args: &mut RunArgs, matches: &ArgMatches) -> any
         args.leases = v;
     }
     if let Some(v) = config.lease_format.filter(|_| unset("lease_format")) {
-        args.lease_format = match v.as_str() {
-            "dnsmasq" => LeaseFormatName::Dnsmasq,
-            "kea-v4" => LeaseFormatName::KeaV4,
-            other => bail!("lease_format {other:?}: expected dnsmasq or kea-v4"),
-        };
+        // The same names as on the command line.
+        args.lease_format = LeaseFormatName::from_str(&v, false)
+            .map_err(|_| anyhow::anyhow!("lease_format {v:?}: expected dnsmasq or kea-v4"))?;
     }
     if let Some(v) = config.dnsmasq_conf.filter(|_| unset("dnsmasq_conf")) {
         args.dnsmasq_conf = Some(v);

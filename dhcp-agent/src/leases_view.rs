@@ -7,15 +7,15 @@ use serde::Serialize;
 
 use crate::{
     decode::hex_colon,
-    leases::{Expiry, LeaseFormat, dnsmasq::Dnsmasq, kea::KeaV4},
-    run::{DEFAULT_STATE_FILE, LeaseFormatName},
+    leases::{DEFAULT_LEASE_FILE, Expiry, LeaseFormatName},
+    run::DEFAULT_STATE_FILE,
     server_query,
     state::StateFile,
 };
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct LeasesArgs {
-    #[arg(long, default_value = "/var/lib/misc/dnsmasq.leases")]
+    #[arg(long, default_value = DEFAULT_LEASE_FILE)]
     pub leases: PathBuf,
     #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
     pub lease_format: LeaseFormatName,
@@ -46,10 +46,7 @@ pub struct Row {
 }
 
 pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
-    let format: Box<dyn LeaseFormat> = match args.lease_format {
-        LeaseFormatName::Dnsmasq => Box::new(Dnsmasq),
-        LeaseFormatName::KeaV4 => Box::new(KeaV4),
-    };
+    let format = args.lease_format.format();
     let text = std::fs::read_to_string(&args.leases)
         .with_context(|| format!("reading {}", args.leases.display()))?;
     let table = format

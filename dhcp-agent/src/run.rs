@@ -11,10 +11,8 @@ use crate::{
     decode::hex_colon,
     dnsmasq_conf::DnsmasqConfig,
     leases::{
-        LeaseFormat, LeaseTable,
-        dnsmasq::Dnsmasq,
+        DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
         follow::{LeaseFollower, LoadError},
-        kea::KeaV4,
     },
     remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
@@ -24,12 +22,6 @@ use crate::{
     watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LeaseFormatName {
-    Dnsmasq,
-    KeaV4,
-}
-
 #[derive(Debug, clap::Args, Clone)]
 pub struct RunArgs {
     /// TOML file with any of these options (keys with `_`); the command line wins.
@@ -38,7 +30,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
     /// The server's lease file.
-    #[arg(long, default_value = "/var/lib/misc/dnsmasq.leases")]
+    #[arg(long, default_value = DEFAULT_LEASE_FILE)]
     pub leases: PathBuf,
     /// Format of the lease file.
     #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
@@ -292,15 +284,11 @@ fn now_ns() -> i128 {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let format: Box<dyn LeaseFormat + Send> = match args.lease_format {
-        LeaseFormatName::Dnsmasq => Box::new(Dnsmasq),
-        LeaseFormatName::KeaV4 => Box::new(KeaV4),
-    };
     let mut identity = match &args.dnsmasq_conf {
         Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
         None => ServerIdentity::default(),
     };
-    let mut follower = LeaseFollower::new(&args.leases, format)
+    let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
     let grace_ns = i128::try_from(args.grace.as_nanos()).unwrap_or(i128::MAX / 4);
     let mut correlator = Correlator::new(grace_ns);

@@ -93,6 +93,27 @@ impl LeaseFileError {
     }
 }
 
+/// The lease file formats the agent reads, by the name used on the command line and in the
+/// config file (`dnsmasq`, `kea-v4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaseFormatName {
+    Dnsmasq,
+    KeaV4,
+}
+
+/// Where dnsmasq keeps its leases unless `dhcp-leasefile` says otherwise.
+pub const DEFAULT_LEASE_FILE: &str = "/var/lib/misc/dnsmasq.leases";
+
+impl LeaseFormatName {
+    /// The parser for this format.
+    pub fn format(self) -> Box<dyn LeaseFormat + Send> {
+        match self {
+            LeaseFormatName::Dnsmasq => Box::new(dnsmasq::Dnsmasq),
+            LeaseFormatName::KeaV4 => Box::new(kea::KeaV4),
+        }
+    }
+}
+
 /// A lease file format (dnsmasq, Kea memfile CSV, ...).
 pub trait LeaseFormat {
     /// Short name for logs and metrics, e.g. `dnsmasq`.
