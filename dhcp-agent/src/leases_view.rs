@@ -1,6 +1,6 @@
 //! `dhcp-agent leases`: the lease table as the server's file has it, joined with what the daemon
 //! knows (pending and dropped releases, repairs) and, on request, with the server's memory.
-use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf, time::Duration};
+use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -79,7 +79,7 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
         };
         let in_server_memory = match (args.probe_memory, lease.ip) {
             (true, std::net::IpAddr::V4(v4)) => {
-                Some(server_query::probe(args.server, v4, Duration::from_millis(500))?.leased())
+                Some(server_query::probe(args.server, v4, server_query::PROBE_TIMEOUT)?.leased())
             }
             _ => None,
         };

@@ -3,7 +3,7 @@
 //! in the server's memory that the lease is gone. Exit status 0 only when it is.
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
@@ -39,7 +39,7 @@ fn parse_client_id(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn probe(args: &ReleaseArgs) -> anyhow::Result<LeaseState> {
-    server_query::probe(args.server, args.ip, Duration::from_millis(500))
+    server_query::probe(args.server, args.ip, server_query::PROBE_TIMEOUT)
         .with_context(|| format!("asking the server about {}", args.ip))
 }
 
@@ -59,17 +59,21 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<()> {
     let server_id = before
         .server_id
         .context("the server's answer has no server identifier")?;
-    server_query::send_release(args.ip, args.mac, server_id, args.client_id.as_deref())?;
-    let start = Instant::now();
-    while start.elapsed() < args.timeout {
-        std::thread::sleep(Duration::from_millis(20));
-        if !probe(args)?.leased() {
-            println!(
-                "{} {mac}: released (server id {server_id}); the server no longer holds it",
-                args.ip
-            );
-            return Ok(());
-        }
+    let gone = server_query::release_and_verify(
+        args.server,
+        args.ip,
+        args.mac,
+        server_id,
+        args.client_id.as_deref(),
+        args.timeout,
+    )
+    .with_context(|| format!("checking {} after the RELEASE", args.ip))?;
+    if gone {
+        println!(
+            "{} {mac}: released (server id {server_id}); the server no longer holds it",
+            args.ip
+        );
+        return Ok(());
     }
     bail!(
         "{} {mac}: the server still holds the lease {:?} after a RELEASE with server id {server_id} (wrong MAC or client id?)",

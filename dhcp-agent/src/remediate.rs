@@ -136,28 +136,26 @@ pub fn execute(
     server: SocketAddrV4,
     timeout: Duration,
 ) -> (RepairResult, Option<String>) {
-    if let Err(err) = server_query::send_release(
-        repair.ip,
-        repair.mac,
-        repair.server_id,
-        repair.client_id.as_deref(),
+    let Repair {
+        ip,
+        mac,
+        server_id,
+        client_id,
+    } = repair;
+    match server_query::release_and_verify(
+        server,
+        *ip,
+        *mac,
+        *server_id,
+        client_id.as_deref(),
+        timeout,
     ) {
-        return (RepairResult::Failed, Some(err.to_string()));
-    }
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(20));
-        match server_query::probe(server, repair.ip, Duration::from_millis(300)) {
-            Ok(state) if !state.leased() => return (RepairResult::Remediated, None),
-            Ok(_) if start.elapsed() < timeout => continue,
-            Ok(_) => {
-                return (
-                    RepairResult::Failed,
-                    Some("the server still holds the lease".into()),
-                );
-            }
-            Err(err) => return (RepairResult::Failed, Some(err.to_string())),
-        }
+        Ok(true) => (RepairResult::Remediated, None),
+        Ok(false) => (
+            RepairResult::Failed,
+            Some("the server still holds the lease".into()),
+        ),
+        Err(err) => (RepairResult::Failed, Some(err.to_string())),
     }
 }
 

@@ -419,7 +419,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     let held = server_query::probe(
                         server,
                         verdict.release.ciaddr,
-                        Duration::from_millis(500),
+                        server_query::PROBE_TIMEOUT,
                     )
                     .map(|state| state.leased());
                     let _ = done.blocking_send((verdict, held));

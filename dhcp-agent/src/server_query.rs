@@ -136,6 +136,32 @@ pub fn send_release(
     Ok(())
 }
 
+/// Sends a RELEASE and polls the server's memory until the lease is gone (`Ok(true)`) or
+/// `timeout` passes with the server still holding it (`Ok(false)`). Blocking.
+pub fn release_and_verify(
+    server: SocketAddrV4,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    server_id: Ipv4Addr,
+    client_id: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<bool, QueryError> {
+    send_release(ip, mac, server_id, client_id)?;
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if !probe(server, ip, PROBE_TIMEOUT)?.leased() {
+            return Ok(true);
+        }
+        if start.elapsed() >= timeout {
+            return Ok(false);
+        }
+    }
+}
+
+/// How long one probe waits for the local server's answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[cfg(test)]
 mod tests {
     use super::*;
