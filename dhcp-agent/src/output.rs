@@ -55,9 +55,7 @@ impl<'a> PacketRecord<'a> {
     pub fn new(packet: &'a Packet) -> PacketRecord<'a> {
         let meta = &packet.meta;
         let mut record = PacketRecord {
-            time: jiff::Timestamp::from_nanosecond(meta.unix_ns)
-                .map(|t| format!("{t:.6}"))
-                .unwrap_or_default(),
+            time: rfc3339(meta.unix_ns),
             interface: &meta.interface,
             ifindex: meta.ifindex,
             hook: meta.hook.name(),
@@ -119,6 +117,13 @@ impl<'a> PacketRecord<'a> {
         }
         record
     }
+}
+
+/// RFC 3339 UTC with microseconds, the time format of every JSON record and event.
+pub fn rfc3339(unix_ns: i128) -> String {
+    jiff::Timestamp::from_nanosecond(unix_ns)
+        .map(|t| format!("{t:.6}"))
+        .unwrap_or_default()
 }
 
 /// One JSON line.

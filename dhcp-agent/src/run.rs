@@ -14,6 +14,7 @@ use crate::{
         DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
         follow::{LeaseFollower, LoadError},
     },
+    output::rfc3339,
     remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
     server_query,
@@ -220,12 +221,6 @@ pub struct ReleaseEvent {
     pub settled: String,
 }
 
-fn time(ns: i128) -> String {
-    jiff::Timestamp::from_nanosecond(ns)
-        .map(|t| format!("{t:.6}"))
-        .unwrap_or_default()
-}
-
 impl ReleaseEvent {
     pub fn new(v: &Verdict) -> ReleaseEvent {
         let r = &v.release;
@@ -251,8 +246,8 @@ impl ReleaseEvent {
             expected_server_id: expected.map(|a| a.to_string()),
             requested_ip: r.requested_ip.map(|a| a.to_string()),
             hostname: v.lease.as_ref().and_then(|l| l.hostname.clone()),
-            seen: time(r.seen_ns),
-            settled: time(v.settled_ns),
+            seen: rfc3339(r.seen_ns),
+            settled: rfc3339(v.settled_ns),
         }
     }
 
@@ -429,7 +424,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             settle(&args, verdict, &mut limit, &repairs_tx, &mut state)?;
         }
         if dirty {
-            state.updated = time(now_ns());
+            state.updated = rfc3339(now_ns());
             state.pending = correlator
                 .pending_releases()
                 .map(|(r, deadline)| PendingRelease {
@@ -437,8 +432,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     mac: hex_colon(&r.chaddr),
                     interface: r.interface.clone(),
                     received_server_id: r.server_id.map(|a| a.to_string()),
-                    seen: time(r.seen_ns),
-                    deadline: time(deadline),
+                    seen: rfc3339(r.seen_ns),
+                    deadline: rfc3339(deadline),
                 })
                 .collect();
             if let Err(err) = state.write(&args.state_file) {
