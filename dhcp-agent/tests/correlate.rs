@@ -165,13 +165,7 @@ fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
     // say "released" (the case a file-only observer gets wrong).
     std::thread::sleep(std::time::Duration::from_millis(500));
     lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
-    let text = std::fs::read_to_string(lab.lease_file()).unwrap();
-    let edited: String = text
-        .lines()
-        .filter(|l| !l.contains(&format!(" {ip} ")))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(lab.lease_file(), edited).unwrap();
+    lab.hand_edit_lease_file(ip, &[]).unwrap();
     assert!(lab.dnsmasq_holds(ip), "dnsmasq still holds it in memory");
 
     let divergence = agent.wait_record("divergence", |r| s(r, "event") == "divergence");
@@ -193,14 +187,8 @@ fn the_divergence_scan_finds_both_directions() {
     let agent = start_with(&lab, &["--probe-memory", "--divergence-interval", "1s"]);
     // Orchestration deletes the real lease's line and invents one dnsmasq never gave.
     let ghost = Ipv4Addr::new(172, 29, 101, 177);
-    let text = std::fs::read_to_string(lab.lease_file()).unwrap();
-    let mut edited: String = text
-        .lines()
-        .filter(|l| !l.contains(&format!(" {ip} ")))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    edited.push_str(&format!("0 52:54:00:77:77:77 {ghost} ghost *\n"));
-    std::fs::write(lab.lease_file(), edited).unwrap();
+    let ghost_line = format!("0 52:54:00:77:77:77 {ghost} ghost *");
+    lab.hand_edit_lease_file(ip, &[ghost_line]).unwrap();
 
     let held = agent.wait_record("server-holds divergence", |r| {
         s(r, "kind") == "server_holds_lease_missing_from_file"

@@ -305,8 +305,23 @@ impl Lab {
 
     /// Whether the lease file lists `ip`.
     pub fn lease_file_has(&self, ip: Ipv4Addr) -> bool {
-        let needle = format!(" {ip} ");
-        fs::read_to_string(self.lease_file()).is_ok_and(|s| s.lines().any(|l| l.contains(&needle)))
+        fs::read_to_string(self.lease_file()).is_ok_and(|s| s.lines().any(|l| is_lease_of(l, ip)))
+    }
+
+    /// Edits the lease file behind dnsmasq's back, as some orchestration tools do after
+    /// `dhcp_release`: drops the line of `remove` and appends `add` (whole lines).
+    pub fn hand_edit_lease_file(&self, remove: Ipv4Addr, add: &[String]) -> anyhow::Result<()> {
+        let text = fs::read_to_string(self.lease_file()).context("reading the lease file")?;
+        let mut edited: String = text
+            .lines()
+            .filter(|l| !is_lease_of(l, remove))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for line in add {
+            edited.push_str(line);
+            edited.push('\n');
+        }
+        fs::write(self.lease_file(), edited).context("writing the lease file")
     }
 }
 
@@ -322,6 +337,11 @@ impl Drop for Lab {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Whether a dnsmasq lease line is about `ip` (the address is its third field).
+fn is_lease_of(line: &str, ip: Ipv4Addr) -> bool {
+    line.split_ascii_whitespace().nth(2) == Some(ip.to_string().as_str())
 }
 
 /// dhclient's hook: configure what it was given, nothing else (never touches resolv.conf).
