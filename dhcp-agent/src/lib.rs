@@ -17,6 +17,7 @@ pub mod remediate;
 pub mod run;
 pub mod server_identity;
 pub mod server_query;
+pub mod service;
 pub mod state;
 pub mod subnet;
 pub mod system;

@@ -18,9 +18,9 @@ use crate::{
     remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
     server_query,
+    service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
     state::{PendingRelease, StateFile},
     system,
-    watch::{InterfaceNames, decode_event, shutdown_signal, start_capture},
 };
 
 #[derive(Debug, clap::Args, Clone)]

@@ -5,83 +5,12 @@ use anyhow::Context as _;
 use dhcp_common::Hook;
 
 use crate::{
-    capture::{Capture, Interface, RawEvent, iface},
-    cli::{CaptureArgs, WatchArgs},
-    decode::{self, FrameMeta},
+    cli::WatchArgs,
     filter::Filter,
-    output, system,
+    output,
+    service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
+    system,
 };
-
-/// Resolves `--iface` (or the default set) to interfaces, failing on unknown names.
-pub fn resolve_interfaces(names: &[String]) -> anyhow::Result<Vec<Interface>> {
-    if names.is_empty() {
-        return iface::default_interfaces().context("listing interfaces in /sys/class/net");
-    }
-    names
-        .iter()
-        .map(|name| {
-            Interface::by_name(name)
-                .ok_or_else(|| crate::capture::CaptureError::UnknownInterface(name.clone()).into())
-        })
-        .collect()
-}
-
-/// Checks privileges, loads the programs and attaches them; reports each step on stderr.
-pub fn start_capture(args: &CaptureArgs) -> anyhow::Result<Capture> {
-    let interfaces = resolve_interfaces(&args.ifaces)?;
-    system::check_privileges()?;
-    let mut capture = Capture::load(args.ring_bytes)?;
-    for iface in &interfaces {
-        capture.attach(iface, args.xdp_mode, args.tc_mode)?;
-    }
-    for report in capture.reports() {
-        eprintln!("attached {report}");
-    }
-    Ok(capture)
-}
-
-/// Turns a kernel event into a decoded packet.
-pub fn decode_event(
-    event: &RawEvent,
-    clock: system::BootClock,
-    names: &mut InterfaceNames,
-) -> decode::Packet {
-    let meta = FrameMeta {
-        unix_ns: clock.to_unix_ns(event.boot_ns),
-        ifindex: event.ifindex,
-        interface: names.get(event.ifindex),
-        hook: event.hook,
-        wire_len: event.wire_len,
-        vlan: event.vlan,
-        vlan_inner: event.vlan_inner,
-        truncated: event.truncated,
-    };
-    decode::decode_frame(&event.frame, meta)
-}
-
-/// Caches interface names by index (an interface may vanish; then its index is shown).
-#[derive(Default)]
-pub struct InterfaceNames(std::collections::HashMap<u32, String>);
-
-impl InterfaceNames {
-    pub fn get(&mut self, index: u32) -> String {
-        self.0
-            .entry(index)
-            .or_insert_with(|| iface::name_of(index).unwrap_or_else(|| format!("if{index}")))
-            .clone()
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
 
 /// Counts of what `watch` did, printed on exit.
 #[derive(Debug, Default)]
