@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     correlate::{Outcome, Verdict},
     decode::hex_colon,
+    leases::{Expiry, LeaseTable},
     server_query,
 };
 
@@ -27,7 +28,7 @@ impl RepairResult {
     pub fn name(self) -> &'static str {
         match self {
             RepairResult::Remediated => "remediated",
-            RepairResult::Failed => "remediation_failed",
+            RepairResult::Failed => "failed",
             RepairResult::DryRun => "dry_run",
             RepairResult::RateLimited => "rate_limited",
         }
@@ -94,6 +95,117 @@ impl RemediationEvent {
             line.push_str(&format!(": {detail}"));
         }
         line
+    }
+}
+
+/// A dropped release whose lease the server still holds exactly as it was when the RELEASE was
+/// seen: same client, same expiry. A renewal changes the expiry, a new client the address's
+/// owner; either ends it (the lease is then someone's again and must never be released), as
+/// does the lease leaving the table (repaired, released again, or expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OutstandingRelease {
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub client_id: Option<String>,
+    pub expiry: Expiry,
+    /// The server id the server expects, when it was known at the verdict.
+    pub server_id: Option<Ipv4Addr>,
+    pub seen: String,
+    /// A repair was started (or reported as a dry run) for it.
+    #[serde(skip)]
+    pub attempted: bool,
+    /// A repair was refused by the rate limit (reported once, retried later).
+    #[serde(skip)]
+    pub deferred: bool,
+}
+
+impl OutstandingRelease {
+    /// What a dropped verdict leaves outstanding (nothing for other outcomes or without a lease).
+    pub fn from_verdict(verdict: &Verdict) -> Option<OutstandingRelease> {
+        if !matches!(verdict.outcome, Outcome::Dropped(_)) {
+            return None;
+        }
+        let lease = verdict.lease.as_ref()?;
+        Some(OutstandingRelease {
+            ip: verdict.release.ciaddr,
+            mac: hex_colon(&lease.hwaddr),
+            client_id: lease.client_id.as_deref().map(hex_colon),
+            expiry: lease.expiry,
+            server_id: verdict.expected_server_id,
+            seen: crate::output::rfc3339(verdict.release.seen_ns),
+            attempted: false,
+            deferred: false,
+        })
+    }
+
+    /// Whether `table` still shows the very lease the dropped RELEASE was for.
+    pub fn still_held(&self, table: &LeaseTable) -> bool {
+        table
+            .get_v4(self.ip)
+            .is_some_and(|l| hex_colon(&l.hwaddr) == self.mac && l.expiry == self.expiry)
+    }
+
+    /// The repair for it; `server_id` is used when none was known at the verdict.
+    pub fn repair(&self, server_id: Option<Ipv4Addr>) -> Option<Repair> {
+        Some(Repair {
+            ip: self.ip,
+            mac: crate::filter::parse_mac(&self.mac).ok()?,
+            server_id: self.server_id.or(server_id)?,
+            client_id: self
+                .client_id
+                .as_deref()
+                .and_then(crate::leases::parse_hex_bytes),
+        })
+    }
+}
+
+/// The dropped releases the server still holds, by address.
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    by_ip: std::collections::BTreeMap<Ipv4Addr, OutstandingRelease>,
+}
+
+impl Outstanding {
+    /// Resumes from a previous run's list; entries are checked against the table at the next
+    /// [`Outstanding::refresh`].
+    pub fn from_saved(saved: Vec<OutstandingRelease>) -> Outstanding {
+        Outstanding {
+            by_ip: saved.into_iter().map(|o| (o.ip, o)).collect(),
+        }
+    }
+
+    /// Follows a settled release: a dropped one becomes outstanding, an honored one ends any.
+    pub fn on_verdict(&mut self, verdict: &Verdict) {
+        match OutstandingRelease::from_verdict(verdict) {
+            Some(entry) => {
+                self.by_ip.insert(entry.ip, entry);
+            }
+            None if verdict.outcome == Outcome::Honored => {
+                self.by_ip.remove(&verdict.release.ciaddr);
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets every entry whose lease is gone, renewed or someone else's.
+    pub fn refresh(&mut self, table: &LeaseTable) {
+        self.by_ip.retain(|_, o| o.still_held(table));
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &OutstandingRelease> {
+        self.by_ip.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut OutstandingRelease> {
+        self.by_ip.values_mut()
     }
 }
 

@@ -1,6 +1,6 @@
 //! `dhcp-agent run`: the daemon. Capture -> decode -> server identity + correlation against the
 //! lease table -> one structured event per settled RELEASE (dropped ones flagged with a cause).
-use std::{io::Write as _, net::SocketAddrV4, path::PathBuf, time::Duration};
+use std::{io::Write as _, net::SocketAddrV4, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -14,13 +14,15 @@ use crate::{
         DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
         follow::{LeaseFollower, LoadError},
     },
+    metrics::{self, Metrics, http::Readiness},
     output::rfc3339,
-    remediate::{self, RateLimit, RemediationEvent, Repair, RepairResult},
+    remediate::{self, Outstanding, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
     server_query,
     service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
     state::{PendingRelease, StateFile},
     system,
+    transactions::Transactions,
 };
 
 #[derive(Debug, clap::Args, Clone)]
@@ -69,45 +71,112 @@ pub struct RunArgs {
     /// Where the server answers DHCPINFORM queries (memory probe, repair verification).
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: std::net::SocketAddrV4,
+    /// Where to serve Prometheus metrics (`/metrics`) and readiness (`/healthz`).
+    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: std::net::SocketAddr,
+    /// A DISCOVER with no OFFER after this long counts as unanswered.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub discover_timeout: Duration,
 }
+
+/// 9967: next to the DHCP exporters' ports in Prometheus' port allocation list; loopback only
+/// unless told otherwise.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9967";
 
 type RepairDone = (Repair, RepairResult, Option<String>);
 
-/// Reports a settled release and, when asked to, repairs a dropped one.
-fn settle(
-    args: &RunArgs,
-    verdict: Verdict,
-    limit: &mut RateLimit,
-    repairs: &tokio::sync::mpsc::Sender<RepairDone>,
-    state: &mut StateFile,
-) -> anyhow::Result<()> {
-    let event = ReleaseEvent::new(&verdict);
-    emit(args.json, &event, event.text())?;
-    if event.flagged {
-        StateFile::remember(&mut state.flagged, serde_json::to_value(&event)?);
+/// Where the daemon's findings go: event lines, the state file, the metrics; and the repairs it
+/// owes.
+struct Daemon {
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    state: StateFile,
+    outstanding: Outstanding,
+    limit: RateLimit,
+    repairs: tokio::sync::mpsc::Sender<RepairDone>,
+}
+
+impl Daemon {
+    /// Reports a settled release; a dropped one becomes outstanding (and is repaired when asked).
+    fn settle(&mut self, verdict: Verdict, identity: &ServerIdentity) -> anyhow::Result<()> {
+        self.metrics.release_settled(&verdict);
+        self.outstanding.on_verdict(&verdict);
+        let event = ReleaseEvent::new(&verdict);
+        emit(self.args.json, &event, event.text())?;
+        if event.flagged {
+            StateFile::remember(&mut self.state.flagged, serde_json::to_value(&event)?);
+        }
+        self.repair_outstanding(identity)
     }
-    let Some(repair) = Repair::for_verdict(&verdict).filter(|_| args.remediate) else {
-        return Ok(());
-    };
-    let result = if !limit.allow(std::time::Instant::now()) {
-        Some(RepairResult::RateLimited)
-    } else if args.dry_run {
-        Some(RepairResult::DryRun)
-    } else {
-        None
-    };
-    if let Some(result) = result {
-        let event = RemediationEvent::new(&repair, result, None);
-        StateFile::remember(&mut state.remediations, serde_json::to_value(&event)?);
-        return emit(args.json, &event, event.text());
+
+    /// Starts the repair of every outstanding release not tried yet, as far as the rate limit
+    /// allows; the rest wait for the next call.
+    fn repair_outstanding(&mut self, identity: &ServerIdentity) -> anyhow::Result<()> {
+        if !self.args.remediate {
+            return Ok(());
+        }
+        let mut reports = Vec::new();
+        for entry in self.outstanding.iter_mut().filter(|o| !o.attempted) {
+            let expected = identity.expected_for(entry.ip).map(|k| k.server_id);
+            let Some(repair) = entry.repair(expected) else {
+                continue; // no server id known yet, or not an Ethernet client
+            };
+            if !self.limit.allow(std::time::Instant::now()) {
+                if !entry.deferred {
+                    entry.deferred = true;
+                    reports.push((repair, RepairResult::RateLimited));
+                }
+                continue;
+            }
+            entry.attempted = true;
+            if self.args.dry_run {
+                reports.push((repair, RepairResult::DryRun));
+                continue;
+            }
+            // Sending and verifying blocks on the server's answers: off the event loop.
+            let (done, server) = (self.repairs.clone(), self.args.server);
+            tokio::task::spawn_blocking(move || {
+                let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
+                let _ = done.blocking_send((repair, result, detail));
+            });
+        }
+        for (repair, result) in reports {
+            self.repair_done(&repair, result, None)?;
+        }
+        Ok(())
     }
-    // Sending and verifying blocks on the server's answers: off the event loop.
-    let (done, server) = (repairs.clone(), args.server);
-    tokio::task::spawn_blocking(move || {
-        let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
-        let _ = done.blocking_send((repair, result, detail));
-    });
-    Ok(())
+
+    fn repair_done(
+        &mut self,
+        repair: &Repair,
+        result: RepairResult,
+        detail: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.metrics.remediation(result);
+        let event = RemediationEvent::new(repair, result, detail);
+        StateFile::remember(&mut self.state.remediations, serde_json::to_value(&event)?);
+        emit(self.args.json, &event, event.text())
+    }
+
+    /// Rewrites the state file from the correlator's pending releases and what is outstanding.
+    fn save_state(&mut self, correlator: &Correlator) {
+        self.state.updated = rfc3339(now_ns());
+        self.state.pending = correlator
+            .pending_releases()
+            .map(|(r, deadline)| PendingRelease {
+                ip: r.ciaddr.to_string(),
+                mac: hex_colon(&r.chaddr),
+                interface: r.interface.clone(),
+                received_server_id: r.server_id.map(|a| a.to_string()),
+                seen: rfc3339(r.seen_ns),
+                deadline: rfc3339(deadline),
+            })
+            .collect();
+        self.state.outstanding = self.outstanding.iter().cloned().collect();
+        if let Err(err) = self.state.write(&self.args.state_file) {
+            eprintln!("state file not written: {err:#}");
+        }
+    }
 }
 
 /// The lease file and the server's memory disagree about a lease.
@@ -120,8 +189,8 @@ pub struct DivergenceEvent {
     pub mac: Option<String>,
 }
 
-const SERVER_HOLDS: &str = "server_holds_lease_missing_from_file";
-const FILE_LISTS: &str = "file_lists_lease_server_does_not_hold";
+pub const SERVER_HOLDS: &str = "server_holds_lease_missing_from_file";
+pub const FILE_LISTS: &str = "file_lists_lease_server_does_not_hold";
 
 impl DivergenceEvent {
     fn new(kind: &'static str, ip: std::net::Ipv4Addr, mac: Option<&[u8]>) -> DivergenceEvent {
@@ -278,7 +347,52 @@ fn now_ns() -> i128 {
     jiff::Timestamp::now().as_nanosecond()
 }
 
+/// The previous run's state: its history is kept and its outstanding releases resumed. A file
+/// that does not parse is kept aside (never overwritten) and the daemon starts afresh.
+fn resume_state(path: &std::path::Path) -> StateFile {
+    match StateFile::read(path) {
+        Ok(state) => state,
+        Err(err) => {
+            let aside = PathBuf::from(format!("{}.bad", path.display()));
+            let moved = std::fs::rename(path, &aside);
+            eprintln!(
+                "state file not resumed ({err:#}); {}",
+                match moved {
+                    Ok(()) => format!("kept as {}", aside.display()),
+                    Err(e) => format!("could not keep it aside: {e}"),
+                }
+            );
+            StateFile::default()
+        }
+    }
+}
+
+/// The name of a lease-file read's result, for the metrics.
+fn reload_result(result: &Result<LeaseTable, LoadError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(LoadError::Missing(_)) => "missing",
+        Err(LoadError::Read { .. }) => "unreadable",
+        Err(LoadError::Parse { .. }) => "invalid",
+    }
+}
+
+fn now_seconds() -> f64 {
+    now_ns() as f64 / 1e9
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        &system::kernel_release(),
+    ));
+    let readiness = Arc::new(Readiness::default());
+    let listener = metrics::http::bind(args.metrics_addr).await?;
+    let server = tokio::spawn(metrics::http::serve(
+        listener,
+        Arc::clone(&metrics),
+        Arc::clone(&readiness),
+    ));
     let mut identity = match &args.dnsmasq_conf {
         Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
         None => ServerIdentity::default(),
@@ -287,7 +401,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("watching {}", args.leases.display()))?;
     let grace_ns = i128::try_from(args.grace.as_nanos()).unwrap_or(i128::MAX / 4);
     let mut correlator = Correlator::new(grace_ns);
-    let mut table = match follower.load().await {
+    let first = follower.load().await;
+    metrics.lease_file_reload(reload_result(&first), now_seconds());
+    let mut table_loaded = first.is_ok();
+    let mut table = match first {
         Ok(table) => table,
         Err(LoadError::Missing(path)) => {
             eprintln!(
@@ -305,21 +422,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut names = InterfaceNames::default();
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut limit = RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10));
+    let mut stats = tokio::time::interval(Duration::from_secs(1));
+    let mut transactions = Transactions::new(args.discover_timeout);
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
     let (checks_tx, mut checks_done) =
         tokio::sync::mpsc::channel::<(Verdict, Result<bool, server_query::QueryError>)>(64);
-    let mut state = StateFile::default();
+    let mut state = resume_state(&args.state_file);
+    let outstanding = Outstanding::from_saved(std::mem::take(&mut state.outstanding));
+    if !outstanding.is_empty() {
+        eprintln!(
+            "resuming {} dropped releases from {}",
+            outstanding.len(),
+            args.state_file.display()
+        );
+    }
+    let mut daemon = Daemon {
+        limit: RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10)),
+        args,
+        metrics: Arc::clone(&metrics),
+        state,
+        outstanding,
+        repairs: repairs_tx,
+    };
+    let args = daemon.args.clone();
     let mut divergence_scan = tokio::time::interval(args.divergence_interval);
     let (scans_tx, mut scans_done) = tokio::sync::mpsc::channel(1);
     let mut scanning = false;
     let mut reported_divergences = std::collections::HashSet::new();
+    if table_loaded {
+        readiness.set_ready();
+    }
     eprintln!(
-        "watching; {} leases from {} ({}), grace {:?}",
+        "watching; {} leases from {} ({}), grace {:?}, metrics on http://{}/metrics",
         table.v4.len(),
         follower.path().display(),
         follower.format_name(),
-        args.grace
+        args.grace,
+        args.metrics_addr
     );
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -332,6 +471,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut verdicts = Vec::new();
                 for event in batch.drain(..) {
                     let packet = decode_event(&event, clock, &mut names);
+                    metrics.packet(&packet);
+                    if let Some(done) = transactions.on_packet(&packet) {
+                        metrics.transaction(&done);
+                    }
                     if let Some(known) = identity.observe(&packet) {
                         eprintln!("server id {} for {} learned on {}", known.server_id, known.subnet, known.interface.as_deref().unwrap_or("?"));
                     }
@@ -344,15 +487,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             result = follower.changed() => {
                 result.context("following the lease file")?;
-                match follower.load().await {
-                    Ok(new) => table = new,
+                let loaded = follower.load().await;
+                metrics.lease_file_reload(reload_result(&loaded), now_seconds());
+                match loaded {
+                    Ok(new) => {
+                        table = new;
+                        if !table_loaded {
+                            table_loaded = true;
+                            readiness.set_ready();
+                        }
+                    }
                     // Keep the last good table: a missing or broken file must not look like
                     // every lease was released.
                     Err(err) => eprintln!("lease file not reloaded: {err}"),
                 }
+                daemon.outstanding.refresh(&table);
                 correlator.on_table(&table, now_ns(), &identity)
             }
-            _ = tick.tick() => correlator.on_tick(&table, now_ns(), &identity),
+            _ = tick.tick() => {
+                for unanswered in transactions.on_tick(now_ns()) {
+                    metrics.transaction(&unanswered);
+                }
+                correlator.on_tick(&table, now_ns(), &identity)
+            }
+            _ = stats.tick() => {
+                match capture.counters() {
+                    Ok(counters) => metrics.kernel_counters(&counters),
+                    Err(err) => eprintln!("kernel counters not read: {err}"),
+                }
+                let before = daemon.outstanding.len();
+                daemon.outstanding.refresh(&table);
+                dirty |= daemon.outstanding.len() != before;
+                // Releases the rate limit held back, or resumed from the last run.
+                daemon.repair_outstanding(&identity)?;
+                metrics.set_releases_pending(correlator.pending());
+                metrics.set_releases_unresolved(daemon.outstanding.len());
+                metrics.set_leases(&table, &identity.pools());
+                metrics.set_server_ids(identity.known());
+                Vec::new()
+            }
             _ = divergence_scan.tick(), if args.probe_memory && !scanning => {
                 scanning = true;
                 let in_file = table.v4.values().filter_map(|l| match l.ip {
@@ -368,6 +541,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Some(found) = scans_done.recv() => {
                 scanning = false;
+                for kind in metrics::DIVERGENCE_KINDS {
+                    metrics.set_divergences(kind, found.iter().filter(|d| d.kind == *kind).count());
+                }
                 let now_divergent: std::collections::HashSet<String> = found.iter().map(|d| format!("{} {}", d.kind, d.ip)).collect();
                 for event in found {
                     // Report each divergence once, again only after it was resolved.
@@ -391,14 +567,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
                 }
                 // Settled here: it has been checked already.
-                settle(&args, verdict, &mut limit, &repairs_tx, &mut state)?;
+                daemon.settle(verdict, &identity)?;
                 dirty = true;
                 Vec::new()
             }
             Some((repair, result, detail)) = repairs_done.recv() => {
-                let event = RemediationEvent::new(&repair, result, detail);
-                emit(args.json, &event, event.text())?;
-                StateFile::remember(&mut state.remediations, serde_json::to_value(&event)?);
+                daemon.repair_done(&repair, result, detail)?;
                 dirty = true;
                 Vec::new()
             }
@@ -421,27 +595,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 });
                 continue;
             }
-            settle(&args, verdict, &mut limit, &repairs_tx, &mut state)?;
+            daemon.settle(verdict, &identity)?;
         }
         if dirty {
-            state.updated = rfc3339(now_ns());
-            state.pending = correlator
-                .pending_releases()
-                .map(|(r, deadline)| PendingRelease {
-                    ip: r.ciaddr.to_string(),
-                    mac: hex_colon(&r.chaddr),
-                    interface: r.interface.clone(),
-                    received_server_id: r.server_id.map(|a| a.to_string()),
-                    seen: rfc3339(r.seen_ns),
-                    deadline: rfc3339(deadline),
-                })
-                .collect();
-            if let Err(err) = state.write(&args.state_file) {
-                eprintln!("state file not written: {err:#}");
-            }
+            daemon.save_state(&correlator);
         }
     }
     eprintln!("stopped; {} releases still pending", correlator.pending());
+    server.abort();
     drop(capture);
     Ok(())
 }

@@ -21,6 +21,24 @@ pub enum Source {
     Configured,
 }
 
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Observed => "observed",
+            Source::Configured => "configured",
+        }
+    }
+}
+
+/// A pool of addresses the server hands out: a served subnet, with the size of its dynamic
+/// ranges when the configuration gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub subnet: Subnet,
+    pub interface: Option<String>,
+    pub size: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownServer {
     pub server_id: Ipv4Addr,
@@ -34,6 +52,8 @@ pub struct ServerIdentity {
     by_subnet: HashMap<Subnet, KnownServer>,
     /// Subnets the configuration says are served (empty when no configuration was given).
     served: Vec<Subnet>,
+    /// Addresses in the configured dynamic ranges, per subnet.
+    pool_sizes: HashMap<Subnet, u32>,
 }
 
 impl ServerIdentity {
@@ -46,6 +66,9 @@ impl ServerIdentity {
                 continue;
             };
             identity.served.push(subnet);
+            if let Some(size) = range.size() {
+                *identity.pool_sizes.entry(subnet).or_default() += size;
+            }
             if let Some(server_id) = config.listen_address_in(subnet) {
                 identity.by_subnet.entry(subnet).or_insert(KnownServer {
                     server_id,
@@ -122,6 +145,27 @@ impl ServerIdentity {
 
     pub fn known(&self) -> impl Iterator<Item = &KnownServer> {
         self.by_subnet.values()
+    }
+
+    /// Every served subnet, configured or learned, in order.
+    pub fn pools(&self) -> Vec<Pool> {
+        let subnets: std::collections::BTreeSet<Subnet> = self
+            .served
+            .iter()
+            .chain(self.by_subnet.keys())
+            .copied()
+            .collect();
+        subnets
+            .into_iter()
+            .map(|subnet| Pool {
+                subnet,
+                interface: self
+                    .by_subnet
+                    .get(&subnet)
+                    .and_then(|k| k.interface.clone()),
+                size: self.pool_sizes.get(&subnet).copied(),
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,10 @@ pub struct StateFile {
     pub flagged: VecDeque<serde_json::Value>,
     /// Remediation events, oldest first.
     pub remediations: VecDeque<serde_json::Value>,
+    /// Dropped releases whose lease the server still holds, unrenewed: resumed (and repaired,
+    /// with `--remediate`) by the next run.
+    #[serde(default)]
+    pub outstanding: Vec<crate::remediate::OutstandingRelease>,
 }
 
 impl StateFile {

@@ -82,3 +82,17 @@ impl Default for BootClock {
         Self::new()
     }
 }
+
+/// The running kernel's release (`uname -r`), or `unknown`.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain old data; uname fills it and NUL-terminates its fields.
+    unsafe {
+        let mut name: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut name) != 0 {
+            return "unknown".into();
+        }
+        std::ffi::CStr::from_ptr(name.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}

@@ -15,7 +15,8 @@ use std::{
 use thiserror::Error;
 
 /// When a lease ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Expiry {
     Never,
     /// Unix time in seconds.

@@ -1,0 +1,337 @@
+//! DHCPv4 exchanges as the client lives them: how long from its first DISCOVER (or REQUEST) to
+//! the server's ACK, which DISCOVERs go unanswered, and NAKs.
+//!
+//! An exchange is keyed by transaction id and client hardware address. A packet can be seen more
+//! than once (on several hooks or interfaces); only its first sighting counts, and a finished
+//! exchange lingers a while so a late second sighting of its ACK or NAK is not counted again.
+//! Memory is bounded: at most [`MAX_OPEN`] exchanges are tracked, the oldest given up first.
+use std::collections::{HashMap, VecDeque};
+
+use crate::decode::{MessageType, Packet};
+
+/// How many exchanges are tracked at once (a DISCOVER flood with random ids must not grow memory).
+pub const MAX_OPEN: usize = 16_384;
+/// How long a finished or abandoned exchange is remembered.
+const LINGER_NS: i128 = 60_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// First DISCOVER to ACK: what a booting client waits.
+    DiscoverAck,
+    /// REQUEST to ACK: selecting, renewing or rebinding.
+    RequestAck,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransactionEvent {
+    Completed {
+        exchange: Exchange,
+        seconds: f64,
+    },
+    Nak {
+        interface: String,
+    },
+    /// No OFFER within the timeout after the first DISCOVER.
+    Unanswered {
+        interface: String,
+    },
+}
+
+type Key = (u32, Vec<u8>);
+
+#[derive(Debug)]
+struct Open {
+    started_ns: i128,
+    interface: String,
+    discover_ns: Option<i128>,
+    request_ns: Option<i128>,
+    offered: bool,
+    /// ACK or NAK seen, or reported unanswered: nothing more to count.
+    finished: bool,
+}
+
+#[derive(Debug)]
+pub struct Transactions {
+    discover_timeout_ns: i128,
+    open: HashMap<Key, Open>,
+    /// Keys in the order their exchanges started, with that start (keys can be reused).
+    order: VecDeque<(i128, Key)>,
+}
+
+impl Transactions {
+    pub fn new(discover_timeout: std::time::Duration) -> Transactions {
+        Transactions {
+            discover_timeout_ns: i128::try_from(discover_timeout.as_nanos()).unwrap_or(i128::MAX),
+            open: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Follows one packet; returns what it completed.
+    pub fn on_packet(&mut self, packet: &Packet) -> Option<TransactionEvent> {
+        let m = packet.dhcpv4()?;
+        let at = packet.meta.unix_ns;
+        let key = (m.xid, m.chaddr.clone());
+        match (m.op, m.message_type?) {
+            (1, kind @ (MessageType::Discover | MessageType::Request)) => {
+                let open = self.open_or_start(key, at, &packet.meta.interface);
+                if open.finished && kind == MessageType::Request && open.request_ns.is_none() {
+                    // A REQUEST after an unanswered DISCOVER still gets its own timing.
+                    open.finished = false;
+                }
+                let slot = match kind {
+                    MessageType::Discover => &mut open.discover_ns,
+                    _ => &mut open.request_ns,
+                };
+                slot.get_or_insert(at);
+                None
+            }
+            (2, MessageType::Offer) => {
+                if let Some(open) = self.open.get_mut(&key) {
+                    open.offered = true;
+                }
+                None
+            }
+            (2, MessageType::Ack) => {
+                let open = self.open.get_mut(&key).filter(|o| !o.finished)?;
+                // DHCPINFORM's ACK answers neither a DISCOVER nor a REQUEST: nothing to time.
+                let (exchange, since) = match (open.discover_ns, open.request_ns) {
+                    (Some(d), _) if open.offered => (Exchange::DiscoverAck, d),
+                    (_, Some(r)) => (Exchange::RequestAck, r),
+                    _ => return None,
+                };
+                open.finished = true;
+                Some(TransactionEvent::Completed {
+                    exchange,
+                    seconds: (at - since).max(0) as f64 / 1e9,
+                })
+            }
+            (2, MessageType::Nak) => {
+                match self.open.get_mut(&key) {
+                    Some(open) if open.finished => return None,
+                    Some(open) => open.finished = true,
+                    // A NAK to a request the agent did not see (started before it): count it,
+                    // and remember it so a second sighting is not counted.
+                    None => self.open_or_start(key, at, &packet.meta.interface).finished = true,
+                }
+                Some(TransactionEvent::Nak {
+                    interface: packet.meta.interface.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn open_or_start(&mut self, key: Key, at: i128, interface: &str) -> &mut Open {
+        if !self.open.contains_key(&key) {
+            if self.open.len() >= MAX_OPEN {
+                self.give_up_oldest();
+            }
+            self.order.push_back((at, key.clone()));
+        }
+        self.open.entry(key).or_insert_with(|| Open {
+            started_ns: at,
+            interface: interface.to_owned(),
+            discover_ns: None,
+            request_ns: None,
+            offered: false,
+            finished: false,
+        })
+    }
+
+    fn give_up_oldest(&mut self) {
+        while let Some((started, key)) = self.order.pop_front() {
+            if self.open.get(&key).is_some_and(|o| o.started_ns == started) {
+                self.open.remove(&key);
+                return;
+            }
+        }
+    }
+
+    /// Reports DISCOVERs unanswered for longer than the timeout and forgets old exchanges.
+    pub fn on_tick(&mut self, now_ns: i128) -> Vec<TransactionEvent> {
+        let mut events = Vec::new();
+        for (started, key) in &self.order {
+            if now_ns - started < self.discover_timeout_ns {
+                break; // the rest started later
+            }
+            let Some(open) = self.open.get_mut(key) else {
+                continue;
+            };
+            if !open.finished
+                && !open.offered
+                && open
+                    .discover_ns
+                    .is_some_and(|d| now_ns - d >= self.discover_timeout_ns)
+            {
+                open.finished = true;
+                events.push(TransactionEvent::Unanswered {
+                    interface: open.interface.clone(),
+                });
+            }
+        }
+        while let Some((started, key)) = self.order.front() {
+            if now_ns - started < LINGER_NS {
+                break;
+            }
+            if self.open.get(key).is_some_and(|o| o.started_ns == *started) {
+                self.open.remove(key);
+            }
+            self.order.pop_front();
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use dhcp_common::Hook;
+    use dhcp_lab::frames::{Dhcpv4Spec, Framing, ipv4_udp};
+    use dhcproto::v4::MessageType as Mt;
+
+    use super::*;
+    use crate::decode::{FrameMeta, decode_frame};
+
+    const SECOND: i128 = 1_000_000_000;
+
+    fn packet(kind: Mt, xid: u32, mac: [u8; 6], at: i128, hook: Hook) -> Packet {
+        let payload = Dhcpv4Spec::new(kind, xid, mac).encode();
+        let ports = if matches!(kind, Mt::Offer | Mt::Ack | Mt::Nak) {
+            (67, 68)
+        } else {
+            (68, 67)
+        };
+        let frame = ipv4_udp(
+            &Framing::default(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            ports,
+            &payload,
+        )
+        .unwrap();
+        let meta = FrameMeta {
+            unix_ns: at,
+            ifindex: 2,
+            interface: "guest0".into(),
+            hook,
+            wire_len: frame.len() as u32,
+            vlan: None,
+            vlan_inner: None,
+            truncated: false,
+        };
+        decode_frame(&frame, meta)
+    }
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const IN: Hook = Hook::XdpIngress;
+    const OUT: Hook = Hook::TcEgress;
+
+    #[test]
+    fn times_a_boot_and_a_renewal_once_each() {
+        let mut t = Transactions::new(std::time::Duration::from_secs(5));
+        let t0 = 1_000 * SECOND;
+        assert_eq!(t.on_packet(&packet(Mt::Discover, 7, MAC, t0, IN)), None);
+        // A retransmitted DISCOVER does not restart the clock.
+        t.on_packet(&packet(Mt::Discover, 7, MAC, t0 + SECOND, IN));
+        t.on_packet(&packet(Mt::Offer, 7, MAC, t0 + SECOND + 1000, OUT));
+        t.on_packet(&packet(Mt::Request, 7, MAC, t0 + 2 * SECOND, IN));
+        let done = t.on_packet(&packet(Mt::Ack, 7, MAC, t0 + 2 * SECOND + SECOND / 2, OUT));
+        assert_eq!(
+            done,
+            Some(TransactionEvent::Completed {
+                exchange: Exchange::DiscoverAck,
+                seconds: 2.5
+            })
+        );
+        // The same ACK seen on a second hook is not a second exchange.
+        assert_eq!(
+            t.on_packet(&packet(Mt::Ack, 7, MAC, t0 + 3 * SECOND, IN)),
+            None
+        );
+        // A renewal: REQUEST to ACK.
+        t.on_packet(&packet(Mt::Request, 8, MAC, t0 + 10 * SECOND, IN));
+        let done = t.on_packet(&packet(
+            Mt::Ack,
+            8,
+            MAC,
+            t0 + 10 * SECOND + SECOND / 100,
+            OUT,
+        ));
+        assert_eq!(
+            done,
+            Some(TransactionEvent::Completed {
+                exchange: Exchange::RequestAck,
+                seconds: 0.01
+            })
+        );
+        // An ACK for nothing the agent saw (an INFORM, or before it started) times nothing.
+        assert_eq!(
+            t.on_packet(&packet(Mt::Ack, 9, MAC, t0 + 11 * SECOND, OUT)),
+            None
+        );
+        assert!(t.on_tick(t0 + 12 * SECOND).is_empty(), "nothing unanswered");
+    }
+
+    #[test]
+    fn an_unanswered_discover_is_reported_once_after_the_timeout() {
+        let mut t = Transactions::new(std::time::Duration::from_secs(5));
+        let t0 = 50 * SECOND;
+        t.on_packet(&packet(Mt::Discover, 1, MAC, t0, IN));
+        t.on_packet(&packet(Mt::Discover, 2, [2, 0, 0, 0, 0, 2], t0, IN));
+        t.on_packet(&packet(Mt::Offer, 2, [2, 0, 0, 0, 0, 2], t0 + SECOND, OUT));
+        assert!(t.on_tick(t0 + 4 * SECOND).is_empty(), "not yet");
+        assert_eq!(
+            t.on_tick(t0 + 5 * SECOND),
+            vec![TransactionEvent::Unanswered {
+                interface: "guest0".into()
+            }]
+        );
+        assert!(t.on_tick(t0 + 6 * SECOND).is_empty(), "reported once");
+        // Forgotten after the linger time.
+        t.on_tick(t0 + 61 * SECOND);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn naks_are_counted_once_per_exchange() {
+        let mut t = Transactions::new(std::time::Duration::from_secs(5));
+        t.on_packet(&packet(Mt::Request, 3, MAC, SECOND, IN));
+        let nak = Some(TransactionEvent::Nak {
+            interface: "guest0".into(),
+        });
+        assert_eq!(t.on_packet(&packet(Mt::Nak, 3, MAC, 2 * SECOND, OUT)), nak);
+        assert_eq!(t.on_packet(&packet(Mt::Nak, 3, MAC, 2 * SECOND, IN)), None);
+        // A NAK for a request from before the agent started still counts, once.
+        assert_eq!(t.on_packet(&packet(Mt::Nak, 4, MAC, 3 * SECOND, OUT)), nak);
+        assert_eq!(t.on_packet(&packet(Mt::Nak, 4, MAC, 3 * SECOND, IN)), None);
+    }
+
+    #[test]
+    fn a_flood_of_discovers_stays_bounded() {
+        let mut t = Transactions::new(std::time::Duration::from_secs(5));
+        for xid in 0..(MAX_OPEN as u32 + 1000) {
+            t.on_packet(&packet(
+                Mt::Discover,
+                xid,
+                MAC,
+                SECOND + i128::from(xid),
+                IN,
+            ));
+        }
+        assert_eq!(t.tracked(), MAX_OPEN);
+        // The newest are kept.
+        let last = MAX_OPEN as u32 + 999;
+        t.on_packet(&packet(Mt::Offer, last, MAC, 2 * SECOND, OUT));
+        t.on_packet(&packet(Mt::Request, last, MAC, 2 * SECOND, IN));
+        assert!(matches!(
+            t.on_packet(&packet(Mt::Ack, last, MAC, 3 * SECOND, OUT)),
+            Some(TransactionEvent::Completed { .. })
+        ));
+    }
+}
