@@ -2,13 +2,9 @@
 //! VLAN, IPv4/IPv6 and UDP with etherparse, and sent from inside a namespace with a packet
 //! socket (for what real peers cannot produce here, such as VLAN tags on a kernel without
 //! 802.1Q support, or malformed packets).
-use std::{
-    fs::File,
-    net::{Ipv4Addr, Ipv6Addr},
-    os::fd::AsRawFd as _,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use dhcproto::{Encodable as _, Encoder, v4, v6};
 use etherparse::{IpHeaders, Ipv4Header, Ipv4Options, PacketBuilder, VlanId};
 
@@ -163,23 +159,13 @@ pub fn ipv6_udp(
 
 /// Sends `frames` out of `iface` inside `ns` through an AF_PACKET socket, as they are.
 pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    let ns_path = format!("/run/netns/{}", ns.name());
-    let iface = iface.to_owned();
-    let frames = frames.to_vec();
-    // setns() switches only the calling thread; a scoped thread keeps the test's own
-    // namespace untouched.
-    std::thread::spawn(move || -> anyhow::Result<()> {
-        let ns_file = File::open(&ns_path).with_context(|| format!("opening {ns_path}"))?;
-        // SAFETY: setns on a valid namespace fd, affecting this thread only.
-        if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns({ns_path}): {}", std::io::Error::last_os_error());
-        }
-        let c_iface = std::ffi::CString::new(iface.clone())?;
+    ns.run_inside(|| -> anyhow::Result<()> {
+        let c_iface = std::ffi::CString::new(iface)?;
         // SAFETY: plain libc calls with valid arguments; the fd is closed below.
         unsafe {
             let index = libc::if_nametoindex(c_iface.as_ptr());
             if index == 0 {
-                bail!("no interface {iface} in {ns_path}");
+                bail!("no interface {iface} in namespace {}", ns.name());
             }
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
             if fd < 0 {
@@ -190,7 +176,7 @@ pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> anyhow::Resul
             addr.sll_ifindex = index as i32;
             addr.sll_halen = 6;
             let mut result = Ok(());
-            for frame in &frames {
+            for frame in frames {
                 let sent = libc::sendto(
                     fd,
                     frame.as_ptr().cast(),
@@ -210,7 +196,5 @@ pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> anyhow::Resul
             libc::close(fd);
             result
         }
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("frame sender thread panicked"))?
+    })?
 }

@@ -13,6 +13,7 @@
 //! also when a test fails. Used by `cargo xtask lab` and by the integration tests.
 pub mod frames;
 pub mod netns;
+pub mod prometheus;
 
 use std::{
     fs,
@@ -34,6 +35,9 @@ pub const PRIMARY_ADDR: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 245);
 pub const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 1);
 pub const ROUTER_IFACE: &str = "guest0";
 pub const VM_IFACE: &str = "eth0";
+/// A client dnsmasq is configured to ignore (`dhcp-host=...,ignore`): its DISCOVERs go
+/// unanswered, as a pool-exhausted or misconfigured server's would.
+pub const IGNORED_MAC: [u8; 6] = [0x02, 0xdc, 0x00, 0x00, 0x99, 0x99];
 
 /// Shape of a lab.
 #[derive(Debug, Clone)]
@@ -264,11 +268,13 @@ impl Lab {
              user=root\n\
              listen-address=127.0.0.1,{VIP_ADDR}\n\
              dhcp-range={SUBNET_PREFIX}.100,{SUBNET_PREFIX}.200,255.255.255.0,{lease}\n\
+             dhcp-host={ignored},ignore\n\
              dhcp-leasefile={d}/dnsmasq.leases\n\
              pid-file={d}/dnsmasq.pid\n\
              log-facility={d}/dnsmasq.log\n\
              log-dhcp\n",
-            lease = self.config.lease_secs
+            lease = self.config.lease_secs,
+            ignored = IGNORED_MAC.map(|b| format!("{b:02x}")).join(":"),
         )
     }
 

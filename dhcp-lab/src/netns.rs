@@ -1,5 +1,8 @@
 //! Network namespaces made with iproute2, deleted on drop.
-use std::process::{Command, Output};
+use std::{
+    os::fd::AsRawFd as _,
+    process::{Command, Output},
+};
 
 use anyhow::{Context as _, bail};
 
@@ -29,6 +32,11 @@ impl Netns {
         cmd
     }
 
+    /// Runs `work` on a thread inside the namespace: see [`inside`].
+    pub fn run_inside<T: Send>(&self, work: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        inside(&self.name, work)
+    }
+
     /// `ip ARGS` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
         run(Command::new("ip").args(["-n", &self.name]).args(args))
@@ -50,6 +58,25 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Runs `work` on a thread that has entered namespace `name` (sockets it opens live there);
+/// the caller's own namespace is untouched, as setns() switches only the calling thread.
+pub fn inside<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<T> {
+                let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: setns on a valid namespace fd, affecting this thread only.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns({path}): {}", std::io::Error::last_os_error());
+                }
+                Ok(work())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("a thread inside {path} panicked"))?
+    })
 }
 
 /// Runs a command to completion; fails with its stderr if it exits non-zero.

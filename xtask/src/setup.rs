@@ -5,12 +5,15 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, bail};
 
 /// Peers and tools the lab and the tests run. `dnsmasq-base` is dnsmasq without the system
-/// service: the lab starts its own instances and must never start the host's.
+/// service: the lab starts its own instances and must never start the host's. `prometheus`
+/// gives the server the end-to-end test starts in a namespace and `promtool` (its service is
+/// not started: the tests run their own).
 const RUNTIME_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "dnsmasq-utils",
     "isc-dhcp-client",
     "iproute2",
+    "prometheus",
 ];
 /// What bpf-linker builds against.
 const LINKER_BUILD_PACKAGES: &[&str] = &[
@@ -72,9 +75,28 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
             .stdin(Stdio::null());
         cmd
     };
-    run(&mut apt(&["update", "-q"]))?;
-    run(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(packages))
-        .context("installing Debian packages (needs root)")
+    // Packages such as prometheus start their system service on install; the tests run their
+    // own instances, so forbid service starts for the duration (as Debian container images do).
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\n# dhcp-observer setup: no service starts\nexit 101\n")
+            .and_then(|()| {
+                std::fs::set_permissions(
+                    policy,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+            })
+            .context("writing /usr/sbin/policy-rc.d (needs root)")?;
+    }
+    let result = run(&mut apt(&["update", "-q"])).and_then(|()| {
+        run(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(packages))
+            .context("installing Debian packages (needs root)")
+    });
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
 }
 
 fn ensure_nightly_rust_src() -> anyhow::Result<()> {
