@@ -4,41 +4,17 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{Agent, s};
+use common::{Agent, s, start_run};
 use dhcp_lab::{Lab, LabConfig, PRIMARY_ADDR, ROUTER_IFACE, VIP_ADDR};
 
 fn start(lab: &Lab) -> Agent {
-    start_with(lab, &[])
-}
-
-fn start_with(lab: &Lab, extra: &[&str]) -> Agent {
-    let leases = lab.lease_file();
-    let conf = lab.dir.join("dnsmasq.conf");
-    let args = [
-        "run",
-        "--json",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--grace",
-        "1s",
-        "--leases",
-        leases.to_str().unwrap(),
-        "--dnsmasq-conf",
-        conf.to_str().unwrap(),
-    ];
-    let state = lab.dir.join("state.json");
-    let mut args = args.to_vec();
-    args.extend_from_slice(&["--state-file", state.to_str().unwrap()]);
-    args.extend_from_slice(extra);
-    Agent::start(&lab.router, &args)
+    start_run(lab, &[])
 }
 
 #[test]
 fn remediates_the_dropped_release_and_verifies_it() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let agent = start_with(&lab, &["--remediate"]);
+    let agent = start_run(&lab, &["--remediate"]);
     let ip = lab.vm.boot().expect("lease");
     lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
     agent.wait_record("dropped release", |r| s(r, "outcome") == "dropped");
@@ -67,7 +43,7 @@ fn remediates_the_dropped_release_and_verifies_it() {
 #[test]
 fn dry_run_reports_and_sends_nothing() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let agent = start_with(&lab, &["--remediate", "--dry-run"]);
+    let agent = start_run(&lab, &["--remediate", "--dry-run"]);
     let ip = lab.vm.boot().expect("lease");
     lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
     let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
@@ -159,7 +135,7 @@ fn a_clients_own_release_is_honored_and_a_release_without_lease_is_no_lease() {
 #[test]
 fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let agent = start_with(&lab, &["--probe-memory", "--remediate"]);
+    let agent = start_run(&lab, &["--probe-memory", "--remediate"]);
     let ip = lab.vm.boot().expect("lease");
     // Let the agent read the lease into its table first, so that the edit below makes the file
     // say "released" (the case a file-only observer gets wrong).
@@ -184,7 +160,7 @@ fn a_hand_edited_lease_file_is_a_divergence_and_is_repaired() {
 fn the_divergence_scan_finds_both_directions() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
     let ip = lab.vm.boot().expect("lease");
-    let agent = start_with(&lab, &["--probe-memory", "--divergence-interval", "1s"]);
+    let agent = start_run(&lab, &["--probe-memory", "--divergence-interval", "1s"]);
     // Orchestration deletes the real lease's line and invents one dnsmasq never gave.
     let ghost = Ipv4Addr::new(172, 29, 101, 177);
     let ghost_line = format!("0 52:54:00:77:77:77 {ghost} ghost *");

@@ -80,14 +80,14 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
     let own_policy = !policy.exists();
     if own_policy {
-        std::fs::write(policy, "#!/bin/sh\n# dhcp-observer setup: no service starts\nexit 101\n")
-            .and_then(|()| {
-                std::fs::set_permissions(
-                    policy,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                )
-            })
-            .context("writing /usr/sbin/policy-rc.d (needs root)")?;
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# dhcp-observer setup: no service starts\nexit 101\n",
+        )
+        .and_then(|()| {
+            std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        })
+        .context("writing /usr/sbin/policy-rc.d (needs root)")?;
     }
     let result = run(&mut apt(&["update", "-q"])).and_then(|()| {
         run(apt(&["install", "-y", "-q", "--no-install-recommends"]).args(packages))

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use dhcp_lab::{Netns, wait_for};
+use dhcp_lab::{Lab, Netns, ROUTER_IFACE, wait_for};
 use serde_json::Value;
 
 /// The agent binary under test.
@@ -120,4 +120,30 @@ impl Drop for Agent {
 /// Field `key` of a record as a string ("" when null or absent).
 pub fn s<'a>(record: &'a Value, key: &str) -> &'a str {
     record.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `dhcp-agent run --json` on the lab's router, over its guest interface and `lo`, with the
+/// lab's lease file, dnsmasq configuration and a state file in the lab's directory.
+pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
+    let leases = lab.lease_file();
+    let conf = lab.dir.join("dnsmasq.conf");
+    let state = lab.dir.join("state.json");
+    let mut args = vec![
+        "run",
+        "--json",
+        "--iface",
+        ROUTER_IFACE,
+        "--iface",
+        "lo",
+        "--grace",
+        "1s",
+        "--leases",
+        leases.to_str().unwrap(),
+        "--dnsmasq-conf",
+        conf.to_str().unwrap(),
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Agent::start(&lab.router, &args)
 }
