@@ -8,6 +8,7 @@
 //! grace = "2s"
 //! probe_memory = true
 //! remediate = true
+//! metrics_addr = "127.0.0.1:9967"
 //! ```
 //!
 //! The file steers what the agent releases, so it is refused when others can write it.
@@ -36,6 +37,9 @@ pub struct RunConfig {
     pub dry_run: Option<bool>,
     pub remediation_rate: Option<u32>,
     pub server: Option<std::net::SocketAddrV4>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub discover_timeout: Option<String>,
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// Reads a config file, refusing one that group or others can write or that another user
@@ -92,6 +96,18 @@ pub fn apply(config: RunConfig, args: &mut RunArgs, matches: &ArgMatches) -> any
     if let Some(v) = config.server.filter(|_| unset("server")) {
         args.server = v;
     }
+    if let Some(v) = config.metrics_addr.filter(|_| unset("metrics_addr")) {
+        args.metrics_addr = v;
+    }
+    if let Some(v) = config
+        .discover_timeout
+        .filter(|_| unset("discover_timeout"))
+    {
+        args.discover_timeout = parse_duration(&v).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(v) = config.state_file.filter(|_| unset("state_file")) {
+        args.state_file = v;
+    }
     for (flag, value, id) in [
         (&mut args.json, config.json, "json"),
         (&mut args.probe_memory, config.probe_memory, "probe_memory"),
@@ -140,6 +156,11 @@ mod tests {
         );
         assert!(args.remediate && !args.dry_run);
         assert_eq!(args.lease_format, LeaseFormatName::KeaV4);
+        let text = "metrics_addr = \"0.0.0.0:9100\"\ndiscover_timeout = \"8s\"\nstate_file = \"/tmp/s.json\"\n";
+        let args = parse(&["dhcp-agent", "run"], text).unwrap();
+        assert_eq!(args.metrics_addr, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(args.discover_timeout, std::time::Duration::from_secs(8));
+        assert_eq!(args.state_file, std::path::PathBuf::from("/tmp/s.json"));
     }
 
     #[test]

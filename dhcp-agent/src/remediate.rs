@@ -275,6 +275,90 @@ pub fn execute(
 mod tests {
     use super::*;
 
+    use crate::{
+        correlate::{Cause, Release},
+        decode::test_support::release_packet,
+        leases::Lease,
+    };
+
+    fn lease(mac: [u8; 6], expiry: u64) -> Lease {
+        Lease {
+            ip: "172.29.101.150".parse().unwrap(),
+            hwaddr: mac.to_vec(),
+            htype: 1,
+            client_id: Some(vec![1, 0x52, 0x54, 0, 1, 2, 3]),
+            hostname: None,
+            expiry: Expiry::At(expiry),
+            iaid: None,
+        }
+    }
+
+    fn dropped(lease: Lease) -> Verdict {
+        let release = Release::from_packet(&release_packet()).unwrap();
+        Verdict {
+            release,
+            outcome: Outcome::Dropped(Cause::MissingServerId),
+            expected_server_id: Some("172.29.101.1".parse().unwrap()),
+            lease: Some(lease),
+            settled_ns: 0,
+        }
+    }
+
+    fn table(leases: &[Lease]) -> LeaseTable {
+        let mut table = LeaseTable::default();
+        for l in leases {
+            table.insert(l.clone());
+        }
+        table
+    }
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 1, 2, 3];
+
+    #[test]
+    fn a_renewed_or_reassigned_lease_is_never_repaired() {
+        let held = lease(MAC, 1000);
+        for (now, still) in [
+            (table(std::slice::from_ref(&held)), true),
+            // Renewed after the RELEASE: the client is alive again.
+            (table(&[lease(MAC, 2000)]), false),
+            // The address went to another client.
+            (table(&[lease([2, 0, 0, 0, 0, 9], 1000)]), false),
+            // Gone: repaired, released again or expired.
+            (table(&[]), false),
+        ] {
+            let mut outstanding = Outstanding::default();
+            outstanding.on_verdict(&dropped(held.clone()));
+            assert_eq!(outstanding.len(), 1);
+            outstanding.refresh(&now);
+            assert_eq!(outstanding.len(), usize::from(still), "{now:?}");
+        }
+    }
+
+    #[test]
+    fn an_outstanding_release_repairs_with_the_lease_and_survives_a_restart() {
+        let mut outstanding = Outstanding::default();
+        outstanding.on_verdict(&dropped(lease(MAC, 1000)));
+        let saved: Vec<OutstandingRelease> = outstanding.iter().cloned().collect();
+        let text = serde_json::to_string(&saved).unwrap();
+        let resumed = Outstanding::from_saved(serde_json::from_str(&text).unwrap());
+        let entry = resumed.iter().next().unwrap();
+        assert!(!entry.attempted, "a resumed release is tried again");
+        assert!(entry.still_held(&table(&[lease(MAC, 1000)])));
+        let repair = entry.repair(None).unwrap();
+        assert_eq!(repair.mac, MAC);
+        assert_eq!(
+            repair.server_id,
+            "172.29.101.1".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(repair.client_id, Some(vec![1, 0x52, 0x54, 0, 1, 2, 3]));
+        // An honored release of the address ends it.
+        let mut outstanding = resumed;
+        let mut honored = dropped(lease(MAC, 1000));
+        honored.outcome = Outcome::Honored;
+        outstanding.on_verdict(&honored);
+        assert!(outstanding.is_empty());
+    }
+
     #[test]
     fn the_rate_limit_allows_a_burst_then_refills() {
         let start = Instant::now();

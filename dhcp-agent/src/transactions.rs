@@ -189,44 +189,13 @@ impl Transactions {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use dhcp_common::Hook;
-    use dhcp_lab::frames::{Dhcpv4Spec, Framing, ipv4_udp};
     use dhcproto::v4::MessageType as Mt;
 
     use super::*;
-    use crate::decode::{FrameMeta, decode_frame};
+    use crate::decode::test_support::v4_packet as packet;
 
     const SECOND: i128 = 1_000_000_000;
-
-    fn packet(kind: Mt, xid: u32, mac: [u8; 6], at: i128, hook: Hook) -> Packet {
-        let payload = Dhcpv4Spec::new(kind, xid, mac).encode();
-        let ports = if matches!(kind, Mt::Offer | Mt::Ack | Mt::Nak) {
-            (67, 68)
-        } else {
-            (68, 67)
-        };
-        let frame = ipv4_udp(
-            &Framing::default(),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::BROADCAST,
-            ports,
-            &payload,
-        )
-        .unwrap();
-        let meta = FrameMeta {
-            unix_ns: at,
-            ifindex: 2,
-            interface: "guest0".into(),
-            hook,
-            wire_len: frame.len() as u32,
-            vlan: None,
-            vlan_inner: None,
-            truncated: false,
-        };
-        decode_frame(&frame, meta)
-    }
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const IN: Hook = Hook::XdpIngress;

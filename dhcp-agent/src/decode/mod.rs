@@ -428,6 +428,43 @@ pub(crate) mod test_support {
         }
     }
 
+    /// A DHCPv4 message of `kind` between a client and the server on `guest0`, seen by `hook`
+    /// at `unix_ns`.
+    pub fn v4_packet(
+        kind: v4::MessageType,
+        xid: u32,
+        mac: [u8; 6],
+        unix_ns: i128,
+        hook: Hook,
+    ) -> Packet {
+        let payload = Dhcpv4Spec::new(kind, xid, mac).encode();
+        let ports = if matches!(
+            kind,
+            v4::MessageType::Offer | v4::MessageType::Ack | v4::MessageType::Nak
+        ) {
+            (67, 68)
+        } else {
+            (68, 67)
+        };
+        let frame = frames::ipv4_udp(
+            &Framing::default(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            ports,
+            &payload,
+        )
+        .unwrap();
+        let meta = FrameMeta {
+            unix_ns,
+            ifindex: 2,
+            interface: "guest0".into(),
+            hook,
+            wire_len: frame.len() as u32,
+            ..lo_meta()
+        };
+        decode_frame(&frame, meta)
+    }
+
     /// What `dhcp_release` sends: a RELEASE on lo with the primary address in option 54.
     pub fn release_packet() -> Packet {
         let mut spec = Dhcpv4Spec::new(v4::MessageType::Release, 1, [0x52, 0x54, 0, 1, 2, 3]);

@@ -85,10 +85,15 @@ pub const OTHER_SUBNET: &str = "other";
 /// The `interface` label when the interface of a pool is not known yet.
 pub const UNKNOWN_INTERFACE: &str = "unknown";
 
-/// `value` if it is in `set`, else `other` (which every open-ended set has): a label value can
-/// never come from anywhere but the set.
-fn fixed(set: &[&'static str], value: &str) -> &'static str {
-    set.iter().copied().find(|v| *v == value).unwrap_or("other")
+/// `value` as the member of `set` it equals: a label value can never come from anywhere but the
+/// set. `None` for anything else (a closed set's caller then records nothing).
+fn fixed(set: &[&'static str], value: &str) -> Option<&'static str> {
+    set.iter().copied().find(|v| *v == value)
+}
+
+/// For the open-ended message type sets: anything unknown is `other`.
+fn message_type(set: &[&'static str], value: &str) -> &'static str {
+    fixed(set, value).unwrap_or("other")
 }
 
 /// Every metric of the daemon.
@@ -329,11 +334,11 @@ impl Metrics {
         let (protocol, message_type) = match &packet.body {
             Body::V4(m) => (
                 "dhcpv4",
-                fixed(V4_MESSAGE_TYPES, &m.type_name().to_ascii_lowercase()),
+                message_type(V4_MESSAGE_TYPES, &m.type_name().to_ascii_lowercase()),
             ),
             Body::V6(m) => (
                 "dhcpv6",
-                fixed(
+                message_type(
                     V6_MESSAGE_TYPES,
                     &m.message_type.to_ascii_lowercase().replace('-', "_"),
                 ),
@@ -349,20 +354,20 @@ impl Metrics {
     }
 
     pub fn release_settled(&self, verdict: &Verdict) {
-        self.releases
-            .with_label_values(&[fixed(OUTCOMES, verdict.outcome.name())])
-            .inc();
-        if let Outcome::Dropped(cause) = &verdict.outcome {
-            self.releases_dropped
-                .with_label_values(&[fixed(CAUSES, cause.name())])
-                .inc();
+        if let Some(outcome) = fixed(OUTCOMES, verdict.outcome.name()) {
+            self.releases.with_label_values(&[outcome]).inc();
+        }
+        if let Outcome::Dropped(cause) = &verdict.outcome
+            && let Some(cause) = fixed(CAUSES, cause.name())
+        {
+            self.releases_dropped.with_label_values(&[cause]).inc();
         }
     }
 
     pub fn remediation(&self, result: RepairResult) {
-        self.remediations
-            .with_label_values(&[fixed(REMEDIATION_RESULTS, result.name())])
-            .inc();
+        if let Some(result) = fixed(REMEDIATION_RESULTS, result.name()) {
+            self.remediations.with_label_values(&[result]).inc();
+        }
     }
 
     pub fn set_releases_pending(&self, pending: usize) {
@@ -374,14 +379,18 @@ impl Metrics {
     }
 
     pub fn set_divergences(&self, kind: &str, count: usize) {
-        self.divergences
-            .with_label_values(&[fixed(DIVERGENCE_KINDS, kind)])
-            .set(count as i64);
+        if let Some(kind) = fixed(DIVERGENCE_KINDS, kind) {
+            self.divergences
+                .with_label_values(&[kind])
+                .set(count as i64);
+        }
     }
 
     /// One read of the lease file: `result` is one of [`RELOAD_RESULTS`].
     pub fn lease_file_reload(&self, result: &str, unix_seconds: f64) {
-        let result = fixed(RELOAD_RESULTS, result);
+        let Some(result) = fixed(RELOAD_RESULTS, result) else {
+            return;
+        };
         self.lease_file_reloads.with_label_values(&[result]).inc();
         if result == "ok" {
             self.lease_file_last_reload.set(unix_seconds);
@@ -479,5 +488,311 @@ impl Metrics {
                 ])
                 .set(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use dhcp_common::Hook;
+    use dhcp_lab::frames::{self, Framing};
+    use dhcproto::{Encodable as _, v4};
+
+    use super::*;
+    use crate::{
+        capture::HookCounters,
+        correlate::{Cause, Release},
+        decode::{FrameMeta, decode_frame, test_support},
+        dnsmasq_conf::{DhcpRange, DnsmasqConfig},
+        server_identity::ServerIdentity,
+    };
+
+    /// Drives every metric with every kind of input there is, including hostile ones.
+    fn driven() -> Metrics {
+        let metrics = Metrics::new("1.2.3", "6.1.0-test");
+        let meta = |hook| FrameMeta {
+            interface: "guest0".into(),
+            hook,
+            ..test_support::lo_meta()
+        };
+        for hook in Hook::ALL {
+            // Every option 53 value, and messages without one.
+            for code in 0..=255u8 {
+                let mut spec =
+                    frames::Dhcpv4Spec::new(v4::MessageType::from(code), 1, [2, 0, 0, 0, 0, 1]);
+                spec.hostname = Some("host-with-a-name".into());
+                let frame = frames::ipv4_udp(
+                    &Framing::default(),
+                    std::net::Ipv4Addr::new(10, 0, 0, 9),
+                    std::net::Ipv4Addr::BROADCAST,
+                    (68, 67),
+                    &spec.encode(),
+                )
+                .unwrap();
+                metrics.packet(&decode_frame(&frame, meta(hook)));
+                // Every DHCPv6 message type code.
+                let mut v6 = frames::dhcpv6_solicit(7, &[0, 1, 2, 3]);
+                v6[0] = code;
+                let frame = frames::ipv6_udp(
+                    &Framing::default(),
+                    "fe80::1".parse().unwrap(),
+                    "ff02::1:2".parse().unwrap(),
+                    (546, 547),
+                    &v6,
+                )
+                .unwrap();
+                metrics.packet(&decode_frame(&frame, meta(hook)));
+            }
+            // Plain BOOTP (no option 53), and garbage on port 67.
+            let mut bootp = Vec::new();
+            let zero = std::net::Ipv4Addr::UNSPECIFIED;
+            v4::Message::new(zero, zero, zero, zero, &[2, 0, 0, 0, 0, 1])
+                .encode(&mut dhcproto::Encoder::new(&mut bootp))
+                .unwrap();
+            for payload in [bootp, vec![0xff; 30]] {
+                let frame = frames::ipv4_udp(
+                    &Framing::default(),
+                    std::net::Ipv4Addr::new(10, 0, 0, 9),
+                    std::net::Ipv4Addr::BROADCAST,
+                    (68, 67),
+                    &payload,
+                )
+                .unwrap();
+                metrics.packet(&decode_frame(&frame, meta(hook)));
+            }
+        }
+        let release = Release::from_packet(&test_support::release_packet()).unwrap();
+        let causes = [
+            Cause::ServerIdMismatch {
+                expected: std::net::Ipv4Addr::new(172, 29, 101, 1),
+                received: std::net::Ipv4Addr::new(172, 29, 101, 245),
+            },
+            Cause::MissingServerId,
+            Cause::RequestedIpPresent,
+            Cause::SubnetNotServed,
+            Cause::ClientMismatch,
+            Cause::Unknown,
+        ];
+        let outcomes = causes
+            .into_iter()
+            .map(Outcome::Dropped)
+            .chain([Outcome::Honored, Outcome::NoLease]);
+        for outcome in outcomes {
+            metrics.release_settled(&Verdict {
+                release: release.clone(),
+                outcome,
+                expected_server_id: None,
+                lease: None,
+                settled_ns: 0,
+            });
+        }
+        for result in [
+            RepairResult::Remediated,
+            RepairResult::Failed,
+            RepairResult::DryRun,
+            RepairResult::RateLimited,
+        ] {
+            metrics.remediation(result);
+        }
+        for result in RELOAD_RESULTS.iter().chain(&["something else"]) {
+            metrics.lease_file_reload(result, 1e9);
+        }
+        for event in [
+            TransactionEvent::Completed {
+                exchange: Exchange::DiscoverAck,
+                seconds: 0.5,
+            },
+            TransactionEvent::Completed {
+                exchange: Exchange::RequestAck,
+                seconds: 0.01,
+            },
+            TransactionEvent::Nak {
+                interface: "guest0".into(),
+            },
+            TransactionEvent::Unanswered {
+                interface: "guest0".into(),
+            },
+        ] {
+            metrics.transaction(&event);
+        }
+        metrics.kernel_counters(
+            &[HookCounters {
+                events: 5,
+                lost: 1,
+                truncated: 2,
+            }; 3],
+        );
+        for kind in DIVERGENCE_KINDS.iter().chain(&["made up"]) {
+            metrics.set_divergences(kind, 1);
+        }
+        metrics.set_releases_pending(2);
+        metrics.set_releases_unresolved(1);
+        let conf = DnsmasqConfig {
+            listen_addresses: vec![
+                "127.0.0.1".parse().unwrap(),
+                "172.29.101.1".parse().unwrap(),
+            ],
+            ranges: vec![DhcpRange {
+                start: "172.29.101.100".parse().unwrap(),
+                end: Some("172.29.101.200".parse().unwrap()),
+                netmask: Some("255.255.255.0".parse().unwrap()),
+            }],
+            ..DnsmasqConfig::default()
+        };
+        let mut identity = ServerIdentity::from_config(&conf, &[]);
+        let mut offer = test_support::v4_packet(
+            v4::MessageType::Offer,
+            1,
+            [2, 0, 0, 0, 0, 1],
+            0,
+            Hook::TcEgress,
+        );
+        if let Body::V4(m) = &mut offer.body {
+            m.server_id = Some(std::net::Ipv4Addr::new(172, 29, 101, 1));
+            m.yiaddr = std::net::Ipv4Addr::new(172, 29, 101, 150);
+            m.subnet_mask = Some(std::net::Ipv4Addr::new(255, 255, 255, 0));
+        }
+        identity.observe(&offer);
+        let mut table = LeaseTable::default();
+        for ip in ["172.29.101.150", "172.29.101.151", "10.9.9.9"] {
+            table.insert(crate::leases::Lease {
+                ip: ip.parse().unwrap(),
+                hwaddr: vec![2, 0, 0, 0, 0, 1],
+                htype: 1,
+                client_id: None,
+                hostname: Some("vm".into()),
+                expiry: crate::leases::Expiry::Never,
+                iaid: None,
+            });
+        }
+        metrics.set_leases(&table, &identity.pools());
+        metrics.set_server_ids(identity.known());
+        metrics
+    }
+
+    /// Exported families (name -> label names), `dhcp_` ones only.
+    fn exported(metrics: &Metrics) -> BTreeMap<String, BTreeSet<String>> {
+        metrics
+            .registry()
+            .gather()
+            .iter()
+            .filter(|f| f.name().starts_with("dhcp_"))
+            .map(|f| {
+                let labels = f
+                    .get_metric()
+                    .iter()
+                    .flat_map(|m| m.get_label().iter().map(|l| l.name().to_owned()))
+                    .collect();
+                (f.name().to_owned(), labels)
+            })
+            .collect()
+    }
+
+    /// The README's metrics table (name -> label names).
+    fn documented() -> BTreeMap<String, BTreeSet<String>> {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("### Metrics\n")
+            .nth(1)
+            .expect("README has a Metrics section");
+        let section = section.split("\n### ").next().unwrap();
+        section
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix("`dhcp_")?.strip_suffix('`')?;
+                let labels = cells
+                    .get(3)?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Some((format!("dhcp_{name}"), labels))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_documented_metric_is_exported_with_its_labels_and_no_other() {
+        let documented = documented();
+        assert!(documented.len() >= 20, "{documented:?}");
+        assert_eq!(exported(&driven()), documented);
+    }
+
+    #[test]
+    fn label_values_come_only_from_fixed_sets() {
+        let metrics = driven();
+        let families = metrics.registry().gather();
+        let message_types: BTreeSet<&str> = V4_MESSAGE_TYPES
+            .iter()
+            .chain(V6_MESSAGE_TYPES)
+            .copied()
+            .collect();
+        let mut seen_types = BTreeSet::new();
+        for family in families.iter().filter(|f| f.name().starts_with("dhcp_")) {
+            for metric in family.get_metric() {
+                for label in metric.get_label() {
+                    let value = label.value();
+                    let allowed: Vec<&str> = match (family.name(), label.name()) {
+                        (_, "message_type") => {
+                            seen_types.insert(value.to_owned());
+                            message_types.iter().copied().collect()
+                        }
+                        (_, "direction") => DIRECTIONS.to_vec(),
+                        (_, "protocol") => PROTOCOLS.to_vec(),
+                        (_, "hook") => HOOKS.to_vec(),
+                        (_, "outcome") => OUTCOMES.to_vec(),
+                        (_, "cause") => CAUSES.to_vec(),
+                        ("dhcp_remediations_total", "result") => REMEDIATION_RESULTS.to_vec(),
+                        ("dhcp_lease_file_reloads_total", "result") => RELOAD_RESULTS.to_vec(),
+                        (_, "exchange") => EXCHANGES.to_vec(),
+                        (_, "kind") => DIVERGENCE_KINDS.to_vec(),
+                        (_, "source") => vec!["observed", "configured"],
+                        // What the operator configured or the machine is.
+                        (_, "interface") => vec!["guest0", UNKNOWN_INTERFACE],
+                        (_, "subnet") => vec!["172.29.101.0/24", OTHER_SUBNET],
+                        (_, "server_id") => vec!["172.29.101.1"],
+                        (_, "version") => vec!["1.2.3"],
+                        (_, "kernel") => vec!["6.1.0-test"],
+                        (_, "le") => continue,
+                        (family, label) => panic!("{family}: unexpected label {label}"),
+                    };
+                    assert!(
+                        allowed.contains(&value),
+                        "{}{{{}={value:?}}} is not in {allowed:?}",
+                        family.name(),
+                        label.name()
+                    );
+                }
+            }
+        }
+        // 512 codes of two protocols on three hooks collapse to the fixed sets.
+        assert!(
+            seen_types.contains("other") && seen_types.contains("bootp"),
+            "{seen_types:?}"
+        );
+        assert!(seen_types.contains("information_request"));
+    }
+
+    #[test]
+    fn kernel_counters_are_added_as_deltas() {
+        let metrics = Metrics::new("v", "k");
+        let at = |events| {
+            [HookCounters {
+                events,
+                lost: 0,
+                truncated: 0,
+            }; 3]
+        };
+        metrics.kernel_counters(&at(5));
+        metrics.kernel_counters(&at(5));
+        metrics.kernel_counters(&at(12));
+        let text = metrics.render();
+        assert!(
+            text.contains("dhcp_capture_events_total{hook=\"xdp_ingress\"} 12"),
+            "{text}"
+        );
     }
 }
