@@ -284,6 +284,7 @@ fn prometheus_sees_the_dropped_release_alerts_and_sees_the_repair() {
     for rule in loaded {
         assert_ne!(rule["health"], "err", "{rule}");
     }
+    check_dashboard_queries(&prometheus);
     observer.stop();
 
     // The same agent with --remediate resumes the dropped release from its state file and
@@ -315,4 +316,39 @@ fn prometheus_sees_the_dropped_release_alerts_and_sees_the_repair() {
         !active("DhcpReleaseDroppedUnresolved")
     });
     repairer.stop();
+}
+
+/// Runs every query of the shipped Grafana dashboard (its variables set to "all") against the
+/// real Prometheus: each must be valid PromQL, and each must find series, but for the counters
+/// of events that did not happen in this lab (nothing malformed, NAKed or unanswered).
+fn check_dashboard_queries(prometheus: &Prometheus) {
+    let text = std::fs::read_to_string(repo_file("deploy/grafana/dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let may_be_empty = [
+        "dhcp_malformed_packets_total",
+        "dhcp_naks_total",
+        "dhcp_discover_unanswered_total",
+    ];
+    let panels = dashboard["panels"].as_array().unwrap();
+    let targets = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten());
+    let mut checked = 0;
+    for target in targets {
+        let expr = target["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$interface", ".*");
+        let result = prometheus
+            .query(&expr)
+            .unwrap_or_else(|e| panic!("dashboard query {expr}: {e:#}"));
+        assert!(
+            !result.is_empty() || may_be_empty.iter().any(|m| expr.contains(m)),
+            "dashboard query finds nothing: {expr}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "{checked} queries");
 }
