@@ -127,9 +127,27 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     }
     say("the last guest releases its own lease: dhclient -r (option 54 = the VIP, honored)");
     lab.vm.release()?;
-    thread::sleep(Duration::from_millis(500));
+    thread::sleep(Duration::from_millis(1500)); // grace period, then one metrics refresh
+    show_metrics(&lab)?;
     say("done; stopping the agents");
     drop(agent);
     drop(daemon);
+    Ok(())
+}
+
+/// What Prometheus would scrape from the daemon now: its non-zero DHCP samples.
+fn show_metrics(lab: &Lab) -> anyhow::Result<()> {
+    let url = "http://127.0.0.1:9967/metrics";
+    let (_, body) = dhcp_lab::prometheus::http_get(lab.router.name(), url, &[])
+        .context("scraping the daemon's metrics")?;
+    say(&format!("the daemon's metrics ({url} in the router namespace), non-zero samples:"));
+    for line in body.lines() {
+        let interesting = line.starts_with("dhcp_")
+            && !line.contains("_bucket{")
+            && !line.ends_with(" 0");
+        if interesting {
+            eprintln!("    {line}");
+        }
+    }
     Ok(())
 }
