@@ -140,11 +140,12 @@ fn show_metrics(lab: &Lab) -> anyhow::Result<()> {
     let url = "http://127.0.0.1:9967/metrics";
     let (_, body) = dhcp_lab::prometheus::http_get(lab.router.name(), url, &[])
         .context("scraping the daemon's metrics")?;
-    say(&format!("the daemon's metrics ({url} in the router namespace), non-zero samples:"));
+    say(&format!(
+        "the daemon's metrics ({url} in the router namespace), non-zero samples:"
+    ));
     for line in body.lines() {
-        let interesting = line.starts_with("dhcp_")
-            && !line.contains("_bucket{")
-            && !line.ends_with(" 0");
+        let interesting =
+            line.starts_with("dhcp_") && !line.contains("_bucket{") && !line.ends_with(" 0");
         if interesting {
             eprintln!("    {line}");
         }
