@@ -122,20 +122,25 @@ pub struct Metrics {
     kernel_seen: Mutex<Vec<HookCounters>>,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Registers `metric` and hands it back. Names and labels are constants of this module, so a
+/// failure here is a programming error that every test run would show.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
     registry
         .register(Box::new(metric.clone()))
         .expect("unique metric");
     metric
 }
 
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("unique metric");
-    metric
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 /// Creates every series of a fixed label set at zero, so that `rate()` and `increase()` see the
@@ -157,13 +162,7 @@ impl Metrics {
             &["version", "kernel"],
         );
         build_info.with_label_values(&[version, kernel]).set(1);
-        let simple_gauge = |name: &str, help: &str| {
-            let metric = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
+        let simple_gauge = |name: &str, help: &str| register(r, IntGauge::new(name, help));
         let metrics = Metrics {
             packets: counter(
                 r,
@@ -254,11 +253,7 @@ impl Metrics {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0,
                 ]);
-                let metric = HistogramVec::new(opts, &["exchange"]).expect("valid metric");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("unique metric");
-                metric
+                register(r, HistogramVec::new(opts, &["exchange"]))
             },
             naks: counter(
                 r,
@@ -278,17 +273,13 @@ impl Metrics {
                 "Reads of the lease file, by result.",
                 &["result"],
             ),
-            lease_file_last_reload: {
-                let metric = Gauge::new(
+            lease_file_last_reload: register(
+                r,
+                Gauge::new(
                     "dhcp_lease_file_last_reload_timestamp_seconds",
                     "When the lease file was last read successfully, Unix time.",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("unique metric");
-                metric
-            },
+                ),
+            ),
             kernel_seen: Mutex::new(vec![HookCounters::default(); HOOKS.len()]),
             registry,
         };
@@ -307,13 +298,12 @@ impl Metrics {
             metrics.divergences.with_label_values(&[kind]).set(0);
         }
         #[cfg(target_os = "linux")]
-        {
-            let process = prometheus::process_collector::ProcessCollector::for_self();
-            metrics
-                .registry
-                .register(Box::new(process))
-                .expect("unique metric");
-        }
+        metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         metrics
     }
 
