@@ -13,6 +13,7 @@ pub mod leases;
 pub mod leases_view;
 pub mod metrics;
 pub mod output;
+pub mod pcap;
 pub mod release;
 pub mod remediate;
 pub mod run;
