@@ -69,11 +69,11 @@ pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Capture, PcapFileError> {
         read_pcapng(reader, name)
     } else {
         let reader = PcapReader::new(bytes).map_err(|e| not_capture(e.to_string()))?;
-        read_pcap(reader, name)
+        Ok(read_pcap(reader))
     }
 }
 
-fn read_pcap(mut reader: PcapReader<&[u8]>, name: &str) -> Result<Capture, PcapFileError> {
+fn read_pcap(mut reader: PcapReader<&[u8]>) -> Capture {
     let link = reader.header().datalink;
     let mut capture = Capture {
         format: "pcap",
@@ -97,7 +97,7 @@ fn read_pcap(mut reader: PcapReader<&[u8]>, name: &str) -> Result<Capture, PcapF
             &packet.data,
         );
     }
-    Ok(capture)
+    capture
 }
 
 fn read_pcapng(mut reader: PcapNgReader<&[u8]>, name: &str) -> Result<Capture, PcapFileError> {
