@@ -1,6 +1,4 @@
 //! Command line.
-use std::net::IpAddr;
-
 use clap::{Args, Parser, Subcommand};
 
 use crate::capture::{TcMode, XdpChoice};
@@ -26,6 +24,45 @@ pub enum Command {
     Release(crate::release::ReleaseArgs),
     /// Show the lease table with pending and dropped releases (and the server's memory).
     Leases(crate::leases_view::LeasesArgs),
+    /// Analyse a capture file (pcap or pcapng, from the agent, tcpdump or tshark) offline.
+    Analyze(crate::analyze::AnalyzeArgs),
+}
+
+/// `--pcap`: write every captured DHCP frame to a pcapng file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PcapArgs {
+    /// Write every captured DHCP frame (unfiltered) to this pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// With --pcap: start a new file when the current one reaches this many bytes.
+    #[arg(long, value_name = "BYTES", requires = "pcap")]
+    pub pcap_max_bytes: Option<u64>,
+    /// With --pcap-max-bytes: how many files to keep (FILE, FILE.1, ...).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        requires = "pcap_max_bytes"
+    )]
+    pub pcap_files: u32,
+}
+
+impl PcapArgs {
+    /// The writer asked for, if any.
+    pub fn open(&self) -> anyhow::Result<Option<crate::pcap::writer::PcapWriter>> {
+        let Some(path) = &self.pcap else {
+            return Ok(None);
+        };
+        let rotation = self
+            .pcap_max_bytes
+            .map(|max_bytes| crate::pcap::writer::Rotation {
+                max_bytes,
+                files: self.pcap_files,
+            });
+        Ok(Some(crate::pcap::writer::PcapWriter::create(
+            path, rotation,
+        )?))
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -51,15 +88,16 @@ pub struct WatchArgs {
     /// Print JSON lines (one object per packet) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Only packets whose client hardware address or Ethernet source/destination is MAC.
-    #[arg(long = "mac", value_name = "MAC", value_parser = crate::filter::parse_mac)]
-    pub macs: Vec<[u8; 6]>,
-    /// Only packets that carry IP in any address field or option 50/54.
-    #[arg(long = "ip", value_name = "IP")]
-    pub ips: Vec<IpAddr>,
-    /// Only these message types (repeatable): discover, offer, request, ack, nak, release, ...
-    #[arg(long = "type", value_name = "TYPE", value_parser = crate::filter::parse_type)]
-    pub types: Vec<String>,
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
+    /// Follow one client: its exchanges as a timeline (time between steps, server id at each).
+    #[arg(long, value_name = "MAC", value_parser = crate::filter::parse_mac, conflicts_with = "json")]
+    pub follow: Option<[u8; 6]>,
+    /// Colour the output: auto (when a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, value_enum, default_value_t = crate::output::ColorChoice::Auto)]
+    pub color: crate::output::ColorChoice,
+    #[command(flatten)]
+    pub pcap: PcapArgs,
     /// Also print packets that do not decode (they are always counted).
     #[arg(long)]
     pub show_malformed: bool,

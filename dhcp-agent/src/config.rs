@@ -40,6 +40,9 @@ pub struct RunConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub discover_timeout: Option<String>,
     pub state_file: Option<std::path::PathBuf>,
+    pub pcap: Option<std::path::PathBuf>,
+    pub pcap_max_bytes: Option<u64>,
+    pub pcap_files: Option<u32>,
 }
 
 /// Reads a config file, refusing one that group or others can write or that another user
@@ -107,6 +110,15 @@ pub fn apply(config: RunConfig, args: &mut RunArgs, matches: &ArgMatches) -> any
     }
     if let Some(v) = config.state_file.filter(|_| unset("state_file")) {
         args.state_file = v;
+    }
+    if let Some(v) = config.pcap.filter(|_| unset("pcap")) {
+        args.pcap.pcap = Some(v);
+    }
+    if let Some(v) = config.pcap_max_bytes.filter(|_| unset("pcap_max_bytes")) {
+        args.pcap.pcap_max_bytes = Some(v);
+    }
+    if let Some(v) = config.pcap_files.filter(|_| unset("pcap_files")) {
+        args.pcap.pcap_files = v;
     }
     for (flag, value, id) in [
         (&mut args.json, config.json, "json"),

@@ -255,6 +255,20 @@ impl Correlator {
     }
 }
 
+/// What the wire alone proves about a RELEASE: a reason the server will ignore it, as a person
+/// reads it (`None` when the packet itself is acceptable).
+pub fn wire_flag(release: &Release, identity: &ServerIdentity) -> Option<String> {
+    match diagnose(release, None, identity) {
+        Cause::ServerIdMismatch { expected, received } => Some(format!(
+            "server id mismatch: option 54 is {received}, the server uses {expected}"
+        )),
+        Cause::MissingServerId => Some("no server id (option 54): the server ignores it".into()),
+        Cause::RequestedIpPresent => Some("option 50 present: the server looks up no lease".into()),
+        Cause::SubnetNotServed => Some("address in no subnet the server serves".into()),
+        Cause::ClientMismatch | Cause::Unknown => None,
+    }
+}
+
 /// Why the server ignored `release`, checking in the order dnsmasq does. `lease` is the lease as
 /// the file lists it, when it does (the client check needs it).
 pub fn diagnose(release: &Release, lease: Option<&Lease>, identity: &ServerIdentity) -> Cause {

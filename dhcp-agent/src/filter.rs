@@ -1,4 +1,5 @@
-//! Packet filters of `watch`: by client MAC, by address, by message type.
+//! Packet filters of `watch` and `analyze`: by client MAC, address, transaction id, message
+//! type, interface and VLAN.
 use std::net::IpAddr;
 
 use crate::decode::{Body, Packet};
@@ -32,18 +33,82 @@ pub fn parse_type(text: &str) -> Result<String, String> {
     }
 }
 
+/// A transaction id: `0x1a2b3c4d` or decimal.
+pub fn parse_xid(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not a transaction id (want 0x1a2b3c4d or decimal)"))
+}
+
+/// The filter options, shared by `watch` and `analyze`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only packets whose client hardware address or Ethernet source/destination is MAC.
+    #[arg(long = "mac", value_name = "MAC", value_parser = parse_mac)]
+    pub macs: Vec<[u8; 6]>,
+    /// Only packets that carry IP in any address field or option 50/54.
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<IpAddr>,
+    /// Only these transaction ids (0x1a2b3c4d or decimal).
+    #[arg(long = "xid", value_name = "XID", value_parser = parse_xid)]
+    pub xids: Vec<u32>,
+    /// Only these message types (repeatable): discover, offer, request, ack, nak, release, ...
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
+    pub types: Vec<String>,
+    /// Only packets with this VLAN id (outer or inner tag).
+    #[arg(long = "vlan", value_name = "ID")]
+    pub vlans: Vec<u16>,
+}
+
 /// All filters; a packet passes when it matches every filter that is set (each filter matches
 /// when any of its values does).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub macs: Vec<[u8; 6]>,
     pub ips: Vec<IpAddr>,
+    pub xids: Vec<u32>,
     pub types: Vec<String>,
+    pub vlans: Vec<u16>,
+    pub interfaces: Vec<String>,
 }
 
 impl Filter {
+    pub fn new(args: &FilterArgs) -> Filter {
+        Filter {
+            macs: args.macs.clone(),
+            ips: args.ips.clone(),
+            xids: args.xids.clone(),
+            types: args.types.clone(),
+            vlans: args.vlans.clone(),
+            interfaces: Vec::new(),
+        }
+    }
+
     pub fn matches(&self, packet: &Packet) -> bool {
-        self.matches_mac(packet) && self.matches_ip(packet) && self.matches_type(packet)
+        self.matches_mac(packet)
+            && self.matches_ip(packet)
+            && self.matches_type(packet)
+            && self.matches_xid(packet)
+            && (self.vlans.is_empty()
+                || [packet.meta.vlan, packet.meta.vlan_inner]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| self.vlans.contains(&v)))
+            && (self.interfaces.is_empty() || self.interfaces.contains(&packet.meta.interface))
+    }
+
+    fn matches_xid(&self, packet: &Packet) -> bool {
+        if self.xids.is_empty() {
+            return true;
+        }
+        let xid = match &packet.body {
+            Body::V4(m) => m.xid,
+            Body::V6(m) => m.xid,
+            Body::Malformed { .. } => return false,
+        };
+        self.xids.contains(&xid)
     }
 
     fn matches_mac(&self, packet: &Packet) -> bool {
@@ -152,5 +217,34 @@ mod tests {
             }),
             "all filters must match"
         );
+        assert!(pass(Filter {
+            xids: vec![1],
+            interfaces: vec!["lo".into()],
+            ..Filter::default()
+        }));
+        assert!(!pass(Filter {
+            xids: vec![2],
+            ..Filter::default()
+        }));
+        assert!(!pass(Filter {
+            interfaces: vec!["guest0".into()],
+            ..Filter::default()
+        }));
+        assert!(!pass(Filter {
+            vlans: vec![100],
+            ..Filter::default()
+        }));
+        let mut tagged = packet.clone();
+        tagged.meta.vlan_inner = Some(100);
+        assert!(
+            Filter {
+                vlans: vec![100],
+                ..Filter::default()
+            }
+            .matches(&tagged)
+        );
+        assert_eq!(parse_xid("0x1A2b3c4d"), Ok(0x1a2b_3c4d));
+        assert_eq!(parse_xid("42"), Ok(42));
+        assert!(parse_xid("0xzz").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: [`capture`] (kernel programs, ring buffer) -> [`decode`] (frames to DHCP
 //! messages) -> [`filter`] -> [`output`]. Commands live in their own modules ([`watch`]).
+pub mod analyze;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -23,5 +24,6 @@ pub mod service;
 pub mod state;
 pub mod subnet;
 pub mod system;
+pub mod timeline;
 pub mod transactions;
 pub mod watch;

@@ -33,6 +33,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => dhcp_agent::run::run(args).await,
             Command::Release(args) => dhcp_agent::release::run(&args),
             Command::Leases(args) => dhcp_agent::leases_view::run(&args),
+            Command::Analyze(args) => dhcp_agent::analyze::run(&args),
         }
     });
     match result {

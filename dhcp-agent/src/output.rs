@@ -131,7 +131,7 @@ pub fn json_line(packet: &Packet) -> String {
     serde_json::to_string(&PacketRecord::new(packet)).expect("a PacketRecord always serializes")
 }
 
-fn local_time(unix_ns: i128) -> String {
+pub fn local_time(unix_ns: i128) -> String {
     let Ok(ts) = jiff::Timestamp::from_nanosecond(unix_ns) else {
         return "??:??:??.??????".into();
     };
@@ -209,9 +209,90 @@ pub fn text_line(packet: &Packet) -> String {
     line
 }
 
+/// `--color`: colour when stdout is a terminal (and `NO_COLOR` is not set), always, or never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal as _;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+const RESET: &str = "\x1b[0m";
+
+/// The colour of a packet's line: requests cyan, grants green, refusals red, releases yellow,
+/// anything flagged bold red.
+fn colour_of(packet: &Packet, flagged: bool) -> &'static str {
+    if flagged {
+        return "\x1b[1;31m";
+    }
+    let name = match &packet.body {
+        Body::V4(m) => m.type_name(),
+        Body::V6(m) => m.message_type,
+        Body::Malformed { .. } => return "\x1b[2;31m",
+    };
+    match name {
+        "DISCOVER"
+        | "REQUEST"
+        | "SOLICIT"
+        | "RENEW"
+        | "REBIND"
+        | "CONFIRM"
+        | "INFORM"
+        | "INFORMATION-REQUEST" => "\x1b[36m",
+        "OFFER" | "ACK" | "ADVERTISE" | "REPLY" => "\x1b[32m",
+        "NAK" | "DECLINE" => "\x1b[31m",
+        "RELEASE" => "\x1b[33m",
+        _ => "",
+    }
+}
+
+/// A packet's text line, marked when flagged (`flag` says why), coloured when asked to.
+pub fn styled_line(packet: &Packet, flag: Option<&str>, color: bool) -> String {
+    let mut line = text_line(packet);
+    if let Some(flag) = flag {
+        line.push_str("  <<< ");
+        line.push_str(flag);
+    }
+    let colour = colour_of(packet, flag.is_some());
+    if color && !colour.is_empty() {
+        format!("{colour}{line}{RESET}")
+    } else {
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flagged_lines_are_marked_and_colour_is_optional() {
+        let packet = crate::decode::test_support::release_packet();
+        let plain = styled_line(&packet, Some("server id mismatch"), false);
+        assert!(plain.ends_with("  <<< server id mismatch") && !plain.contains('\x1b'));
+        let coloured = styled_line(&packet, Some("server id mismatch"), true);
+        assert!(coloured.starts_with("\x1b[1;31m") && coloured.ends_with(RESET));
+        assert!(
+            styled_line(&packet, None, true).starts_with("\x1b[33m"),
+            "a RELEASE is yellow"
+        );
+        assert_eq!(styled_line(&packet, None, false), text_line(&packet));
+    }
 
     #[test]
     fn output_carries_every_field() {

@@ -32,6 +32,8 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub pcap: crate::cli::PcapArgs,
     /// The server's lease file.
     #[arg(long, default_value = DEFAULT_LEASE_FILE)]
     pub leases: PathBuf,
@@ -416,6 +418,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(err) => return Err(err.into()),
     };
     correlator.on_table(&table, now_ns(), &identity);
+    let mut pcap = args.pcap.open()?;
     let mut capture = start_capture(&args.capture)?;
     let mut reader = capture.event_reader()?;
     let clock = system::BootClock::new();
@@ -471,6 +474,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let mut verdicts = Vec::new();
                 for event in batch.drain(..) {
                     let packet = decode_event(&event, clock, &mut names);
+                    if let Some(file) = &mut pcap {
+                        file.write(&packet.meta, &event.frame)?;
+                    }
                     metrics.packet(&packet);
                     if let Some(done) = transactions.on_packet(&packet) {
                         metrics.transaction(&done);
@@ -482,6 +488,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         verdicts.extend(correlator.on_release(release, &table, &identity));
                         dirty = true;
                     }
+                }
+                if let Some(file) = &mut pcap {
+                    file.flush()?;
                 }
                 verdicts
             }

@@ -30,10 +30,16 @@ pub enum TransactionEvent {
     },
     Nak {
         interface: String,
+        client: Vec<u8>,
+        xid: u32,
+        at_ns: i128,
     },
     /// No OFFER within the timeout after the first DISCOVER.
     Unanswered {
         interface: String,
+        client: Vec<u8>,
+        xid: u32,
+        at_ns: i128,
     },
 }
 
@@ -120,6 +126,9 @@ impl Transactions {
                 }
                 Some(TransactionEvent::Nak {
                     interface: packet.meta.interface.clone(),
+                    client: m.chaddr.clone(),
+                    xid: m.xid,
+                    at_ns: at,
                 })
             }
             _ => None,
@@ -171,6 +180,9 @@ impl Transactions {
                 open.finished = true;
                 events.push(TransactionEvent::Unanswered {
                     interface: open.interface.clone(),
+                    client: key.1.clone(),
+                    xid: key.0,
+                    at_ns: open.discover_ns.unwrap_or(*started),
                 });
             }
         }
@@ -258,7 +270,10 @@ mod tests {
         assert_eq!(
             t.on_tick(t0 + 5 * SECOND),
             vec![TransactionEvent::Unanswered {
-                interface: "guest0".into()
+                interface: "guest0".into(),
+                client: MAC.to_vec(),
+                xid: 1,
+                at_ns: t0,
             }]
         );
         assert!(t.on_tick(t0 + 6 * SECOND).is_empty(), "reported once");
@@ -271,13 +286,24 @@ mod tests {
     fn naks_are_counted_once_per_exchange() {
         let mut t = Transactions::new(std::time::Duration::from_secs(5));
         t.on_packet(&packet(Mt::Request, 3, MAC, SECOND, IN));
-        let nak = Some(TransactionEvent::Nak {
-            interface: "guest0".into(),
-        });
-        assert_eq!(t.on_packet(&packet(Mt::Nak, 3, MAC, 2 * SECOND, OUT)), nak);
+        let nak = |xid, at_ns| {
+            Some(TransactionEvent::Nak {
+                interface: "guest0".into(),
+                client: MAC.to_vec(),
+                xid,
+                at_ns,
+            })
+        };
+        assert_eq!(
+            t.on_packet(&packet(Mt::Nak, 3, MAC, 2 * SECOND, OUT)),
+            nak(3, 2 * SECOND)
+        );
         assert_eq!(t.on_packet(&packet(Mt::Nak, 3, MAC, 2 * SECOND, IN)), None);
         // A NAK for a request from before the agent started still counts, once.
-        assert_eq!(t.on_packet(&packet(Mt::Nak, 4, MAC, 3 * SECOND, OUT)), nak);
+        assert_eq!(
+            t.on_packet(&packet(Mt::Nak, 4, MAC, 3 * SECOND, OUT)),
+            nak(4, 3 * SECOND)
+        );
         assert_eq!(t.on_packet(&packet(Mt::Nak, 4, MAC, 3 * SECOND, IN)), None);
     }
 

@@ -1,4 +1,5 @@
-//! `dhcp-agent watch`: capture, decode, filter, print.
+//! `dhcp-agent watch`: capture, decode, filter, print (lines, JSON or a client's timeline), and
+//! optionally write every captured frame to a pcapng file.
 use std::io::Write as _;
 
 use anyhow::Context as _;
@@ -6,10 +7,13 @@ use dhcp_common::Hook;
 
 use crate::{
     cli::WatchArgs,
+    correlate::{Release, wire_flag},
     filter::Filter,
     output,
+    server_identity::ServerIdentity,
     service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
     system,
+    timeline::Timeline,
 };
 
 /// Counts of what `watch` did, printed on exit.
@@ -21,13 +25,15 @@ struct Tally {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let mut pcap = args.pcap.open()?;
     let mut capture = start_capture(&args.capture)?;
     let mut reader = capture.event_reader()?;
-    let filter = Filter {
-        macs: args.macs.clone(),
-        ips: args.ips.clone(),
-        types: args.types.clone(),
-    };
+    let mut filter = Filter::new(&args.filter);
+    filter.macs.extend(args.follow);
+    let color = args.color.enabled();
+    let mut timeline = Timeline::default();
+    // Learned from the server's replies, to flag RELEASEs it will ignore.
+    let mut identity = ServerIdentity::default();
     let clock = system::BootClock::new();
     let mut names = InterfaceNames::default();
     let mut tally = Tally::default();
@@ -45,6 +51,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         for event in batch.drain(..) {
             tally.events += 1;
             let packet = decode_event(&event, clock, &mut names);
+            if let Some(file) = &mut pcap {
+                file.write(&packet.meta, &event.frame)?;
+            }
+            identity.observe(&packet);
             let show = if packet.is_malformed() {
                 tally.malformed += 1;
                 args.show_malformed
@@ -54,13 +64,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             if !show {
                 continue;
             }
-            let line = if args.json {
-                output::json_line(&packet)
+            let lines = if args.json {
+                vec![output::json_line(&packet)]
+            } else if args.follow.is_some() {
+                timeline.lines(&packet)
             } else {
-                output::text_line(&packet)
+                let flag = Release::from_packet(&packet).and_then(|r| wire_flag(&r, &identity));
+                vec![output::styled_line(&packet, flag.as_deref(), color)]
             };
-            if writeln!(out, "{line}").is_err() {
-                break 'watch; // stdout closed (e.g. `| head`): stop quietly
+            for line in lines {
+                if writeln!(out, "{line}").is_err() {
+                    break 'watch; // stdout closed (e.g. `| head`): stop quietly
+                }
             }
             tally.shown += 1;
             if args.count.is_some_and(|n| tally.shown >= n) {
@@ -68,9 +83,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 break 'watch;
             }
         }
+        if let Some(file) = &mut pcap {
+            file.flush()?;
+        }
         if out.flush().is_err() {
             break;
         }
+    }
+    if let Some(file) = &mut pcap {
+        file.flush()?;
     }
     let counters = capture.counters()?;
     let kernel: Vec<String> = Hook::ALL

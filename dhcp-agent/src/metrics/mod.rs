@@ -398,10 +398,10 @@ impl Metrics {
                     .with_label_values(&[exchange])
                     .observe(*seconds);
             }
-            TransactionEvent::Nak { interface } => {
+            TransactionEvent::Nak { interface, .. } => {
                 self.naks.with_label_values(&[interface]).inc();
             }
-            TransactionEvent::Unanswered { interface } => {
+            TransactionEvent::Unanswered { interface, .. } => {
                 self.discover_unanswered
                     .with_label_values(&[interface])
                     .inc();
@@ -599,9 +599,15 @@ mod tests {
             },
             TransactionEvent::Nak {
                 interface: "guest0".into(),
+                client: vec![2, 0, 0, 0, 0, 1],
+                xid: 1,
+                at_ns: 0,
             },
             TransactionEvent::Unanswered {
                 interface: "guest0".into(),
+                client: vec![2, 0, 0, 0, 0, 1],
+                xid: 2,
+                at_ns: 0,
             },
         ] {
             metrics.transaction(&event);

@@ -1,0 +1,484 @@
+//! `dhcp-agent analyze --pcap FILE`: the live pipeline, offline. The same decoder, server
+//! identity, exchange tracker and release diagnosis run over a capture taken anywhere (the
+//! agent's pcapng, `tcpdump -i any`, `tcpdump -i eth0`, tshark), and a report says what a person
+//! debugging a router wants to know: message counts, the server ids in use, exchange times, NAKs,
+//! unanswered DISCOVERs and every RELEASE the server will have ignored, with the reason.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::Write as _,
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use dhcp_common::Hook;
+use serde::Serialize;
+
+use crate::{
+    correlate::{Cause, Release, diagnose},
+    decode::{Body, FrameMeta, Packet, decode_frame, hex_colon},
+    dnsmasq_conf::DnsmasqConfig,
+    filter::{Filter, FilterArgs},
+    leases::{LeaseFormatName, LeaseTable},
+    output::rfc3339,
+    pcap::{
+        Direction,
+        reader::{CapturedFrame, read_file},
+    },
+    run::parse_duration,
+    server_identity::ServerIdentity,
+    timeline::Timeline,
+    transactions::{Exchange, TransactionEvent, Transactions},
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnalyzeArgs {
+    /// The capture: pcap or pcapng; Ethernet, Linux cooked (tcpdump -i any), raw IP.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: PathBuf,
+    /// The server's lease file now: releases whose address is still leased are dropped.
+    #[arg(long, value_name = "FILE")]
+    pub leases: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
+    pub lease_format: LeaseFormatName,
+    /// dnsmasq's configuration: the server ids and subnets, when the capture has no replies.
+    #[arg(long, value_name = "FILE")]
+    pub dnsmasq_conf: Option<PathBuf>,
+    /// The report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only frames on these interfaces (as the capture names them).
+    #[arg(long = "iface", value_name = "IFACE")]
+    pub ifaces: Vec<String>,
+    /// One client's exchanges as a timeline.
+    #[arg(long, value_name = "MAC", value_parser = crate::filter::parse_mac)]
+    pub follow: Option<[u8; 6]>,
+    /// Every client's timeline.
+    #[arg(long)]
+    pub timeline: bool,
+    /// A DISCOVER with no OFFER after this long counts as unanswered.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub discover_timeout: Duration,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Durations {
+    pub count: usize,
+    pub min_seconds: Option<f64>,
+    pub median_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+}
+
+impl Durations {
+    fn of(mut seconds: Vec<f64>) -> Durations {
+        seconds.sort_by(f64::total_cmp);
+        Durations {
+            count: seconds.len(),
+            min_seconds: seconds.first().copied(),
+            median_seconds: seconds.get(seconds.len() / 2).copied(),
+            max_seconds: seconds.last().copied(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientEvent {
+    pub time: String,
+    pub interface: String,
+    pub mac: String,
+    pub xid: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerIdRow {
+    pub subnet: String,
+    pub server_id: String,
+    pub interface: Option<String>,
+    pub source: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReleaseRow {
+    pub time: String,
+    pub interface: String,
+    pub ip: String,
+    pub mac: String,
+    pub xid: String,
+    pub received_server_id: Option<String>,
+    pub expected_server_id: Option<String>,
+    /// `dropped` (the server ignored it), `gone` (the lease file no longer lists it) or
+    /// `unknown` (nothing on the wire against it and no lease file to tell).
+    pub outcome: &'static str,
+    pub cause: Option<&'static str>,
+    /// What the outcome rests on: `wire` (the packet fails the server's own checks) or
+    /// `lease_file`.
+    pub evidence: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub file: String,
+    pub format: &'static str,
+    pub frames: usize,
+    /// Frames not read, by reason (link type, short header).
+    pub skipped: BTreeMap<String, usize>,
+    pub cut_short: Option<String>,
+    /// The same frame seen twice on one interface within 10 ms (loopback in `tcpdump -i any`).
+    pub duplicates: usize,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub packets: usize,
+    pub malformed: usize,
+    pub messages: BTreeMap<String, usize>,
+    pub server_ids: Vec<ServerIdRow>,
+    pub discover_to_ack: Durations,
+    pub request_to_ack: Durations,
+    pub naks: Vec<ClientEvent>,
+    pub unanswered_discovers: Vec<ClientEvent>,
+    pub releases: Vec<ReleaseRow>,
+    pub timeline: Vec<String>,
+}
+
+/// How far apart two sightings of the same frame on one interface may be to count as one.
+const DUPLICATE_NS: i128 = 10_000_000;
+
+fn meta_of(frame: &CapturedFrame, index: usize) -> FrameMeta {
+    FrameMeta {
+        unix_ns: frame.unix_ns,
+        ifindex: index as u32,
+        interface: frame.interface.clone(),
+        hook: match frame.direction {
+            Some(Direction::Out) => Hook::TcEgress,
+            _ => Hook::XdpIngress,
+        },
+        wire_len: frame.wire_len,
+        vlan: None,
+        vlan_inner: None,
+        truncated: (frame.frame.len() as u32) < frame.wire_len,
+    }
+}
+
+/// Decodes every frame, dropping the second sighting of a frame on the same interface.
+fn decode_all(frames: &[CapturedFrame], report: &mut Report) -> Vec<Packet> {
+    let mut recent: VecDeque<(i128, &str, &[u8])> = VecDeque::new();
+    let mut packets = Vec::with_capacity(frames.len());
+    let mut interfaces: BTreeMap<&str, usize> = BTreeMap::new();
+    for frame in frames {
+        while recent
+            .front()
+            .is_some_and(|(at, _, _)| frame.unix_ns - at > DUPLICATE_NS)
+        {
+            recent.pop_front();
+        }
+        // Compare from the IP header on: a cooked capture gives each sighting its own link header.
+        let ip = frame.frame.get(14..).unwrap_or(&[]);
+        if recent
+            .iter()
+            .any(|(_, iface, seen)| *iface == frame.interface && *seen == ip)
+        {
+            report.duplicates += 1;
+            continue;
+        }
+        recent.push_back((frame.unix_ns, &frame.interface, ip));
+        let next = interfaces.len();
+        let index = *interfaces.entry(&frame.interface).or_insert(next + 1);
+        let mut packet = decode_frame(&frame.frame, meta_of(frame, index));
+        // Without a recorded direction, a reply from the server's port left the server.
+        if frame.direction.is_none() && packet.dhcpv4().is_some_and(|m| m.op == 2) {
+            packet.meta.hook = Hook::TcEgress;
+        }
+        packets.push(packet);
+    }
+    packets
+}
+
+fn client_event(interface: &str, client: &[u8], xid: u32, at_ns: i128) -> ClientEvent {
+    ClientEvent {
+        time: rfc3339(at_ns),
+        interface: interface.to_owned(),
+        mac: hex_colon(client),
+        xid: format!("0x{xid:08x}"),
+    }
+}
+
+/// The verdict on one RELEASE, from the wire and, when given, the lease file.
+fn judge(release: &Release, identity: &ServerIdentity, leases: Option<&LeaseTable>) -> ReleaseRow {
+    let expected = identity.expected_for(release.ciaddr).map(|k| k.server_id);
+    let wire_cause = match diagnose(release, None, identity) {
+        Cause::ClientMismatch | Cause::Unknown => None,
+        cause => Some(cause),
+    };
+    let (outcome, cause, evidence) = match leases.map(|t| t.get_v4(release.ciaddr)) {
+        Some(Some(lease)) if lease.hwaddr == release.chaddr => (
+            "dropped",
+            Some(diagnose(release, Some(lease), identity).name()),
+            Some("lease_file"),
+        ),
+        Some(_) => ("gone", None, Some("lease_file")),
+        None => match wire_cause {
+            Some(cause) => ("dropped", Some(cause.name()), Some("wire")),
+            None => ("unknown", None, None),
+        },
+    };
+    ReleaseRow {
+        time: rfc3339(release.seen_ns),
+        interface: release.interface.clone(),
+        ip: release.ciaddr.to_string(),
+        mac: hex_colon(&release.chaddr),
+        xid: format!("0x{:08x}", release.xid),
+        received_server_id: release.server_id.map(|a| a.to_string()),
+        expected_server_id: expected.map(|a| a.to_string()),
+        outcome,
+        cause,
+        evidence,
+    }
+}
+
+pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
+    let capture = read_file(&args.pcap)?;
+    let mut identity = match &args.dnsmasq_conf {
+        Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
+        None => ServerIdentity::default(),
+    };
+    let leases = match &args.leases {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                args.lease_format
+                    .format()
+                    .parse(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut report = Report {
+        file: args.pcap.display().to_string(),
+        format: capture.format,
+        frames: capture.frames.len(),
+        skipped: capture
+            .skipped
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        cut_short: capture.cut_short.clone(),
+        first: capture.frames.first().map(|f| rfc3339(f.unix_ns)),
+        last: capture.frames.last().map(|f| rfc3339(f.unix_ns)),
+        ..Report::default()
+    };
+    let packets = decode_all(&capture.frames, &mut report);
+    // The whole capture teaches the server ids first: a RELEASE early in the file is judged
+    // against the ids the server used anywhere in it.
+    for packet in &packets {
+        identity.observe(packet);
+    }
+    let mut filter = Filter::new(&args.filter);
+    filter.interfaces = args.ifaces.clone();
+    filter.macs.extend(args.follow);
+    let mut exchanges = Transactions::new(args.discover_timeout);
+    let (mut discover_ack, mut request_ack) = (Vec::new(), Vec::new());
+    let mut timeline = Timeline::default();
+    let mut record = |event: TransactionEvent, report: &mut Report| match event {
+        TransactionEvent::Completed { exchange, seconds } => match exchange {
+            Exchange::DiscoverAck => discover_ack.push(seconds),
+            Exchange::RequestAck => request_ack.push(seconds),
+        },
+        TransactionEvent::Nak {
+            interface,
+            client,
+            xid,
+            at_ns,
+        } => report
+            .naks
+            .push(client_event(&interface, &client, xid, at_ns)),
+        TransactionEvent::Unanswered {
+            interface,
+            client,
+            xid,
+            at_ns,
+        } => report
+            .unanswered_discovers
+            .push(client_event(&interface, &client, xid, at_ns)),
+    };
+    let mut last_ns = 0;
+    for packet in packets
+        .iter()
+        .filter(|p| filter.matches(p) || p.is_malformed())
+    {
+        last_ns = packet.meta.unix_ns;
+        for event in exchanges.on_tick(last_ns) {
+            record(event, &mut report);
+        }
+        let name = match &packet.body {
+            Body::V4(m) => m.type_name().to_owned(),
+            Body::V6(m) => format!("v6 {}", m.message_type),
+            Body::Malformed { .. } => {
+                report.malformed += 1;
+                continue;
+            }
+        };
+        report.packets += 1;
+        *report.messages.entry(name).or_default() += 1;
+        if let Some(event) = exchanges.on_packet(packet) {
+            record(event, &mut report);
+        }
+        if let Some(release) = Release::from_packet(packet) {
+            report
+                .releases
+                .push(judge(&release, &identity, leases.as_ref()));
+        }
+        if args.timeline || args.follow.is_some() {
+            report.timeline.extend(timeline.lines(packet));
+        }
+    }
+    // The end of the capture: every DISCOVER still waiting has waited long enough.
+    let end = last_ns + i128::try_from(args.discover_timeout.as_nanos()).unwrap_or(0);
+    for event in exchanges.on_tick(end) {
+        record(event, &mut report);
+    }
+    report.discover_to_ack = Durations::of(discover_ack);
+    report.request_to_ack = Durations::of(request_ack);
+    report.server_ids = identity
+        .known()
+        .map(|k| ServerIdRow {
+            subnet: k.subnet.to_string(),
+            server_id: k.server_id.to_string(),
+            interface: k.interface.clone(),
+            source: k.source.name(),
+        })
+        .collect();
+    report.server_ids.sort_by(|a, b| a.subnet.cmp(&b.subnet));
+    Ok(report)
+}
+
+fn seconds(value: Option<f64>) -> String {
+    match value {
+        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1000.0),
+        Some(s) => format!("{s:.3}s"),
+        None => "-".into(),
+    }
+}
+
+/// The report for a person.
+pub fn text(report: &Report) -> String {
+    let mut out = Vec::new();
+    out.push(format!(
+        "capture: {} ({}, {} frames{}{}), {} .. {}",
+        report.file,
+        report.format,
+        report.frames,
+        if report.duplicates > 0 {
+            format!(", {} duplicate sightings merged", report.duplicates)
+        } else {
+            String::new()
+        },
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", skipped {:?}", report.skipped)
+        },
+        report.first.as_deref().unwrap_or("-"),
+        report.last.as_deref().unwrap_or("-"),
+    ));
+    if let Some(cut) = &report.cut_short {
+        out.push(format!("warning: the file is {cut}"));
+    }
+    let counts: Vec<String> = report
+        .messages
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    out.push(format!(
+        "messages: {} DHCP packets ({}), {} malformed",
+        report.packets,
+        counts.join(", "),
+        report.malformed
+    ));
+    if report.server_ids.is_empty() {
+        out.push("server ids: none seen (no OFFER/ACK in the capture; try --dnsmasq-conf)".into());
+    }
+    for row in &report.server_ids {
+        out.push(format!(
+            "server id: {} uses {} ({}{})",
+            row.subnet,
+            row.server_id,
+            row.source,
+            row.interface
+                .as_deref()
+                .map(|i| format!(" on {i}"))
+                .unwrap_or_default()
+        ));
+    }
+    for (name, d) in [
+        ("DISCOVER..ACK", &report.discover_to_ack),
+        ("REQUEST..ACK", &report.request_to_ack),
+    ] {
+        out.push(format!(
+            "{name}: {} exchanges, min {}, median {}, max {}",
+            d.count,
+            seconds(d.min_seconds),
+            seconds(d.median_seconds),
+            seconds(d.max_seconds)
+        ));
+    }
+    for (name, list) in [
+        ("NAK", &report.naks),
+        ("unanswered DISCOVER", &report.unanswered_discovers),
+    ] {
+        out.push(format!("{name}s: {}", list.len()));
+        for e in list {
+            out.push(format!("  {} {} {} {}", e.time, e.interface, e.mac, e.xid));
+        }
+    }
+    let dropped = report
+        .releases
+        .iter()
+        .filter(|r| r.outcome == "dropped")
+        .count();
+    out.push(format!(
+        "releases: {} ({dropped} dropped by the server)",
+        report.releases.len()
+    ));
+    for r in &report.releases {
+        let mut line = format!(
+            "  {} {} {} {} sid={}: {}",
+            r.time,
+            r.interface,
+            r.ip,
+            r.mac,
+            r.received_server_id.as_deref().unwrap_or("-"),
+            r.outcome.to_uppercase()
+        );
+        if let Some(cause) = r.cause {
+            line.push_str(&format!(" ({cause}"));
+            if let Some(expected) = &r.expected_server_id {
+                line.push_str(&format!(", the server uses {expected}"));
+            }
+            line.push(')');
+        }
+        if let Some(evidence) = r.evidence {
+            line.push_str(&format!(" [{evidence}]"));
+        }
+        out.push(line);
+    }
+    if !report.timeline.is_empty() {
+        out.push("timeline:".into());
+        out.extend(report.timeline.iter().cloned());
+    }
+    out.join("\n")
+}
+
+pub fn run(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    let report = analyze(args)?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut stdout, &report)?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "{}", text(&report))?;
+    }
+    Ok(())
+}
