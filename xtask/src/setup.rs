@@ -7,13 +7,16 @@ use anyhow::{Context as _, bail};
 /// Peers and tools the lab and the tests run. `dnsmasq-base` is dnsmasq without the system
 /// service: the lab starts its own instances and must never start the host's. `prometheus`
 /// gives the server the end-to-end test starts in a namespace and `promtool` (its service is
-/// not started: the tests run their own).
+/// not started: the tests run their own). `tcpdump` and `tshark` make and read the captures the
+/// pcap tests compare with.
 const RUNTIME_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "dnsmasq-utils",
     "isc-dhcp-client",
     "iproute2",
     "prometheus",
+    "tcpdump",
+    "tshark",
 ];
 /// What bpf-linker builds against.
 const LINKER_BUILD_PACKAGES: &[&str] = &[
