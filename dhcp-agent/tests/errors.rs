@@ -3,8 +3,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{AGENT, Agent, s};
-use dhcp_lab::{Lab, LabConfig, ROUTER_IFACE};
+use common::{AGENT, s, start_watch};
+use dhcp_lab::{Lab, LabConfig};
 
 fn agent_fails(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run dhcp-agent");
@@ -54,20 +54,9 @@ fn bad_filter_values_are_rejected() {
 #[test]
 fn a_second_agent_coexists_with_the_first() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let args = [
-        "watch",
-        "--json",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--type",
-        "discover",
-        "--type",
-        "offer",
-    ];
-    let first = Agent::start(&lab.router, &args);
-    let second = Agent::start(&lab.router, &args);
+    let args = ["--type", "discover", "--type", "offer"];
+    let first = start_watch(&lab, &args);
+    let second = start_watch(&lab, &args);
     assert!(
         first.stderr_text().contains("guest0: xdp_ingress"),
         "{}",

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{AGENT, Agent, s, start_run};
+use common::{AGENT, s, start_run, start_watch};
 use dhcp_lab::{Lab, LabConfig, ROUTER_IFACE, VIP_ADDR, wait_for};
 use serde_json::Value;
 
@@ -85,19 +85,7 @@ fn releases(report: &Value) -> Vec<Value> {
 fn what_watch_writes_tshark_reads_the_same() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
     let file = lab.dir.join("watch.pcapng");
-    let agent = Agent::start(
-        &lab.router,
-        &[
-            "watch",
-            "--json",
-            "--iface",
-            ROUTER_IFACE,
-            "--iface",
-            "lo",
-            "--pcap",
-            file.to_str().unwrap(),
-        ],
-    );
+    let agent = start_watch(&lab, &["--pcap", file.to_str().unwrap()]);
     let ip = lab.vm.boot().expect("lease");
     lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
     agent.wait_record("release on lo", |r| {

@@ -2,7 +2,7 @@
 //! dhcp_release (see dhcp-lab). Needs root; every test makes its own namespaces.
 mod common;
 
-use common::{Agent, s};
+use common::{Agent, s, start_watch};
 use std::net::Ipv4Addr;
 
 use dhcp_lab::{
@@ -16,9 +16,7 @@ use serde_json::Value;
 /// with `dhclient -r`; checks every message the agent printed.
 fn full_exchange(config: LabConfig, agent_args: &[&str]) {
     let lab = Lab::start(config.clone()).expect("lab");
-    let mut args = vec!["watch", "--json", "--iface", ROUTER_IFACE, "--iface", "lo"];
-    args.extend_from_slice(agent_args);
-    let agent = Agent::start(&lab.router, &args);
+    let agent = start_watch(&lab, agent_args);
 
     let ip = lab.vm.boot().expect("dhclient gets a lease");
     let ip_s = ip.to_string();
@@ -136,10 +134,7 @@ fn sees_vlan_tagged_traffic() {
     }
     eprintln!("kernel without 802.1Q: injecting tagged frames");
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let agent = Agent::start(
-        &lab.router,
-        &["watch", "--json", "--iface", ROUTER_IFACE, "--iface", "lo"],
-    );
+    let agent = start_watch(&lab, &[]);
     let mac = [0x52, 0x54, 0, 0x77, 0, 1];
     let bcast = Ipv4Addr::BROADCAST;
     let discover = Dhcpv4Spec::new(MessageType::Discover, 0x0100_0001, mac).encode();

@@ -122,6 +122,13 @@ pub fn s<'a>(record: &'a Value, key: &str) -> &'a str {
     record.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// `dhcp-agent watch --json` on the lab's router, over its guest interface and `lo`.
+pub fn start_watch(lab: &Lab, extra: &[&str]) -> Agent {
+    let mut args = vec!["watch", "--json", "--iface", ROUTER_IFACE, "--iface", "lo"];
+    args.extend_from_slice(extra);
+    Agent::start(&lab.router, &args)
+}
+
 /// `dhcp-agent run --json` on the lab's router, over its guest interface and `lo`, with the
 /// lab's lease file, dnsmasq configuration and a state file in the lab's directory.
 pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
