@@ -101,13 +101,16 @@ impl RemediationEvent {
 /// A dropped release whose lease the server still holds exactly as it was when the RELEASE was
 /// seen: same client, same expiry. A renewal changes the expiry, a new client the address's
 /// owner; either ends it (the lease is then someone's again and must never be released), as
-/// does the lease leaving the table (repaired, released again, or expired).
+/// does the lease leaving the table (repaired, released again, or expired). A lease only the
+/// server's memory holds (the file does not list it: `expiry` is `None`) lasts until it is
+/// repaired or the file shows the address with another client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutstandingRelease {
     pub ip: Ipv4Addr,
     pub mac: String,
     pub client_id: Option<String>,
-    pub expiry: Expiry,
+    /// The lease's expiry as the file listed it; `None` when only the server's memory holds it.
+    pub expiry: Option<Expiry>,
     /// The server id the server expects, when it was known at the verdict.
     pub server_id: Option<Ipv4Addr>,
     pub seen: String,
@@ -120,17 +123,20 @@ pub struct OutstandingRelease {
 }
 
 impl OutstandingRelease {
-    /// What a dropped verdict leaves outstanding (nothing for other outcomes or without a lease).
+    /// What a dropped verdict leaves outstanding (nothing for other outcomes).
     pub fn from_verdict(verdict: &Verdict) -> Option<OutstandingRelease> {
         if !matches!(verdict.outcome, Outcome::Dropped(_)) {
             return None;
         }
-        let lease = verdict.lease.as_ref()?;
+        let release = &verdict.release;
+        let lease = verdict.lease.as_ref();
+        let hwaddr = lease.map_or(&release.chaddr, |l| &l.hwaddr);
+        let client_id = lease.map_or(release.client_id.as_ref(), |l| l.client_id.as_ref());
         Some(OutstandingRelease {
-            ip: verdict.release.ciaddr,
-            mac: hex_colon(&lease.hwaddr),
-            client_id: lease.client_id.as_deref().map(hex_colon),
-            expiry: lease.expiry,
+            ip: release.ciaddr,
+            mac: hex_colon(hwaddr),
+            client_id: client_id.map(|id| hex_colon(id)),
+            expiry: lease.map(|l| l.expiry),
             server_id: verdict.expected_server_id,
             seen: crate::output::rfc3339(verdict.release.seen_ns),
             attempted: false,
@@ -138,11 +144,16 @@ impl OutstandingRelease {
         })
     }
 
-    /// Whether `table` still shows the very lease the dropped RELEASE was for.
+    /// Whether `table` still shows the very lease the dropped RELEASE was for (for a lease only
+    /// the server's memory holds: that the file does not give the address to another client).
     pub fn still_held(&self, table: &LeaseTable) -> bool {
-        table
-            .get_v4(self.ip)
-            .is_some_and(|l| hex_colon(&l.hwaddr) == self.mac && l.expiry == self.expiry)
+        let listed = table.get_v4(self.ip);
+        match self.expiry {
+            Some(expiry) => {
+                listed.is_some_and(|l| hex_colon(&l.hwaddr) == self.mac && l.expiry == expiry)
+            }
+            None => listed.is_none_or(|l| hex_colon(&l.hwaddr) == self.mac),
+        }
     }
 
     /// The repair for it; `server_id` is used when none was known at the verdict.
@@ -185,6 +196,11 @@ impl Outstanding {
             }
             None => {}
         }
+    }
+
+    /// Forgets an entry (repaired).
+    pub fn remove(&mut self, ip: Ipv4Addr) {
+        self.by_ip.remove(&ip);
     }
 
     /// Forgets every entry whose lease is gone, renewed or someone else's.
@@ -332,6 +348,31 @@ mod tests {
             outstanding.refresh(&now);
             assert_eq!(outstanding.len(), usize::from(still), "{now:?}");
         }
+    }
+
+    #[test]
+    fn a_lease_only_the_servers_memory_holds_stays_outstanding_until_repaired() {
+        let mut verdict = dropped(lease(MAC, 1000));
+        verdict.lease = None; // the file never listed it; the memory probe found it
+        let mut outstanding = Outstanding::default();
+        outstanding.on_verdict(&verdict);
+        outstanding.refresh(&table(&[]));
+        assert_eq!(
+            outstanding.len(),
+            1,
+            "the file not listing it proves nothing"
+        );
+        let entry = outstanding.iter().next().unwrap();
+        assert_eq!(
+            entry.repair(None).unwrap().mac,
+            MAC,
+            "the RELEASE's own client"
+        );
+        outstanding.refresh(&table(&[lease([2, 0, 0, 0, 0, 9], 1000)]));
+        assert!(outstanding.is_empty(), "now someone else's: never released");
+        outstanding.on_verdict(&verdict);
+        outstanding.remove(verdict.release.ciaddr);
+        assert!(outstanding.is_empty());
     }
 
     #[test]

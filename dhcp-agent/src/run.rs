@@ -155,6 +155,9 @@ impl Daemon {
         detail: Option<String>,
     ) -> anyhow::Result<()> {
         self.metrics.remediation(result);
+        if result == RepairResult::Remediated {
+            self.outstanding.remove(repair.ip);
+        }
         let event = RemediationEvent::new(repair, result, detail);
         StateFile::remember(&mut self.state.remediations, serde_json::to_value(&event)?);
         emit(self.args.json, &event, event.text())
