@@ -10,16 +10,14 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use dhcp_common::Hook;
 use serde::Serialize;
 
 use crate::{
     correlate::{Cause, Release, diagnose},
     decode::{Body, FrameMeta, Packet, decode_frame, hex_colon},
-    dnsmasq_conf::DnsmasqConfig,
     filter::{Filter, FilterArgs},
-    leases::{LeaseFormatName, LeaseTable},
+    leases::{LeaseFormatName, LeaseTable, follow::read_table},
     output::rfc3339,
     pcap::{
         Direction,
@@ -238,21 +236,9 @@ fn judge(release: &Release, identity: &ServerIdentity, leases: Option<&LeaseTabl
 
 pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     let capture = read_file(&args.pcap)?;
-    let mut identity = match &args.dnsmasq_conf {
-        Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
-        None => ServerIdentity::default(),
-    };
+    let mut identity = ServerIdentity::from_config_file(args.dnsmasq_conf.as_deref())?;
     let leases = match &args.leases {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Some(
-                args.lease_format
-                    .format()
-                    .parse(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?,
-            )
-        }
+        Some(path) => Some(read_table(path, args.lease_format.format().as_ref())?),
         None => None,
     };
     let mut report = Report {

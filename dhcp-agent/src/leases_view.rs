@@ -2,12 +2,11 @@
 //! knows (pending and dropped releases, repairs) and, on request, with the server's memory.
 use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
     decode::hex_colon,
-    leases::{DEFAULT_LEASE_FILE, Expiry, LeaseFormatName},
+    leases::{DEFAULT_LEASE_FILE, Expiry, LeaseFormatName, follow::read_table},
     run::DEFAULT_STATE_FILE,
     server_query,
     state::StateFile,
@@ -46,12 +45,7 @@ pub struct Row {
 }
 
 pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
-    let format = args.lease_format.format();
-    let text = std::fs::read_to_string(&args.leases)
-        .with_context(|| format!("reading {}", args.leases.display()))?;
-    let table = format
-        .parse(&text)
-        .with_context(|| format!("parsing {}", args.leases.display()))?;
+    let table = read_table(&args.leases, args.lease_format.format().as_ref())?;
     let state = StateFile::read(&args.state_file)?;
     let pending: HashMap<&str, ()> = state.pending.iter().map(|p| (p.ip.as_str(), ())).collect();
     let dropped: HashMap<String, String> = state

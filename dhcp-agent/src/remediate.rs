@@ -44,23 +44,6 @@ pub struct Repair {
     pub client_id: Option<Vec<u8>>,
 }
 
-impl Repair {
-    /// The repair a verdict calls for: only a dropped release of an Ethernet client whose
-    /// server id is known.
-    pub fn for_verdict(verdict: &Verdict) -> Option<Repair> {
-        if !matches!(verdict.outcome, Outcome::Dropped(_)) {
-            return None;
-        }
-        let mac: [u8; 6] = verdict.release.chaddr.as_slice().try_into().ok()?;
-        Some(Repair {
-            ip: verdict.release.ciaddr,
-            mac,
-            server_id: verdict.expected_server_id?,
-            client_id: verdict.lease.as_ref().and_then(|l| l.client_id.clone()),
-        })
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub struct RemediationEvent {
     pub event: &'static str,

@@ -9,7 +9,6 @@ use crate::{
     cli::CaptureArgs,
     correlate::{Cause, Correlator, Outcome, Release, Verdict, diagnose},
     decode::hex_colon,
-    dnsmasq_conf::DnsmasqConfig,
     leases::{
         DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
         follow::{LeaseFollower, LoadError},
@@ -398,10 +397,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Arc::clone(&readiness),
     ));
-    let mut identity = match &args.dnsmasq_conf {
-        Some(path) => ServerIdentity::from_config(&DnsmasqConfig::load(path)?, &[]),
-        None => ServerIdentity::default(),
-    };
+    let mut identity = ServerIdentity::from_config_file(args.dnsmasq_conf.as_deref())?;
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
     let grace_ns = i128::try_from(args.grace.as_nanos()).unwrap_or(i128::MAX / 4);

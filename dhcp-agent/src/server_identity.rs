@@ -81,6 +81,19 @@ impl ServerIdentity {
         identity
     }
 
+    /// Seeded from the dnsmasq configuration at `path`, if one is given.
+    pub fn from_config_file(
+        path: Option<&std::path::Path>,
+    ) -> Result<ServerIdentity, crate::dnsmasq_conf::ConfError> {
+        match path {
+            Some(path) => Ok(ServerIdentity::from_config(
+                &DnsmasqConfig::load(path)?,
+                &[],
+            )),
+            None => Ok(ServerIdentity::default()),
+        }
+    }
+
     /// Learns from a server reply. Returns the entry when it is new or changed.
     pub fn observe(&mut self, packet: &Packet) -> Option<&KnownServer> {
         let m = packet.dhcpv4()?;

@@ -37,6 +37,26 @@ pub enum LoadError {
     },
 }
 
+/// Reads and parses a lease file once (a missing file is [`LoadError::Missing`]).
+pub fn read_table(path: &Path, format: &dyn LeaseFormat) -> Result<LeaseTable, LoadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    format.parse(&text).map_err(|source| LoadError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 pub struct LeaseFollower {
     path: PathBuf,
     file_name: OsString,
@@ -83,22 +103,7 @@ impl LeaseFollower {
 
     /// Reads and parses the file once.
     pub fn load_once(&self) -> Result<LeaseTable, LoadError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(LoadError::Missing(self.path.clone()));
-            }
-            Err(source) => {
-                return Err(LoadError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        self.format.parse(&text).map_err(|source| LoadError::Parse {
-            path: self.path.clone(),
-            source,
-        })
+        read_table(&self.path, self.format.as_ref())
     }
 
     /// Reads the file, waiting out a writer that is still at work.
