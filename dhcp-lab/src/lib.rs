@@ -14,6 +14,7 @@
 pub mod frames;
 pub mod netns;
 pub mod prometheus;
+pub mod traffic;
 
 use std::{
     fs,

@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | lab | test`.
+//! Project tasks: `cargo xtask setup | lab | test | bench`.
+mod bench;
 mod lab;
 mod setup;
 
@@ -19,8 +20,12 @@ enum Task {
     /// Build a redundant-VR router lab in network namespaces and watch it with the agent while
     /// VMs boot, renew and get expunged.
     Lab(lab::LabArgs),
-    /// Run every check and test: fmt, clippy, unit, kernel and integration tests (needs root).
+    /// Run every check and test: fmt, clippy, unit, kernel and integration tests, and the
+    /// benchmarks in quick mode (needs root).
     Test,
+    /// Measure the observer: hook cost, forwarding impact, DHCP storm, pipeline, offline
+    /// analysis against tshark, lease table, footprint, detection latency (needs root).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::ensure(),
         Task::Lab(args) => setup::ensure().and_then(|()| lab::run(&args)),
         Task::Test => setup::ensure().and_then(|()| test()),
+        Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
