@@ -130,8 +130,11 @@ struct Pending {
 pub struct Correlator {
     grace_ns: i128,
     pending: HashMap<(Ipv4Addr, Vec<u8>), Pending>,
-    /// Leases of the last table seen, to notice removals.
-    last_table: HashMap<Ipv4Addr, Lease>,
+    /// Leases of the last table seen, to notice removals, each with the number of the last
+    /// table that listed it.
+    last_table: HashMap<Ipv4Addr, (u64, Lease)>,
+    /// Tables seen so far.
+    tables: u64,
     /// Leases removed lately, with when: the server may rewrite its file before the agent has
     /// read the RELEASE out of the ring buffer, and that RELEASE was honored.
     recently_removed: HashMap<Ipv4Addr, (Lease, i128)>,
@@ -144,6 +147,7 @@ impl Correlator {
             grace_ns,
             pending: HashMap::new(),
             last_table: HashMap::new(),
+            tables: 0,
             recently_removed: HashMap::new(),
         }
     }
@@ -188,12 +192,28 @@ impl Correlator {
         now_ns: i128,
         identity: &ServerIdentity,
     ) -> Vec<Verdict> {
-        for (ip, lease) in self.last_table.drain() {
-            if !table.v4.contains_key(&ip) {
-                self.recently_removed.insert(ip, (lease, now_ns));
+        // `last_table` becomes a copy of `table`, updated in place (a reload changes few leases:
+        // cloning and dropping every lease of a large table cost more than parsing the file),
+        // and what `table` no longer lists is found without looking each lease up again.
+        self.tables += 1;
+        let this = self.tables;
+        for (ip, lease) in &table.v4 {
+            match self.last_table.get_mut(ip) {
+                Some((seen, last)) => {
+                    *seen = this;
+                    if last != lease {
+                        *last = lease.clone();
+                    }
+                }
+                None => {
+                    self.last_table.insert(*ip, (this, lease.clone()));
+                }
             }
         }
-        self.last_table = table.v4.clone();
+        let gone = self.last_table.extract_if(|_, (seen, _)| *seen != this);
+        for (ip, (_, lease)) in gone {
+            self.recently_removed.insert(ip, (lease, now_ns));
+        }
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
         self.settle(table, now_ns, identity, None)

@@ -15,6 +15,7 @@ pub mod leases_view;
 pub mod metrics;
 pub mod output;
 pub mod pcap;
+pub mod pipeline;
 pub mod release;
 pub mod remediate;
 pub mod run;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     cli::CaptureArgs,
-    correlate::{Cause, Correlator, Outcome, Release, Verdict, diagnose},
+    correlate::{Cause, Correlator, Outcome, Verdict, diagnose},
     decode::hex_colon,
     leases::{
         DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
@@ -15,10 +15,11 @@ use crate::{
     },
     metrics::{self, Metrics, http::Readiness},
     output::rfc3339,
+    pipeline::Pipeline,
     remediate::{self, Outstanding, RateLimit, RemediationEvent, Repair, RepairResult},
     server_identity::ServerIdentity,
     server_query,
-    service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
+    service::{InterfaceNames, shutdown_signal, start_capture},
     state::{PendingRelease, StateFile},
     system,
     transactions::Transactions,
@@ -470,28 +471,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             result = &mut shutdown => { result?; break; }
             result = reader.read_batch(&mut batch) => {
                 result.context("reading the event ring buffer")?;
-                let mut verdicts = Vec::new();
-                for event in batch.drain(..) {
-                    let packet = decode_event(&event, clock, &mut names);
-                    if let Some(file) = &mut pcap {
-                        file.write(&packet.meta, &event.frame)?;
-                    }
-                    metrics.packet(&packet);
-                    if let Some(done) = transactions.on_packet(&packet) {
-                        metrics.transaction(&done);
-                    }
-                    if let Some(known) = identity.observe(&packet) {
-                        eprintln!("server id {} for {} learned on {}", known.server_id, known.subnet, known.interface.as_deref().unwrap_or("?"));
-                    }
-                    if let Some(release) = Release::from_packet(&packet) {
-                        verdicts.extend(correlator.on_release(release, &table, &identity));
-                        dirty = true;
-                    }
+                let done = Pipeline {
+                    clock,
+                    names: &mut names,
+                    pcap: pcap.as_mut(),
+                    metrics: &metrics,
+                    transactions: &mut transactions,
+                    identity: &mut identity,
+                    correlator: &mut correlator,
+                    table: &table,
                 }
-                if let Some(file) = &mut pcap {
-                    file.flush()?;
-                }
-                verdicts
+                .on_batch(&batch)?;
+                batch.clear();
+                dirty |= done.releases > 0;
+                done.verdicts
             }
             result = follower.changed() => {
                 result.context("following the lease file")?;

@@ -9,7 +9,10 @@
 pub mod iface;
 pub mod reader;
 
-use std::{fmt, io};
+use std::{
+    fmt, io,
+    os::fd::{AsFd as _, BorrowedFd},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -279,16 +282,30 @@ impl Capture {
             repeat,
             ..TestRunOptions::default()
         };
-        let program = match hook {
-            Hook::XdpIngress => names::XDP_PROGRAM,
-            Hook::TcIngress => names::TC_INGRESS_PROGRAM,
-            Hook::TcEgress => names::TC_EGRESS_PROGRAM,
-        };
+        let program = program_name(hook);
         let result = match hook {
             Hook::XdpIngress => xdp_program(&mut self.ebpf)?.test_run(options),
             _ => tc_program(&mut self.ebpf, program)?.test_run(options),
         };
         result.map_err(|source| CaptureError::Program { program, source })
+    }
+
+    /// The file descriptor of the loaded program behind `hook`, for callers that drive it with
+    /// their own bpf() calls: the hook benchmark test-runs it through the same raw
+    /// BPF_PROG_TEST_RUN code as the empty reference program it is compared with.
+    pub fn program_fd(&self, hook: Hook) -> Result<BorrowedFd<'_>, CaptureError> {
+        let program = program_name(hook);
+        let not_loaded = || CaptureError::Program {
+            program,
+            source: ProgramError::NotLoaded,
+        };
+        let fd = self
+            .ebpf
+            .program(program)
+            .ok_or_else(not_loaded)?
+            .fd()
+            .map_err(|source| CaptureError::Program { program, source })?;
+        Ok(fd.as_fd())
     }
 
     /// Kernel counters per hook, summed over CPUs.
@@ -309,6 +326,15 @@ impl Capture {
             };
         }
         Ok(out)
+    }
+}
+
+/// The program that runs at `hook`.
+fn program_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::XdpIngress => names::XDP_PROGRAM,
+        Hook::TcIngress => names::TC_INGRESS_PROGRAM,
+        Hook::TcEgress => names::TC_EGRESS_PROGRAM,
     }
 }
 

@@ -1,0 +1,263 @@
+//! The lease table: reading a dnsmasq lease file of 100,000 leases, and what the daemon does on
+//! every reload of it.
+//!
+//! The files are written in a temporary directory the way dnsmasq writes them
+//! (`expiry mac ip hostname client-id`, `*` for none; half the clients send a client id, one in
+//! ten no hostname). The second file is the first with 1% of the leases changed: 0.5% gone
+//! (released) and 0.5% renewed (new expiry).
+//!
+//! Benchmark ids (group `leases`; `cargo xtask bench` reads them, keep them stable):
+//! * `parse`: `follow::read_table` (read + parse) of the 100,000-lease file, as every reload
+//!   does;
+//! * `parse_diff`: a whole reload as `dhcp-agent run` does it: `read_table` of the changed file,
+//!   then `Outstanding::refresh` (100 dropped releases outstanding, on renewed leases) and
+//!   `Correlator::on_table` against the previous table (which finds the removed leases and
+//!   settles the 500 releases pending on them as honored).
+//!
+//! The tables returned are dropped outside the timing; the state a reload starts from (the
+//! correlator having seen the previous table and the pending releases, the outstanding list)
+//! is rebuilt before each iteration, outside the timing.
+//!
+//! With `DHCP_BENCH_REPORT=<file>` the counts of a checked reload are written there as JSON for
+//! `cargo xtask bench`'s checks.
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use criterion::{BatchSize, Criterion, SamplingMode};
+use dhcp_agent::{
+    correlate::{Correlator, Outcome, Release, Verdict},
+    decode::hex_colon,
+    dnsmasq_conf::{DhcpRange, DnsmasqConfig},
+    leases::{
+        LeaseTable,
+        dnsmasq::Dnsmasq,
+        follow::{LoadError, read_table},
+    },
+    remediate::{Outstanding, OutstandingRelease},
+    server_identity::ServerIdentity,
+};
+use dhcp_lab::traffic::{client_ip, client_mac};
+
+const LEASES: u32 = 100_000;
+const SECOND: i128 = 1_000_000_000;
+/// When the previous table was read (Unix ns); the reload comes a second later.
+const T0: i128 = 1_750_000_000 * SECOND;
+
+/// What became of lease `k` in the second file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// Released: gone from the file.
+    Gone,
+    /// Renewed: a new expiry.
+    Renewed,
+}
+
+fn change(k: u32) -> Change {
+    match k % 200 {
+        0 => Change::Gone,
+        100 => Change::Renewed,
+        _ => Change::Same,
+    }
+}
+
+/// A dnsmasq lease file; `changed` applies [`change`].
+fn lease_file(changed: bool) -> String {
+    let mut text = String::with_capacity(LEASES as usize * 72);
+    for k in 0..LEASES {
+        let mut expiry = 1_750_000_000 + u64::from(k % 3_600);
+        if changed {
+            match change(k) {
+                Change::Gone => continue,
+                Change::Renewed => expiry += 3_600,
+                Change::Same => {}
+            }
+        }
+        let mac = hex_colon(&client_mac(k));
+        let hostname = if k % 10 == 9 {
+            "*".to_string()
+        } else {
+            format!("vm-{k}")
+        };
+        let client_id = if k % 2 == 0 {
+            format!("01:{mac}")
+        } else {
+            "*".to_string()
+        };
+        let _ = writeln!(
+            text,
+            "{expiry} {mac} {} {hostname} {client_id}",
+            client_ip(k)
+        );
+    }
+    text
+}
+
+fn identity() -> ServerIdentity {
+    let config = DnsmasqConfig {
+        listen_addresses: vec![Ipv4Addr::LOCALHOST.into(), dhcp_lab::VIP_ADDR.into()],
+        ranges: vec![DhcpRange {
+            start: Ipv4Addr::new(10, 0, 0, 2),
+            end: Some(Ipv4Addr::new(10, 255, 255, 251)),
+            netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
+        }],
+        ..DnsmasqConfig::default()
+    };
+    ServerIdentity::from_config(&config, &[])
+}
+
+/// The daemon's state just before the reload: the correlator has seen the previous table and
+/// the RELEASEs of the leases about to go; 100 dropped releases are outstanding.
+fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlator, Outstanding) {
+    let mut correlator = Correlator::new(2 * SECOND);
+    correlator.on_table(previous, T0, identity);
+    let mut outstanding = Vec::new();
+    for k in 0..LEASES {
+        let lease = previous.get_v4(client_ip(k)).expect("every lease listed");
+        match change(k) {
+            Change::Gone => {
+                let release = Release {
+                    seen_ns: T0,
+                    interface: "guest0".into(),
+                    xid: k,
+                    ciaddr: client_ip(k),
+                    chaddr: lease.hwaddr.clone(),
+                    client_id: lease.client_id.clone(),
+                    server_id: Some(dhcp_lab::VIP_ADDR),
+                    requested_ip: None,
+                };
+                let settled = correlator.on_release(release, previous, identity);
+                assert!(settled.is_none(), "pending until the lease goes");
+            }
+            Change::Renewed if outstanding.len() < 100 => {
+                let verdict = Verdict {
+                    release: Release {
+                        seen_ns: T0,
+                        interface: "guest0".into(),
+                        xid: k,
+                        ciaddr: client_ip(k),
+                        chaddr: lease.hwaddr.clone(),
+                        client_id: lease.client_id.clone(),
+                        server_id: Some(dhcp_lab::PRIMARY_ADDR),
+                        requested_ip: None,
+                    },
+                    outcome: Outcome::Dropped(dhcp_agent::correlate::Cause::Unknown),
+                    expected_server_id: Some(dhcp_lab::VIP_ADDR),
+                    lease: Some(lease.clone()),
+                    settled_ns: T0,
+                };
+                outstanding.extend(OutstandingRelease::from_verdict(&verdict));
+            }
+            _ => {}
+        }
+    }
+    (correlator, Outstanding::from_saved(outstanding))
+}
+
+/// A reload as the daemon's lease-file arm does it.
+fn reload(
+    path: &Path,
+    correlator: &mut Correlator,
+    outstanding: &mut Outstanding,
+    identity: &ServerIdentity,
+) -> (LeaseTable, Vec<Verdict>) {
+    let table = read_table(path, &Dnsmasq).expect("the lease file parses");
+    outstanding.refresh(&table);
+    let verdicts = correlator.on_table(&table, T0 + SECOND, identity);
+    (table, verdicts)
+}
+
+struct Files {
+    dir: PathBuf,
+    previous: PathBuf,
+    current: PathBuf,
+}
+
+impl Files {
+    fn write() -> Files {
+        let dir = std::env::temp_dir().join(format!("dhcp-bench-leases-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("creating the temporary directory");
+        let (previous, current) = (dir.join("previous.leases"), dir.join("dnsmasq.leases"));
+        std::fs::write(&previous, lease_file(false)).expect("writing the lease file");
+        std::fs::write(&current, lease_file(true)).expect("writing the lease file");
+        Files {
+            dir,
+            previous,
+            current,
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn leases(c: &mut Criterion) {
+    let files = Files::write();
+    let identity = identity();
+    let previous = read_table(&files.previous, &Dnsmasq).expect("the lease file parses");
+    assert_eq!(previous.v4.len(), LEASES as usize);
+
+    // One reload first, checked.
+    let gone = (0..LEASES).filter(|&k| change(k) == Change::Gone).count();
+    let (mut correlator, mut outstanding) = before_reload(&previous, &identity);
+    assert_eq!(correlator.pending(), gone);
+    assert_eq!(outstanding.len(), 100);
+    let (table, verdicts) = reload(&files.current, &mut correlator, &mut outstanding, &identity);
+    assert_eq!(
+        table.v4.len(),
+        LEASES as usize - gone,
+        "the changed file's leases"
+    );
+    assert_eq!(verdicts.len(), gone, "every pending release settled");
+    assert!(
+        verdicts.iter().all(|v| v.outcome == Outcome::Honored),
+        "honored: the lease went"
+    );
+    assert_eq!(
+        outstanding.len(),
+        0,
+        "renewed leases end outstanding releases"
+    );
+    assert_eq!(correlator.recently_removed().count(), gone);
+    if let Some(path) = std::env::var_os("DHCP_BENCH_REPORT") {
+        let bytes = std::fs::metadata(&files.current).map_or(0, |m| m.len());
+        let report = serde_json::json!({
+            "leases": previous.v4.len(),
+            "file_bytes": bytes,
+            "changed": (0..LEASES).filter(|&k| change(k) != Change::Same).count(),
+            "after_reload": table.v4.len(),
+            "honored": verdicts.len(),
+        });
+        std::fs::write(path, report.to_string()).expect("writing the report");
+    }
+    drop((table, verdicts));
+
+    let mut group = c.benchmark_group("leases");
+    // One iteration takes milliseconds: equal-sized samples of few iterations.
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("parse", |b| {
+        b.iter_with_large_drop(|| -> Result<LeaseTable, LoadError> {
+            read_table(&files.current, &Dnsmasq)
+        });
+    });
+    group.bench_function("parse_diff", |b| {
+        b.iter_batched_ref(
+            || before_reload(&previous, &identity),
+            |(correlator, outstanding)| reload(&files.current, correlator, outstanding, &identity),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    leases(&mut criterion);
+    criterion.final_summary();
+}

@@ -1,0 +1,186 @@
+//! The agent's pipeline: what `dhcp-agent run` does with every event the kernel hands it
+//! (decode, metrics, exchange tracking, server identity, release correlation against the lease
+//! table), measured on recorded events, on one thread.
+//!
+//! The work measured is [`dhcp_agent::pipeline::Pipeline::on_batch`], the very function the
+//! daemon's event loop calls (without `--pcap`, the daemon's default). The events are
+//! [`RawEvent`]s as the ring-buffer reader produces them, built from `dhcp_lab::traffic`'s
+//! conversations: many clients going through DISCOVER, OFFER, REQUEST, ACK, one in four then
+//! releasing its lease; client frames as seen by XDP on ingress, server frames by TC on egress,
+//! 10 µs apart. The lease table holds 100,000 leases, those of every client, so each RELEASE
+//! is looked up for real; the dnsmasq configuration serves the clients' subnet.
+//!
+//! What lives as long as the daemon (interface names, metrics, server identity, lease table)
+//! carries over from one iteration to the next; what depends on the events seen (exchanges
+//! being tracked, pending releases) starts afresh each iteration, outside the timing, so every
+//! iteration replays the same traffic into the same state.
+//!
+//! Benchmark id (group `pipeline`; `cargo xtask bench` reads it, keep it stable):
+//! * `decode_correlate`: one iteration handles all [`EVENTS`] events
+//!   (`Throughput::Elements`).
+//!
+//! With `DHCP_BENCH_REPORT=<file>` the counts of what one iteration handled are written there as
+//! JSON for `cargo xtask bench`'s checks.
+use std::{net::Ipv4Addr, time::Duration};
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use dhcp_agent::{
+    capture::RawEvent,
+    correlate::Correlator,
+    dnsmasq_conf::{DhcpRange, DnsmasqConfig},
+    leases::{Expiry, Lease, LeaseTable},
+    metrics::Metrics,
+    pipeline::Pipeline,
+    server_identity::ServerIdentity,
+    service::InterfaceNames,
+    system::BootClock,
+    transactions::Transactions,
+};
+use dhcp_common::Hook;
+use dhcp_lab::traffic::{self, Sender};
+use dhcproto::v4::MessageType;
+
+/// Events per iteration.
+const EVENTS: usize = 100_000;
+/// Leases in the table.
+const LEASES: u32 = 100_000;
+/// The loopback device: an interface index that resolves on every machine.
+const IFINDEX: u32 = 1;
+
+/// The recorded events and how many of them are RELEASEs.
+fn recorded_events() -> (Vec<RawEvent>, usize) {
+    let frames = traffic::conversation_frames(EVENTS);
+    let releases = frames
+        .iter()
+        .filter(|f| f.message_type == MessageType::Release)
+        .count();
+    let start_ns = 1_000 * 1_000_000_000_u64; // 1,000 s after boot
+    let events = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| RawEvent {
+            boot_ns: start_ns + i as u64 * 10_000,
+            ifindex: IFINDEX,
+            wire_len: f.bytes.len() as u32,
+            hook: match f.sender {
+                Sender::Client => Hook::XdpIngress,
+                Sender::Server => Hook::TcEgress,
+            },
+            vlan: None,
+            vlan_inner: None,
+            vlan_offloaded: false,
+            truncated: false,
+            frame: f.bytes,
+        })
+        .collect();
+    (events, releases)
+}
+
+/// Every client's lease, as dnsmasq lists them.
+fn lease_table() -> LeaseTable {
+    let mut table = LeaseTable::default();
+    for k in 0..LEASES {
+        table.insert(Lease {
+            ip: traffic::client_ip(k).into(),
+            hwaddr: traffic::client_mac(k).to_vec(),
+            htype: 1,
+            client_id: None,
+            hostname: Some(format!("vm-{k}")),
+            expiry: Expiry::At(4_000_000_000),
+            iaid: None,
+        });
+    }
+    table
+}
+
+/// dnsmasq serving the clients' 10.0.0.0/8, listening on loopback and the router's VIP.
+fn identity() -> ServerIdentity {
+    let config = DnsmasqConfig {
+        listen_addresses: vec![Ipv4Addr::LOCALHOST.into(), dhcp_lab::VIP_ADDR.into()],
+        ranges: vec![DhcpRange {
+            start: Ipv4Addr::new(10, 0, 0, 2),
+            end: Some(Ipv4Addr::new(10, 255, 255, 251)),
+            netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
+        }],
+        ..DnsmasqConfig::default()
+    };
+    ServerIdentity::from_config(&config, &[])
+}
+
+/// What one iteration starts from: no exchange tracked, no release pending.
+fn fresh_state() -> (Transactions, Correlator) {
+    (
+        Transactions::new(Duration::from_secs(5)),
+        Correlator::new(2_000_000_000),
+    )
+}
+
+fn pipeline(c: &mut Criterion) {
+    let (events, releases) = recorded_events();
+    let table = lease_table();
+    let mut identity = identity();
+    let mut names = InterfaceNames::default();
+    let metrics = Metrics::new("bench", "bench");
+    let clock = BootClock::new();
+
+    // One pass first, checked: every RELEASE opened a pending record, none settled (their
+    // leases are all still in the table and the grace period has not passed).
+    let (mut transactions, mut correlator) = fresh_state();
+    let outcome = Pipeline {
+        clock,
+        names: &mut names,
+        pcap: None,
+        metrics: &metrics,
+        transactions: &mut transactions,
+        identity: &mut identity,
+        correlator: &mut correlator,
+        table: &table,
+    }
+    .on_batch(&events)
+    .expect("the pipeline handles the events");
+    assert_eq!(outcome.releases, releases, "every RELEASE seen");
+    assert_eq!(correlator.pending(), releases, "one pending record each");
+    assert!(outcome.verdicts.is_empty(), "nothing settles in the grace");
+    assert!(transactions.tracked() > 0, "exchanges tracked");
+    if let Some(path) = std::env::var_os("DHCP_BENCH_REPORT") {
+        let report = serde_json::json!({
+            "events": events.len(),
+            "releases": outcome.releases,
+            "pending": correlator.pending(),
+            "leases": table.v4.len(),
+        });
+        std::fs::write(path, report.to_string()).expect("writing the report");
+    }
+
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    // One iteration takes tens of milliseconds: equal-sized samples of few iterations.
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("decode_correlate", |b| {
+        b.iter_batched_ref(
+            fresh_state,
+            |(transactions, correlator)| {
+                Pipeline {
+                    clock,
+                    names: &mut names,
+                    pcap: None,
+                    metrics: &metrics,
+                    transactions,
+                    identity: &mut identity,
+                    correlator,
+                    table: &table,
+                }
+                .on_batch(&events)
+                .expect("the pipeline handles the events")
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    pipeline(&mut criterion);
+    criterion.final_summary();
+}
