@@ -4,7 +4,8 @@
 //! debugging a router wants to know: message counts, the server ids in use, exchange times, NAKs,
 //! unanswered DISCOVERs and every RELEASE the server will have ignored, with the reason.
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
+    hash::BuildHasher as _,
     io::Write as _,
     path::PathBuf,
     time::Duration,
@@ -21,7 +22,7 @@ use crate::{
     output::rfc3339,
     pcap::{
         Direction,
-        reader::{CapturedFrame, read_file},
+        reader::{CapturedFrame, stream_file},
     },
     run::parse_duration,
     server_identity::ServerIdentity,
@@ -158,38 +159,76 @@ fn meta_of(frame: &CapturedFrame, index: usize) -> FrameMeta {
     }
 }
 
-/// Decodes every frame, dropping the second sighting of a frame on the same interface.
-fn decode_all(frames: &[CapturedFrame], report: &mut Report) -> Vec<Packet> {
-    let mut recent: VecDeque<(i128, &str, &[u8])> = VecDeque::new();
-    let mut packets = Vec::with_capacity(frames.len());
-    let mut interfaces: BTreeMap<&str, usize> = BTreeMap::new();
-    for frame in frames {
-        while recent
-            .front()
-            .is_some_and(|(at, _, _)| frame.unix_ns - at > DUPLICATE_NS)
-        {
-            recent.pop_front();
+/// Drops the second sighting of a frame on the same interface within [`DUPLICATE_NS`]
+/// (`tcpdump -i any` sees a frame on `lo` leave and arrive). Sightings are compared by a 64-bit
+/// hash of interface and bytes from the IP header on, so the cost per frame does not grow with
+/// the traffic in the window; two different frames would have to collide in 64 bits within
+/// 10 ms on one interface to be mistaken for each other.
+#[derive(Default)]
+struct Duplicates {
+    /// Sightings in the window, oldest first: (time, hash).
+    window: VecDeque<(i128, u64)>,
+    /// How many sightings in the window have each hash.
+    counts: HashMap<u64, u32>,
+    /// Seeded per process; much faster than SipHash over a few hundred bytes per frame.
+    hasher: foldhash::quality::RandomState,
+}
+
+impl Duplicates {
+    fn is_repeat(&mut self, frame: &CapturedFrame) -> bool {
+        while let Some(&(at, hash)) = self.window.front() {
+            if frame.unix_ns - at <= DUPLICATE_NS {
+                break;
+            }
+            self.window.pop_front();
+            if let Some(count) = self.counts.get_mut(&hash) {
+                *count -= 1;
+                if *count == 0 {
+                    self.counts.remove(&hash);
+                }
+            }
         }
-        // Compare from the IP header on: a cooked capture gives each sighting its own link header.
+        // From the IP header on: a cooked capture gives each sighting its own link header.
         let ip = frame.frame.get(14..).unwrap_or(&[]);
-        if recent
-            .iter()
-            .any(|(_, iface, seen)| *iface == frame.interface && *seen == ip)
-        {
-            report.duplicates += 1;
-            continue;
+        let hash = self.hasher.hash_one((&frame.interface, ip));
+        if self.counts.contains_key(&hash) {
+            return true;
         }
-        recent.push_back((frame.unix_ns, &frame.interface, ip));
-        let next = interfaces.len();
-        let index = *interfaces.entry(&frame.interface).or_insert(next + 1);
+        self.window.push_back((frame.unix_ns, hash));
+        self.counts.insert(hash, 1);
+        false
+    }
+}
+
+/// Turns captured frames into packets: duplicates dropped, interfaces numbered in order of
+/// appearance, server replies of a capture without directions taken as leaving the server.
+#[derive(Default)]
+struct Decoder {
+    duplicates: Duplicates,
+    interfaces: HashMap<String, usize>,
+}
+
+impl Decoder {
+    fn decode(&mut self, frame: &CapturedFrame, report: &mut Report) -> Option<Packet> {
+        if self.duplicates.is_repeat(frame) {
+            report.duplicates += 1;
+            return None;
+        }
+        let next = self.interfaces.len() + 1;
+        let index = match self.interfaces.get(&frame.interface) {
+            Some(index) => *index,
+            None => *self
+                .interfaces
+                .entry(frame.interface.clone())
+                .or_insert(next),
+        };
         let mut packet = decode_frame(&frame.frame, meta_of(frame, index));
         // Without a recorded direction, a reply from the server's port left the server.
         if frame.direction.is_none() && packet.dhcpv4().is_some_and(|m| m.op == 2) {
             packet.meta.hook = Hook::TcEgress;
         }
-        packets.push(packet);
+        Some(packet)
     }
-    packets
 }
 
 fn client_event(interface: &str, client: &[u8], xid: u32, at_ns: i128) -> ClientEvent {
@@ -235,7 +274,6 @@ fn judge(release: &Release, identity: &ServerIdentity, leases: Option<&LeaseTabl
 }
 
 pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
-    let capture = read_file(&args.pcap)?;
     let mut identity = ServerIdentity::from_config_file(args.dnsmasq_conf.as_deref())?;
     let leases = match &args.leases {
         Some(path) => Some(read_table(path, args.lease_format.format().as_ref())?),
@@ -243,24 +281,8 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     };
     let mut report = Report {
         file: args.pcap.display().to_string(),
-        format: capture.format,
-        frames: capture.frames.len(),
-        skipped: capture
-            .skipped
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        cut_short: capture.cut_short.clone(),
-        first: capture.frames.first().map(|f| rfc3339(f.unix_ns)),
-        last: capture.frames.last().map(|f| rfc3339(f.unix_ns)),
         ..Report::default()
     };
-    let packets = decode_all(&capture.frames, &mut report);
-    // The whole capture teaches the server ids first: a RELEASE early in the file is judged
-    // against the ids the server used anywhere in it.
-    for packet in &packets {
-        identity.observe(packet);
-    }
     let mut filter = Filter::new(&args.filter);
     filter.interfaces = args.ifaces.clone();
     filter.macs.extend(args.follow);
@@ -289,13 +311,22 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
             .unanswered_discovers
             .push(client_event(&interface, &client, xid, at_ns)),
     };
-    let mut last_ns = 0;
-    for packet in packets
-        .iter()
-        .filter(|p| filter.matches(p) || p.is_malformed())
-    {
-        last_ns = packet.meta.unix_ns;
-        for event in exchanges.on_tick(last_ns) {
+    // One pass over the file, frame by frame. Releases are judged at the end: a RELEASE early
+    // in the file is judged against the server ids the server used anywhere in it.
+    let mut decoder = Decoder::default();
+    let mut releases = Vec::new();
+    let (mut first_ns, mut last_ns) = (None, 0);
+    let summary = stream_file(&args.pcap, |frame| {
+        first_ns.get_or_insert(frame.unix_ns);
+        last_ns = frame.unix_ns;
+        let Some(packet) = decoder.decode(&frame, &mut report) else {
+            return;
+        };
+        identity.observe(&packet);
+        if !(filter.matches(&packet) || packet.is_malformed()) {
+            return;
+        }
+        for event in exchanges.on_tick(packet.meta.unix_ns) {
             record(event, &mut report);
         }
         let name = match &packet.body {
@@ -303,23 +334,31 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
             Body::V6(m) => format!("v6 {}", m.message_type),
             Body::Malformed { .. } => {
                 report.malformed += 1;
-                continue;
+                return;
             }
         };
         report.packets += 1;
         *report.messages.entry(name).or_default() += 1;
-        if let Some(event) = exchanges.on_packet(packet) {
+        if let Some(event) = exchanges.on_packet(&packet) {
             record(event, &mut report);
         }
-        if let Some(release) = Release::from_packet(packet) {
-            report
-                .releases
-                .push(judge(&release, &identity, leases.as_ref()));
+        if let Some(release) = Release::from_packet(&packet) {
+            releases.push(release);
         }
         if args.timeline || args.follow.is_some() {
-            report.timeline.extend(timeline.lines(packet));
+            report.timeline.extend(timeline.lines(&packet));
         }
-    }
+    })?;
+    report.format = summary.format;
+    report.frames = summary.frames;
+    report.skipped = summary.skipped.into_iter().collect();
+    report.cut_short = summary.cut_short;
+    report.first = first_ns.map(rfc3339);
+    report.last = (summary.frames > 0).then(|| rfc3339(last_ns));
+    report.releases = releases
+        .iter()
+        .map(|release| judge(release, &identity, leases.as_ref()))
+        .collect();
     // The end of the capture: every DISCOVER still waiting has waited long enough.
     let end = last_ns + i128::try_from(args.discover_timeout.as_nanos()).unwrap_or(0);
     for event in exchanges.on_tick(end) {

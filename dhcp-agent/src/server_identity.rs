@@ -132,20 +132,31 @@ impl ServerIdentity {
 
     /// The known subnet containing `ip` (most specific first).
     fn subnet_of(&self, ip: Ipv4Addr) -> Option<Subnet> {
-        self.by_subnet
-            .keys()
-            .chain(&self.served)
+        let observed = self.learned_for(ip).map(|k| k.subnet);
+        let served = self
+            .served
+            .iter()
             .copied()
             .filter(|s| s.contains(ip))
+            .max_by_key(|s| s.prefix());
+        observed
+            .into_iter()
+            .chain(served)
             .max_by_key(|s| s.prefix())
+    }
+
+    /// The most specific learned subnet containing `ip`: one hash lookup per prefix length, so
+    /// the cost does not grow with the number of subnets (a server that sends no subnet mask
+    /// gets one /32 entry per client, and this runs for every packet).
+    fn learned_for(&self, ip: Ipv4Addr) -> Option<&KnownServer> {
+        (0..=32u8)
+            .rev()
+            .find_map(|prefix| self.by_subnet.get(&Subnet::new(ip, prefix)?))
     }
 
     /// The server id the server will expect in a RELEASE for `ip`.
     pub fn expected_for(&self, ip: Ipv4Addr) -> Option<&KnownServer> {
-        self.by_subnet
-            .values()
-            .filter(|k| k.subnet.contains(ip))
-            .max_by_key(|k| k.subnet.prefix())
+        self.learned_for(ip)
     }
 
     /// Whether `ip` is in a served subnet: `None` when nothing is known either way.

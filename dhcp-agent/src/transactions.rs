@@ -43,7 +43,20 @@ pub enum TransactionEvent {
     },
 }
 
-type Key = (u32, Vec<u8>);
+/// xid and client hardware address (up to chaddr's 16 bytes, with its length): no allocation
+/// per packet.
+type Key = (u32, [u8; 16], u8);
+
+fn key(xid: u32, chaddr: &[u8]) -> Key {
+    let mut bytes = [0; 16];
+    let len = chaddr.len().min(16);
+    bytes[..len].copy_from_slice(&chaddr[..len]);
+    (xid, bytes, len as u8)
+}
+
+/// Keys come from clients: a hasher seeded per process (foldhash) keeps lookups fast without
+/// letting a client pick colliding keys in advance.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 struct Open {
@@ -59,7 +72,7 @@ struct Open {
 #[derive(Debug)]
 pub struct Transactions {
     discover_timeout_ns: i128,
-    open: HashMap<Key, Open>,
+    open: Map<Key, Open>,
     /// Keys in the order their exchanges started, with that start (keys can be reused).
     order: VecDeque<(i128, Key)>,
 }
@@ -68,7 +81,7 @@ impl Transactions {
     pub fn new(discover_timeout: std::time::Duration) -> Transactions {
         Transactions {
             discover_timeout_ns: i128::try_from(discover_timeout.as_nanos()).unwrap_or(i128::MAX),
-            open: HashMap::new(),
+            open: Map::default(),
             order: VecDeque::new(),
         }
     }
@@ -81,7 +94,7 @@ impl Transactions {
     pub fn on_packet(&mut self, packet: &Packet) -> Option<TransactionEvent> {
         let m = packet.dhcpv4()?;
         let at = packet.meta.unix_ns;
-        let key = (m.xid, m.chaddr.clone());
+        let key = key(m.xid, &m.chaddr);
         match (m.op, m.message_type?) {
             (1, kind @ (MessageType::Discover | MessageType::Request)) => {
                 let open = self.open_or_start(key, at, &packet.meta.interface);
@@ -140,7 +153,7 @@ impl Transactions {
             if self.open.len() >= MAX_OPEN {
                 self.give_up_oldest();
             }
-            self.order.push_back((at, key.clone()));
+            self.order.push_back((at, key));
         }
         self.open.entry(key).or_insert_with(|| Open {
             started_ns: at,
@@ -180,7 +193,7 @@ impl Transactions {
                 open.finished = true;
                 events.push(TransactionEvent::Unanswered {
                     interface: open.interface.clone(),
-                    client: key.1.clone(),
+                    client: key.1[..usize::from(key.2)].to_vec(),
                     xid: key.0,
                     at_ns: open.discover_ns.unwrap_or(*started),
                 });

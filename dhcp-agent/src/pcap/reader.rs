@@ -5,7 +5,7 @@
 //!
 //! A file cut short (a capture still running, a copy interrupted) yields the frames before the
 //! cut and says where it was cut; a file that is no capture at all is an error.
-use std::{collections::HashMap, path::Path};
+use std::{collections::HashMap, io::Read, path::Path};
 
 use pcap_file::{
     DataLink,
@@ -33,7 +33,7 @@ pub struct CapturedFrame {
     pub frame: Vec<u8>,
 }
 
-/// A whole capture file.
+/// A whole capture file, read into memory (tests and small files; `analyze` streams).
 #[derive(Debug, Default)]
 pub struct Capture {
     pub format: &'static str,
@@ -45,78 +45,150 @@ pub struct Capture {
     pub cut_short: Option<String>,
 }
 
+/// What reading a capture found besides its frames.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub format: &'static str,
+    /// Frames handed on.
+    pub frames: usize,
+    /// Frames not read, by reason (see [`Capture::skipped`]).
+    pub skipped: HashMap<String, usize>,
+    /// Set when the file ends in the middle of a frame or block.
+    pub cut_short: Option<String>,
+}
+
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 pub fn read_file(path: &Path) -> Result<Capture, PcapFileError> {
-    let bytes = std::fs::read(path).map_err(|source| PcapFileError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    read_bytes(&bytes, &path.display().to_string())
+    let file = open(path)?;
+    collect(file, &path.display().to_string())
 }
 
 /// Reads a capture from memory; `name` is used in errors.
 pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Capture, PcapFileError> {
+    collect(bytes, name)
+}
+
+/// Streams the frames of the capture at `path` to `visit`, one at a time, in file order:
+/// memory stays flat whatever the size of the file.
+pub fn stream_file(
+    path: &Path,
+    visit: impl FnMut(CapturedFrame),
+) -> Result<Summary, PcapFileError> {
+    let file = open(path)?;
+    stream(file, &path.display().to_string(), visit)
+}
+
+fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>, PcapFileError> {
+    std::fs::File::open(path)
+        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+        .map_err(|source| PcapFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+fn collect(input: impl Read, name: &str) -> Result<Capture, PcapFileError> {
+    let mut frames = Vec::new();
+    let summary = stream(input, name, |frame| frames.push(frame))?;
+    Ok(Capture {
+        format: summary.format,
+        frames,
+        skipped: summary.skipped,
+        cut_short: summary.cut_short,
+    })
+}
+
+/// Streams the frames of a capture (pcap or pcapng, told apart by the first bytes) to `visit`;
+/// `name` is used in errors.
+pub fn stream(
+    mut input: impl Read,
+    name: &str,
+    mut visit: impl FnMut(CapturedFrame),
+) -> Result<Summary, PcapFileError> {
     let not_capture = |reason: String| PcapFileError::NotACapture {
         path: name.to_owned(),
         reason,
     };
-    if bytes.len() < 4 {
-        return Err(not_capture(format!("only {} bytes", bytes.len())));
+    let mut magic = Vec::with_capacity(4);
+    (&mut input)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(|source| PcapFileError::Io {
+            path: name.to_owned(),
+            source,
+        })?;
+    if magic.len() < 4 {
+        return Err(not_capture(format!("only {} bytes", magic.len())));
     }
-    if bytes[..4] == PCAPNG_MAGIC {
-        let reader = PcapNgReader::new(bytes).map_err(|e| not_capture(e.to_string()))?;
-        read_pcapng(reader, name)
+    let pcapng = magic[..] == PCAPNG_MAGIC;
+    let input = std::io::Cursor::new(magic).chain(input);
+    if pcapng {
+        let reader = PcapNgReader::new(input).map_err(|e| not_capture(e.to_string()))?;
+        read_pcapng(reader, name, &mut visit)
     } else {
-        let reader = PcapReader::new(bytes).map_err(|e| not_capture(e.to_string()))?;
-        Ok(read_pcap(reader))
+        let reader = PcapReader::new(input).map_err(|e| not_capture(e.to_string()))?;
+        Ok(read_pcap(reader, &mut visit))
     }
 }
 
-fn read_pcap(mut reader: PcapReader<&[u8]>) -> Capture {
+fn read_pcap(mut reader: PcapReader<impl Read>, visit: &mut dyn FnMut(CapturedFrame)) -> Summary {
     let link = reader.header().datalink;
-    let mut capture = Capture {
+    let link_label = link_name(link);
+    let mut summary = Summary {
         format: "pcap",
-        ..Capture::default()
+        ..Summary::default()
     };
     while let Some(packet) = reader.next_packet() {
         let packet = match packet {
             Ok(packet) => packet,
             Err(err) => {
-                capture.cut_short = Some(cut(&capture, &err));
+                summary.cut_short = Some(cut(&summary, &err));
                 break;
             }
         };
         let unix_ns = i128::try_from(packet.timestamp.as_nanos()).unwrap_or(i128::MAX);
-        push(
-            &mut capture,
+        let frame = convert(
+            &mut summary,
             link,
             None,
+            &link_label,
             unix_ns,
             packet.orig_len,
             &packet.data,
         );
+        if let Some(frame) = frame {
+            visit(frame);
+        }
     }
-    capture
+    summary
 }
 
-fn read_pcapng(mut reader: PcapNgReader<&[u8]>, name: &str) -> Result<Capture, PcapFileError> {
-    let mut capture = Capture {
+fn read_pcapng(
+    mut reader: PcapNgReader<impl Read>,
+    name: &str,
+    visit: &mut dyn FnMut(CapturedFrame),
+) -> Result<Summary, PcapFileError> {
+    let mut summary = Summary {
         format: "pcapng",
-        ..Capture::default()
+        ..Summary::default()
     };
-    // Per interface of the current section: link type, name, timestamp units per second.
-    let mut interfaces: Vec<(DataLink, Option<String>, u64)> = Vec::new();
+    // Per interface of the current section: link type, name, timestamp units per second, the
+    // link type's name.
+    let mut interfaces: Vec<(DataLink, Option<String>, u64, String)> = Vec::new();
     while let Some(block) = reader.next_block() {
         let block = match block {
             Ok(block) => block,
             Err(err) => {
-                capture.cut_short = Some(cut(&capture, &err));
+                summary.cut_short = Some(cut(&summary, &err));
                 break;
             }
         };
-        match block {
-            Block::SectionHeader(_) => interfaces.clear(),
+        let frame = match block {
+            Block::SectionHeader(_) => {
+                interfaces.clear();
+                None
+            }
             Block::InterfaceDescription(idb) => {
                 let mut if_name = None;
                 let mut per_second = 1_000_000; // pcapng's default: microseconds
@@ -129,14 +201,16 @@ fn read_pcapng(mut reader: PcapNgReader<&[u8]>, name: &str) -> Result<Capture, P
                         _ => {}
                     }
                 }
-                interfaces.push((idb.linktype, if_name, per_second));
+                interfaces.push((idb.linktype, if_name, per_second, link_name(idb.linktype)));
+                None
             }
             Block::EnhancedPacket(epb) => {
-                let Some((link, if_name, per_second)) = interfaces.get(epb.interface_id as usize)
+                let Some((link, if_name, per_second, label)) =
+                    interfaces.get(epb.interface_id as usize)
                 else {
                     return Err(PcapFileError::Corrupt {
                         path: name.to_owned(),
-                        frame: capture.frames.len() + 1,
+                        frame: summary.frames + 1,
                         reason: format!("no interface {}", epb.interface_id),
                     });
                 };
@@ -152,37 +226,39 @@ fn read_pcapng(mut reader: PcapNgReader<&[u8]>, name: &str) -> Result<Capture, P
                     },
                     _ => None,
                 });
-                let before = capture.frames.len();
-                push(
-                    &mut capture,
+                convert(
+                    &mut summary,
                     *link,
                     if_name.as_deref(),
+                    label,
                     unix_ns,
                     epb.original_len,
                     &epb.data,
-                );
-                if let Some(frame) = capture.frames.get_mut(before) {
+                )
+                .map(|mut frame| {
                     frame.direction = frame.direction.or(direction);
-                }
+                    frame
+                })
             }
-            Block::SimplePacket(spb) => {
-                let Some((link, if_name, _)) = interfaces.first() else {
-                    continue;
-                };
-                let (link, if_name) = (*link, if_name.clone());
-                push(
-                    &mut capture,
-                    link,
+            Block::SimplePacket(spb) => match interfaces.first() {
+                Some((link, if_name, _, label)) => convert(
+                    &mut summary,
+                    *link,
                     if_name.as_deref(),
+                    label,
                     0,
                     spb.original_len,
                     &spb.data,
-                );
-            }
-            _ => {}
+                ),
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(frame) = frame {
+            visit(frame);
         }
     }
-    Ok(capture)
+    Ok(summary)
 }
 
 /// Units per second of a pcapng `if_tsresol` (power of 10, or of 2 with the top bit set).
@@ -195,35 +271,44 @@ fn ts_units(resolution: u8) -> Option<u64> {
     }
 }
 
-fn cut(capture: &Capture, err: &pcap_file::PcapError) -> String {
-    format!("cut short after {} frames: {err}", capture.frames.len())
+fn cut(summary: &Summary, err: &pcap_file::PcapError) -> String {
+    format!("cut short after {} frames: {err}", summary.frames)
 }
 
-fn push(
-    capture: &mut Capture,
+/// The frame as Ethernet, counted in `summary`; `None` (counted as skipped) when it cannot be.
+fn convert(
+    summary: &mut Summary,
     link: DataLink,
     if_name: Option<&str>,
+    link_label: &str,
     unix_ns: i128,
     wire_len: u32,
     data: &[u8],
-) {
+) -> Option<CapturedFrame> {
     match to_ethernet(link, data) {
         Ok(Some(converted)) => {
             let interface = if_name
                 .map(str::to_owned)
                 .or_else(|| converted.ifindex.map(|i| format!("if{i}")))
-                .unwrap_or_else(|| link_name(link));
-            capture.frames.push(CapturedFrame {
+                .unwrap_or_else(|| link_label.to_owned());
+            summary.frames += 1;
+            Some(CapturedFrame {
                 unix_ns,
                 interface,
                 direction: converted.direction,
                 wire_len,
                 frame: converted.frame,
-            });
+            })
         }
-        Ok(None) => *capture.skipped.entry(link_name(link)).or_default() += 1,
+        Ok(None) => {
+            *summary.skipped.entry(link_label.to_owned()).or_default() += 1;
+            None
+        }
         // One bad frame does not spoil the file: it is counted, the rest is read.
-        Err(reason) => *capture.skipped.entry(reason).or_default() += 1,
+        Err(reason) => {
+            *summary.skipped.entry(reason).or_default() += 1;
+            None
+        }
     }
 }
 
