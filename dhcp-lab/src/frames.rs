@@ -21,6 +21,10 @@ pub struct Dhcpv4Spec {
     pub server_id: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
     pub hostname: Option<String>,
+    /// Option 1, as servers send in OFFER/ACK.
+    pub subnet_mask: Option<Ipv4Addr>,
+    /// Option 51, seconds.
+    pub lease_secs: Option<u32>,
 }
 
 impl Dhcpv4Spec {
@@ -34,6 +38,8 @@ impl Dhcpv4Spec {
             server_id: None,
             requested_ip: None,
             hostname: None,
+            subnet_mask: None,
+            lease_secs: None,
         }
     }
 
@@ -60,6 +66,12 @@ impl Dhcpv4Spec {
         }
         if let Some(req) = self.requested_ip {
             opts.insert(v4::DhcpOption::RequestedIpAddress(req));
+        }
+        if let Some(mask) = self.subnet_mask {
+            opts.insert(v4::DhcpOption::SubnetMask(mask));
+        }
+        if let Some(secs) = self.lease_secs {
+            opts.insert(v4::DhcpOption::AddressLeaseTime(secs));
         }
         if let Some(host) = &self.hostname {
             opts.insert(v4::DhcpOption::Hostname(host.clone()));

@@ -67,6 +67,8 @@ pub fn exchange(k: u32) -> Vec<Frame> {
     let mut offer = Dhcpv4Spec::new(MessageType::Offer, xid, mac);
     offer.yiaddr = ip;
     offer.server_id = Some(VIP_ADDR);
+    offer.subnet_mask = Some(Ipv4Addr::new(255, 0, 0, 0));
+    offer.lease_secs = Some(3600);
     frames.push(server(offer.clone()));
     let mut request = Dhcpv4Spec::new(MessageType::Request, xid, mac);
     request.requested_ip = Some(ip);

@@ -75,7 +75,15 @@ fn test() -> anyhow::Result<()> {
         "warnings",
     ])?;
     clippy_kernel_programs()?;
-    run_tests()
+    run_tests()?;
+    // Every benchmark, briefly, so the benchmark code cannot rot; it checks results are sane,
+    // never timings.
+    bench::run(&bench::BenchArgs {
+        quick: true,
+        only: Vec::new(),
+        out: None,
+        keep: false,
+    })
 }
 
 /// `cargo test --workspace`, echoing its output, then one closing line with the totals over

@@ -8,10 +8,12 @@ use anyhow::{Context as _, bail};
 /// service: the lab starts its own instances and must never start the host's. `prometheus`
 /// gives the server the end-to-end test starts in a namespace and `promtool` (its service is
 /// not started: the tests run their own). `tcpdump` and `tshark` make and read the captures the
-/// pcap tests compare with.
+/// pcap tests compare with. `iperf3` drives the bulk flows of the forwarding benchmark (its
+/// daemon is not started: the benchmark runs its own server in a namespace).
 const RUNTIME_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "dnsmasq-utils",
+    "iperf3",
     "isc-dhcp-client",
     "iproute2",
     "prometheus",

@@ -1,6 +1,257 @@
-//! Placeholder until this benchmark is written.
-use super::{Ctx, Figure};
+//! Benchmark 7: what the agent costs at rest. Binary size, start-up time to "attached", and
+//! peak RSS of the `run` daemon idle and with a lease file of 100,000 leases.
+//!
+//! The daemon runs in a namespace of its own on a veth interface and `lo`, as on a router
+//! (XDP + TC egress on the guest side, TC ingress on `lo`), with an empty state file.
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-pub fn run(_ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
-    anyhow::bail!("not written yet")
+use anyhow::Context as _;
+use dhcp_lab::{
+    Netns,
+    traffic::{client_ip, client_mac},
+};
+
+use super::{Ctx, Figure, Target, process::status_bytes, sane};
+
+const GROUP: &str = "footprint";
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = binary_size(ctx)?;
+    let ns = Netns::create(&format!("dhcpobs-fp-{}", std::process::id()))?;
+    ns.ip(&["link", "set", "lo", "up"])?;
+    ns.ip(&[
+        "link", "add", "guest0", "type", "veth", "peer", "name", "vm0",
+    ])?;
+    ns.ip(&["link", "set", "guest0", "up"])?;
+    ns.ip(&["link", "set", "vm0", "up"])?;
+
+    // Start-up: spawn to the "watching;" line, printed once the programs are verified and
+    // attached and the lease table is read.
+    let starts = ctx.pick(10, 2);
+    let empty = ctx.scratch.join("empty.leases");
+    std::fs::write(&empty, "")?;
+    let mut startup = Vec::new();
+    let mut idle_rss = Vec::new();
+    let mut ring_rss = Vec::new();
+    for _ in 0..starts {
+        let agent = Daemon::start(ctx, &ns, &empty)?;
+        startup.push(agent.attached_after.as_secs_f64() * 1e3);
+        if idle_rss.is_empty() {
+            // Idle: after a few of its once-a-second housekeeping ticks.
+            std::thread::sleep(ctx.pick(Duration::from_secs(3), Duration::from_millis(300)));
+            idle_rss.push(agent.peak_rss()? as f64 / 1e6);
+            ring_rss.push(agent.ring_buffer_rss()? as f64 / 1e6);
+        }
+        agent.stop()?;
+    }
+    figures.push(
+        Figure::from_samples(
+            GROUP,
+            "start-up to attached",
+            "ms",
+            &startup,
+            format!(
+                "spawn of `dhcp-agent run --iface guest0 --iface lo` (veth + lo) to its \"watching;\" line (programs verified and attached, lease file read), {starts} starts"
+            ),
+        )
+        .target(Target::AtMost(200.0)),
+    );
+    figures.push(
+        Figure::from_samples(
+            GROUP,
+            "peak RSS, idle",
+            "MB",
+            &idle_rss,
+            "VmHWM of the `run` daemon (empty lease file) after attaching and 3 s of housekeeping",
+        )
+        .target(Target::AtMost(16.0)),
+    );
+    figures.push(Figure::from_samples(
+        GROUP,
+        "of which the event ring buffer's mapping",
+        "MB",
+        &ring_rss,
+        "Rss of the anon_inode:bpf-map mappings in /proc/PID/smaps: the consumer maps the ring's data pages twice (for wrap-around), so the default 8 MiB ring counts 16 MiB",
+    ));
+
+    let leases = ctx.pick(100_000, 1_000);
+    let file = ctx.scratch.join("dnsmasq.leases");
+    write_lease_file(&file, leases)?;
+    let mut loaded_rss = Vec::new();
+    for _ in 0..ctx.pick(3, 1) {
+        let agent = Daemon::start(ctx, &ns, &file)?;
+        sane(
+            agent
+                .stderr_line
+                .contains(&format!("watching; {leases} leases")),
+            || {
+                format!(
+                    "the daemon did not load {leases} leases: {}",
+                    agent.stderr_line
+                )
+            },
+        )?;
+        std::thread::sleep(ctx.pick(Duration::from_secs(3), Duration::from_millis(300)));
+        loaded_rss.push(agent.peak_rss()? as f64 / 1e6);
+        agent.stop()?;
+    }
+    let mut figure = Figure::from_samples(
+        GROUP,
+        format!("peak RSS, {leases} leases"),
+        "MB",
+        &loaded_rss,
+        format!(
+            "VmHWM of the `run` daemon with a dnsmasq lease file of {leases} leases, 3 s after attaching"
+        ),
+    );
+    if !ctx.quick {
+        figure = figure.target(Target::AtMost(64.0));
+    }
+    figures.push(figure);
+    Ok(figures)
+}
+
+fn binary_size(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
+    let size = std::fs::metadata(&ctx.agent)
+        .with_context(|| format!("reading {}", ctx.agent.display()))?
+        .len();
+    let stripped = ctx.scratch.join("dhcp-agent.stripped");
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&ctx.agent)
+        .status()
+        .context("running strip")?;
+    sane(status.success(), || format!("strip failed: {status}"))?;
+    let stripped_size = std::fs::metadata(&stripped)?.len();
+    Ok(vec![
+        Figure::from_samples(
+            GROUP,
+            "binary size (release, as built)",
+            "MB",
+            &[size as f64 / 1e6],
+            "size of target/release/dhcp-agent (kernel programs embedded)",
+        ),
+        Figure::from_samples(
+            GROUP,
+            "binary size (stripped)",
+            "MB",
+            &[stripped_size as f64 / 1e6],
+            "the same after `strip`",
+        ),
+    ])
+}
+
+/// A dnsmasq lease file of `count` leases of distinct clients.
+fn write_lease_file(path: &Path, count: usize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for k in 0..count as u32 {
+        let mac = client_mac(k);
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        writeln!(
+            out,
+            "{} {mac} {} vm-{k} 01:{mac}",
+            1_790_000_000 + k,
+            client_ip(k)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A `run` daemon started for measuring.
+struct Daemon {
+    child: Child,
+    attached_after: Duration,
+    stderr_line: String,
+}
+
+impl Daemon {
+    /// Starts the daemon in `ns` and waits for its "watching;" line.
+    fn start(ctx: &Ctx, ns: &Netns, leases: &Path) -> anyhow::Result<Daemon> {
+        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name()))
+            .with_context(|| format!("opening namespace {}", ns.name()))?;
+        let state: PathBuf = ctx.scratch.join("state.json");
+        let _ = std::fs::remove_file(&state);
+        let mut cmd = Command::new(&ctx.agent);
+        cmd.args(["run", "--iface", "guest0", "--iface", "lo", "--leases"])
+            .arg(leases)
+            .arg("--state-file")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
+        // SAFETY: setns is async-signal-safe; it only moves the child into the namespace.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().context("starting dhcp-agent run")?;
+        let stderr = child.stderr.take().context("piped stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let line = loop {
+            match lines.next() {
+                Some(line) => {
+                    let line = line?;
+                    if line.starts_with("watching;") {
+                        break line;
+                    }
+                }
+                None => {
+                    let status = child.wait()?;
+                    anyhow::bail!("dhcp-agent run exited ({status}) before attaching");
+                }
+            }
+        };
+        let attached_after = started.elapsed();
+        // Keep draining stderr so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Daemon {
+            child,
+            attached_after,
+            stderr_line: line,
+        })
+    }
+
+    fn peak_rss(&self) -> anyhow::Result<u64> {
+        status_bytes(self.child.id(), "VmHWM")
+    }
+
+    /// Resident bytes of the BPF map mappings (the event ring buffer).
+    fn ring_buffer_rss(&self) -> anyhow::Result<u64> {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id()))?;
+        let mut in_map = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                in_map = line.ends_with("anon_inode:bpf-map");
+            } else if in_map && let Some(rest) = line.strip_prefix("Rss:") {
+                kib += rest.trim().trim_end_matches(" kB").parse::<u64>()?;
+            }
+        }
+        Ok(kib * 1024)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        sane(status.success(), || {
+            format!("dhcp-agent run exited with {status} on SIGTERM")
+        })
+    }
 }

@@ -17,6 +17,7 @@ mod footprint;
 mod forwarding;
 mod latency;
 mod micro;
+mod process;
 mod storm;
 
 use std::{
@@ -41,6 +42,9 @@ pub struct BenchArgs {
     /// full run, the target directory for --quick).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Keep the scratch directory (generated captures and lease files), e.g. for profiling.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// What every benchmark gets.
@@ -159,8 +163,11 @@ pub fn sane(ok: bool, what: impl FnOnce() -> String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A benchmark: what it measures, as figures.
+type Benchmark = fn(&Ctx) -> anyhow::Result<Vec<Figure>>;
+
 /// Every benchmark, in the order of the list.
-const BENCHMARKS: &[(&str, fn(&Ctx) -> anyhow::Result<Vec<Figure>>)] = &[
+const BENCHMARKS: &[(&str, Benchmark)] = &[
     ("hooks", micro::hooks),
     ("forwarding", forwarding::run),
     ("storm", storm::run),
@@ -189,33 +196,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     crate::cargo(&["build", "--release", "--package", "dhcp-agent"])?;
-    let scratch = crate::target_dir().join("bench-scratch");
-    let _ = std::fs::remove_dir_all(&scratch);
+    // Per process: two benchmark runs at once must not remove each other's files.
+    let scratch = crate::target_dir().join(format!("bench-scratch-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let ctx = Ctx {
         quick: args.quick,
         agent: crate::target_dir().join("release/dhcp-agent"),
         scratch: scratch.clone(),
     };
-    let mut figures = Vec::new();
-    for (name, bench) in BENCHMARKS {
-        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
-            continue;
-        }
-        eprintln!("bench: {name}");
-        let started = std::time::Instant::now();
-        let found = bench(&ctx).with_context(|| format!("benchmark {name}"))?;
-        sane(!found.is_empty(), || format!("{name} produced no figure"))?;
-        for figure in &found {
-            sane(figure.value.is_finite() && figure.samples > 0, || {
-                format!("{name}: {} = {}", figure.name, figure.value)
-            })?;
-        }
-        eprintln!("bench: {name} done in {:.1?}", started.elapsed());
-        figures.extend(found);
+    let figures = run_all(&ctx, &args.only);
+    if args.keep {
+        eprintln!("bench: kept {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
     }
-    let _ = std::fs::remove_dir_all(&scratch);
-    let report = Report::new(figures);
+    let report = Report::new(figures?);
     println!("{}", report.text());
     let out = args.out.clone().unwrap_or_else(|| {
         if args.quick {
@@ -229,6 +224,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         report.update_readme(&repo_root().join("README.md"))?;
     }
     Ok(())
+}
+
+/// Runs the benchmarks `only` names (all when empty), in order.
+fn run_all(ctx: &Ctx, only: &[String]) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for (name, bench) in BENCHMARKS {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        eprintln!("bench: {name}");
+        let started = std::time::Instant::now();
+        let found = bench(ctx).with_context(|| format!("benchmark {name}"))?;
+        sane(!found.is_empty(), || format!("{name} produced no figure"))?;
+        for figure in &found {
+            sane(figure.value.is_finite() && figure.samples > 0, || {
+                format!("{name}: {} = {}", figure.name, figure.value)
+            })?;
+        }
+        eprintln!("bench: {name} done in {:.1?}", started.elapsed());
+        figures.extend(found);
+    }
+    Ok(figures)
 }
 
 fn repo_root() -> PathBuf {

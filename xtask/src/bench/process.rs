@@ -1,0 +1,89 @@
+//! Running a command and measuring it from outside: wall time, CPU time and peak RSS, as the
+//! kernel accounts them to the child (wait4's rusage), not as the child reports itself.
+use std::{
+    process::{Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+/// What one run of a command cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    pub wall: Duration,
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// Peak resident set size, bytes.
+    pub max_rss: u64,
+    pub status: ExitStatus,
+}
+
+/// Runs `cmd` to completion (its stdio as the caller set it up) and measures it.
+pub fn measure(cmd: &mut Command) -> anyhow::Result<Cost> {
+    let started = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    anyhow::ensure!(
+        waited == pid,
+        "wait4 for {cmd:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Cost {
+        wall,
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+        // Linux reports ru_maxrss in KiB.
+        max_rss: usage.ru_maxrss as u64 * 1024,
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+    })
+}
+
+/// CPU time (user + system) a running process has used so far, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// A `/proc/PID/status` field in bytes (VmRSS, VmHWM: the kernel prints them in kB).
+pub fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_a_child() {
+        let cost = measure(
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"]),
+        )
+        .unwrap();
+        assert!(cost.status.success());
+        assert!(cost.cpu > Duration::ZERO && cost.max_rss > 0);
+        assert!(cpu_time(std::process::id()).is_ok());
+        assert!(status_bytes(std::process::id(), "VmHWM").unwrap() > 0);
+    }
+}
