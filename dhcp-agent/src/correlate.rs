@@ -219,6 +219,12 @@ impl Correlator {
         self.settle(table, now_ns, identity, None)
     }
 
+    /// The earliest deadline of a pending release: the daemon wakes up then, so a release is
+    /// settled as soon as its grace is over rather than on the next periodic tick.
+    pub fn next_deadline_ns(&self) -> Option<i128> {
+        self.pending.values().map(|p| p.deadline_ns).min()
+    }
+
     /// Time passed: releases past their deadline are settled.
     pub fn on_tick(
         &mut self,
@@ -447,6 +453,21 @@ mod tests {
         };
         assert_eq!(dropped_cause(wrong_id, with_id), Cause::ClientMismatch);
         assert_eq!(dropped_cause(release(Some(VIP)), lease(IP)), Cause::Unknown);
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_grace_end() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        assert_eq!(correlator.next_deadline_ns(), None);
+        let first = release(Some(VIP));
+        let seen = first.seen_ns;
+        correlator.on_release(first, &table_with(IP), &identity);
+        assert_eq!(correlator.next_deadline_ns(), Some(seen + 2 * SECOND));
+        // Settled at its deadline: nothing left to wake up for.
+        let verdicts = correlator.on_tick(&table_with(IP), seen + 2 * SECOND, &identity);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(correlator.next_deadline_ns(), None);
     }
 
     #[test]

@@ -467,6 +467,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     loop {
         let mut dirty = false;
+        // When the next pending release's grace ends.
+        let settle_at = correlator.next_deadline_ns().map(|deadline| {
+            let wait = u64::try_from(deadline - now_ns()).unwrap_or(0);
+            tokio::time::Instant::now() + Duration::from_nanos(wait)
+        });
         let verdicts = tokio::select! {
             result = &mut shutdown => { result?; break; }
             result = reader.read_batch(&mut batch) => {
@@ -504,6 +509,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 daemon.outstanding.refresh(&table);
                 correlator.on_table(&table, now_ns(), &identity)
+            }
+            _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
+                correlator.on_tick(&table, now_ns(), &identity)
             }
             _ = tick.tick() => {
                 for unanswered in transactions.on_tick(now_ns()) {
