@@ -73,8 +73,10 @@ pub struct CaptureArgs {
     /// How to attach the TC hooks: TCX links (kernel >= 6.6) or netlink clsact filters.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
     pub tc_mode: TcMode,
-    /// How to attach XDP on non-loopback interfaces.
-    #[arg(long, value_enum, default_value_t = XdpChoice::Auto)]
+    /// Ingress hook on non-loopback interfaces: `off` is a TC classifier (the default: XDP in
+    /// driver mode switches off TSO/GRO on veth and virtio-net); `auto` tries XDP driver mode,
+    /// then generic mode, then TC.
+    #[arg(long, value_enum, default_value_t = XdpChoice::Off)]
     pub xdp_mode: XdpChoice,
     /// Size of the kernel event ring buffer in bytes (power of two, at least a page).
     #[arg(long, default_value_t = dhcp_common::DEFAULT_RING_BYTES, value_parser = parse_ring_bytes)]

@@ -54,7 +54,14 @@ fn bad_filter_values_are_rejected() {
 #[test]
 fn a_second_agent_coexists_with_the_first() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let args = ["--type", "discover", "--type", "offer"];
+    let args = [
+        "--type",
+        "discover",
+        "--type",
+        "offer",
+        "--xdp-mode",
+        "auto",
+    ];
     let first = start_watch(&lab, &args);
     let second = start_watch(&lab, &args);
     assert!(

@@ -150,7 +150,7 @@ fn a_scrape_shows_the_labs_traffic_and_passes_promtool() {
     let boot_10s = [("exchange", "discover_ack"), ("le", "10")];
     let mismatch = [("cause", "server_id_mismatch")];
     let remediated = [("result", "remediated")];
-    let (xdp, egress) = ([("hook", "xdp_ingress")], [("hook", "tc_egress")]);
+    let (ingress, egress) = ([("hook", "tc_ingress")], [("hook", "tc_egress")]);
     let version = [("version", env!("CARGO_PKG_VERSION"))];
     let text = wait_samples(
         &lab,
@@ -173,9 +173,9 @@ fn a_scrape_shows_the_labs_traffic_and_passes_promtool() {
             ("dhcp_leases", &pool, 1.0..=1.0),
             ("dhcp_pool_size", &pool, 101.0..=101.0),
             ("dhcp_server_id_info", &server_id, 1.0..=1.0),
-            ("dhcp_capture_lost_events_total", &xdp, 0.0..=0.0),
+            ("dhcp_capture_lost_events_total", &ingress, 0.0..=0.0),
             // The guest's frames on XDP, the server's replies on TC egress.
-            ("dhcp_capture_events_total", &xdp, 3.0..=f64::MAX),
+            ("dhcp_capture_events_total", &ingress, 3.0..=f64::MAX),
             ("dhcp_capture_events_total", &egress, 3.0..=f64::MAX),
             (
                 "dhcp_lease_file_reloads_total",

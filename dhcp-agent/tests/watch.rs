@@ -17,6 +17,7 @@ use serde_json::Value;
 fn full_exchange(config: LabConfig, agent_args: &[&str]) {
     let lab = Lab::start(config.clone()).expect("lab");
     let agent = start_watch(&lab, agent_args);
+    let ingress = ingress_hook(agent_args);
 
     let ip = lab.vm.boot().expect("dhclient gets a lease");
     let ip_s = ip.to_string();
@@ -29,7 +30,7 @@ fn full_exchange(config: LabConfig, agent_args: &[&str]) {
     let is = |r: &Value, ty: &str| s(r, "message_type") == ty && s(r, "chaddr") == mac;
 
     let discover = agent.wait_record("DISCOVER", |r| is(r, "DISCOVER"));
-    assert_eq!(s(&discover, "hook"), "xdp_ingress", "{discover}");
+    assert_eq!(s(&discover, "hook"), ingress, "{discover}");
     assert_eq!(s(&discover, "direction"), "in");
     assert_eq!(s(&discover, "interface"), ROUTER_IFACE);
     assert_eq!(discover["vlan"], vlan, "{discover}");
@@ -71,7 +72,7 @@ fn full_exchange(config: LabConfig, agent_args: &[&str]) {
     let own = agent.wait_record("dhclient RELEASE", |r| {
         is(r, "RELEASE") && s(r, "interface") == ROUTER_IFACE
     });
-    assert_eq!(s(&own, "hook"), "xdp_ingress", "{own}");
+    assert_eq!(s(&own, "hook"), ingress, "{own}");
     assert_eq!(s(&own, "server_id"), vip);
     assert_eq!(s(&own, "ciaddr"), ip_s);
     assert_eq!(own["vlan"], vlan, "{own}");
@@ -102,9 +103,22 @@ fn assert_detached(lab: &Lab) {
     }
 }
 
+/// The hook that sees guest ingress: XDP when asked for, TC ingress by default.
+fn ingress_hook(agent_args: &[&str]) -> &'static str {
+    match agent_args.windows(2).find(|w| w[0] == "--xdp-mode") {
+        Some([_, "auto" | "driver" | "skb"]) => "xdp_ingress",
+        _ => "tc_ingress",
+    }
+}
+
 #[test]
 fn sees_exchange_and_both_releases() {
     full_exchange(LabConfig::default(), &[]);
+}
+
+#[test]
+fn sees_exchange_with_xdp_ingress() {
+    full_exchange(LabConfig::default(), &["--xdp-mode", "auto"]);
 }
 
 #[test]
@@ -133,8 +147,17 @@ fn sees_vlan_tagged_traffic() {
         return;
     }
     eprintln!("kernel without 802.1Q: injecting tagged frames");
+    for agent_args in [&[][..], &["--xdp-mode", "auto"][..]] {
+        injected_vlan_frames(agent_args);
+    }
+}
+
+/// Tagged frames (802.1Q and QinQ) injected at both ends of the guest link, seen by the
+/// ingress hook `agent_args` choose and by TC egress.
+fn injected_vlan_frames(agent_args: &[&str]) {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    let agent = start_watch(&lab, &[]);
+    let agent = start_watch(&lab, agent_args);
+    let ingress = ingress_hook(agent_args);
     let mac = [0x52, 0x54, 0, 0x77, 0, 1];
     let bcast = Ipv4Addr::BROADCAST;
     let discover = Dhcpv4Spec::new(MessageType::Discover, 0x0100_0001, mac).encode();
@@ -189,13 +212,13 @@ fn sees_vlan_tagged_traffic() {
     let d = agent.wait_record("tagged DISCOVER", |r| s(r, "message_type") == "DISCOVER");
     assert_eq!(
         (s(&d, "hook"), d["vlan"].as_u64(), d["vlan_inner"].as_u64()),
-        ("xdp_ingress", Some(100), None),
+        (ingress, Some(100), None),
         "{d}"
     );
     let r = agent.wait_record("QinQ REQUEST", |r| s(r, "message_type") == "REQUEST");
     assert_eq!(
         (s(&r, "hook"), r["vlan"].as_u64(), r["vlan_inner"].as_u64()),
-        ("xdp_ingress", Some(200), Some(300)),
+        (ingress, Some(200), Some(300)),
         "{r}"
     );
     assert_eq!(s(&r, "requested_ip"), "172.29.101.150");
