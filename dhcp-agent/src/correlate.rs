@@ -235,7 +235,8 @@ impl Correlator {
         self.settle(table, now_ns, identity, None)
     }
 
-    /// Settles what can be settled (all pending records, or just `only`).
+    /// Settles what can be settled (all pending records, or just `only`: one lookup, so a
+    /// burst of releases does not cost a scan of every pending one each).
     fn settle(
         &mut self,
         table: &LeaseTable,
@@ -243,42 +244,63 @@ impl Correlator {
         identity: &ServerIdentity,
         only: Option<&(Ipv4Addr, Vec<u8>)>,
     ) -> Vec<Verdict> {
-        let grace_ns = self.grace_ns;
-        let recently_removed = &self.recently_removed;
-        let mut settled = Vec::new();
-        self.pending.retain(|key, pending| {
-            if only.is_some_and(|k| k != key) {
-                return true;
-            }
-            let release = &pending.release;
-            let current = table.get_v4(release.ciaddr);
-            if let Some(lease) = current {
-                pending.lease = Some(lease.clone());
-            }
-            let removed_since = recently_removed
-                .get(&release.ciaddr)
-                .filter(|(lease, at)| *at >= release.seen_ns - grace_ns && release.matches(lease))
-                .map(|(lease, _)| lease);
-            let outcome = match current {
-                None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
-                None if now_ns >= pending.deadline_ns => Outcome::NoLease,
-                Some(lease) if now_ns >= pending.deadline_ns => {
-                    Outcome::Dropped(diagnose(release, Some(lease), identity))
-                }
-                _ => return true,
+        let (grace_ns, recently_removed) = (self.grace_ns, &self.recently_removed);
+        let mut decide = |pending: &mut Pending| {
+            decide(pending, table, now_ns, identity, recently_removed, grace_ns)
+        };
+        if let Some(key) = only {
+            let Some(verdict) = self.pending.get_mut(key).and_then(&mut decide) else {
+                return Vec::new();
             };
-            settled.push(Verdict {
-                release: release.clone(),
-                outcome,
-                expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
-                lease: pending.lease.clone().or_else(|| removed_since.cloned()),
-                settled_ns: now_ns,
-            });
-            false
+            self.pending.remove(key);
+            return vec![verdict];
+        }
+        let mut settled = Vec::new();
+        self.pending.retain(|_, pending| match decide(pending) {
+            Some(verdict) => {
+                settled.push(verdict);
+                false
+            }
+            None => true,
         });
         settled.sort_by_key(|v| v.release.seen_ns);
         settled
     }
+}
+
+/// The verdict on one pending release now, if it can be given yet.
+fn decide(
+    pending: &mut Pending,
+    table: &LeaseTable,
+    now_ns: i128,
+    identity: &ServerIdentity,
+    recently_removed: &HashMap<Ipv4Addr, (Lease, i128)>,
+    grace_ns: i128,
+) -> Option<Verdict> {
+    let release = &pending.release;
+    let current = table.get_v4(release.ciaddr);
+    if let Some(lease) = current {
+        pending.lease = Some(lease.clone());
+    }
+    let removed_since = recently_removed
+        .get(&release.ciaddr)
+        .filter(|(lease, at)| *at >= release.seen_ns - grace_ns && release.matches(lease))
+        .map(|(lease, _)| lease);
+    let outcome = match current {
+        None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
+        None if now_ns >= pending.deadline_ns => Outcome::NoLease,
+        Some(lease) if now_ns >= pending.deadline_ns => {
+            Outcome::Dropped(diagnose(release, Some(lease), identity))
+        }
+        _ => return None,
+    };
+    Some(Verdict {
+        release: release.clone(),
+        outcome,
+        expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
+        lease: pending.lease.clone().or_else(|| removed_since.cloned()),
+        settled_ns: now_ns,
+    })
 }
 
 /// What the wire alone proves about a RELEASE: a reason the server will ignore it, as a person

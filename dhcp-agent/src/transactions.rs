@@ -75,6 +75,9 @@ pub struct Transactions {
     open: Map<Key, Open>,
     /// Keys in the order their exchanges started, with that start (keys can be reused).
     order: VecDeque<(i128, Key)>,
+    /// First DISCOVERs in the order they were seen: a tick looks only at those whose timeout
+    /// just passed, not at every exchange it already checked.
+    discovers: VecDeque<(i128, Key)>,
 }
 
 impl Transactions {
@@ -83,6 +86,7 @@ impl Transactions {
             discover_timeout_ns: i128::try_from(discover_timeout.as_nanos()).unwrap_or(i128::MAX),
             open: Map::default(),
             order: VecDeque::new(),
+            discovers: VecDeque::new(),
         }
     }
 
@@ -106,7 +110,15 @@ impl Transactions {
                     MessageType::Discover => &mut open.discover_ns,
                     _ => &mut open.request_ns,
                 };
+                let first_discover = slot.is_none() && kind == MessageType::Discover;
                 slot.get_or_insert(at);
+                if first_discover {
+                    // Only MAX_OPEN exchanges are kept; older queue entries are stale.
+                    if self.discovers.len() >= 2 * MAX_OPEN {
+                        self.discovers.pop_front();
+                    }
+                    self.discovers.push_back((at, key));
+                }
                 None
             }
             (2, MessageType::Offer) => {
@@ -177,25 +189,21 @@ impl Transactions {
     /// Reports DISCOVERs unanswered for longer than the timeout and forgets old exchanges.
     pub fn on_tick(&mut self, now_ns: i128) -> Vec<TransactionEvent> {
         let mut events = Vec::new();
-        for (started, key) in &self.order {
-            if now_ns - started < self.discover_timeout_ns {
-                break; // the rest started later
+        while let Some(&(discover_ns, key)) = self.discovers.front() {
+            if now_ns - discover_ns < self.discover_timeout_ns {
+                break; // the rest came later
             }
-            let Some(open) = self.open.get_mut(key) else {
-                continue;
+            self.discovers.pop_front();
+            let Some(open) = self.open.get_mut(&key) else {
+                continue; // given up or forgotten since
             };
-            if !open.finished
-                && !open.offered
-                && open
-                    .discover_ns
-                    .is_some_and(|d| now_ns - d >= self.discover_timeout_ns)
-            {
+            if open.discover_ns == Some(discover_ns) && !open.finished && !open.offered {
                 open.finished = true;
                 events.push(TransactionEvent::Unanswered {
                     interface: open.interface.clone(),
                     client: key.1[..usize::from(key.2)].to_vec(),
                     xid: key.0,
-                    at_ns: open.discover_ns.unwrap_or(*started),
+                    at_ns: discover_ns,
                 });
             }
         }
