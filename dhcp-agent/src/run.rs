@@ -465,9 +465,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    // New pending releases are written to the state file on the next once-a-second tick, not
-    // after every batch: rewriting the file per batch took 64% of the agent's CPU in a DHCP
-    // storm (`cargo xtask bench`, storm). Settled releases and repairs are written at once.
+    // New pending releases and unflagged verdicts are written to the state file on the next
+    // once-a-second tick, not after every batch: rewriting the file per batch took 64% of the
+    // agent's CPU in a DHCP storm (`cargo xtask bench`, storm). Flagged releases and repairs
+    // are written at once.
     let mut pending_unsaved = false;
     loop {
         let mut dirty = false;
@@ -590,7 +591,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Vec::new()
             }
         };
-        dirty |= !verdicts.is_empty();
+        // A flagged release is written at once (a restart must not lose it); the others with
+        // the next tick.
+        dirty |= verdicts
+            .iter()
+            .any(|v| matches!(v.outcome, Outcome::Dropped(_)));
+        pending_unsaved |= !verdicts.is_empty();
         for verdict in verdicts {
             if matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease) && args.probe_memory {
                 // The file says the lease is gone (or never was); confirm in the server's
