@@ -387,6 +387,7 @@ fn now_seconds() -> f64 {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         &system::kernel_release(),
@@ -463,7 +464,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.grace,
         args.metrics_addr
     );
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     // New pending releases and unflagged verdicts are written to the state file on the next
     // once-a-second tick, not after every batch: rewriting the file per batch took 64% of the
@@ -478,7 +478,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::Instant::now() + Duration::from_nanos(wait)
         });
         let verdicts = tokio::select! {
-            result = &mut shutdown => { result?; break; }
+            () = &mut shutdown => break,
             result = reader.read_batch(&mut batch) => {
                 result.context("reading the event ring buffer")?;
                 let done = Pipeline {

@@ -25,6 +25,7 @@ struct Tally {
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let mut pcap = args.pcap.open()?;
     let mut capture = start_capture(&args.capture)?;
     let mut reader = capture.event_reader()?;
@@ -40,11 +41,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut batch = Vec::new();
     let stdout = std::io::stdout();
     eprintln!("watching; Ctrl-C to stop");
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     'watch: loop {
         tokio::select! {
-            result = &mut shutdown => { result?; break 'watch; }
+            () = &mut shutdown => break 'watch,
             result = reader.read_batch(&mut batch) => result.context("reading the event ring buffer")?,
         }
         let mut out = stdout.lock();

@@ -234,13 +234,26 @@ fn oversized_frames_are_truncated_and_counted() {
 
 #[test]
 fn a_full_ring_buffer_counts_lost_events_and_still_passes() {
-    // 16 KiB holds at most 7 events of ~2 KiB; the rest are lost, never dropped from the wire.
+    // A DISCOVER fits a small record (24 + 512 bytes, 544 with the ring's own header): 16 KiB
+    // holds 30 of them; the rest are lost, never dropped from the wire.
     let mut capture = Capture::load(16 << 10).unwrap();
     let _ring = capture.take_ring_buffer().unwrap();
     let frame = udp4(&Framing::default(), (68, 67), &discover());
+    assert!(frame.len() <= dhcp_common::SMALL_CAPTURE_BYTES);
     let result = capture.test_run(Hook::XdpIngress, &frame, 100).unwrap();
     assert_eq!(result.return_value, XDP_PASS);
     let c = capture.counters().unwrap()[Hook::XdpIngress as usize];
     assert_eq!(c.events + c.lost, 100);
-    assert!(c.events > 0 && c.events < 10, "{c:?}");
+    assert_eq!(c.events, (16 << 10) / 544, "{c:?}");
+
+    // A frame over 512 bytes takes a full record (24 + 2048 + 8): 7 fit.
+    let mut capture = Capture::load(16 << 10).unwrap();
+    let _ring = capture.take_ring_buffer().unwrap();
+    let mut big = discover();
+    big.resize(600, 0);
+    let frame = udp4(&Framing::default(), (68, 67), &big);
+    capture.test_run(Hook::XdpIngress, &frame, 100).unwrap();
+    let c = capture.counters().unwrap()[Hook::XdpIngress as usize];
+    assert_eq!(c.events + c.lost, 100);
+    assert_eq!(c.events, (16 << 10) / 2080, "{c:?}");
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use dhcp_common::{
     CAPTURE_BYTES, DEFAULT_RING_BYTES, FLAG_DHCPV6, FLAG_TRUNCATED, FLAG_VLAN, FLAG_VLAN_INNER,
-    FLAG_VLAN_OFFLOADED, Hook, PacketEvent, stat,
+    FLAG_VLAN_OFFLOADED, Hook, PacketEvent, SMALL_CAPTURE_BYTES, stat,
 };
 
 #[map]
@@ -150,8 +150,9 @@ fn count(hook: Hook, which: u32) {
     }
 }
 
-/// Reserves a ring-buffer record, fills the header and lets `copy` fill the bytes.
-/// `copy(dst, len)` returns false when the kernel refused the copy.
+/// Hands a matched frame to the agent in the smallest record it fits: see
+/// [`SMALL_CAPTURE_BYTES`]. `copy(dst, len)` copies the frame's first `len` bytes and returns
+/// false when the kernel refused the copy.
 #[inline(always)]
 fn emit(
     hook: Hook,
@@ -160,23 +161,43 @@ fn emit(
     m: Match,
     copy: impl FnOnce(*mut u8, u32) -> bool,
 ) {
-    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+    if wire_len <= SMALL_CAPTURE_BYTES as u32 {
+        emit_in::<SMALL_CAPTURE_BYTES>(hook, ifindex, wire_len, m, copy);
+    } else {
+        emit_in::<CAPTURE_BYTES>(hook, ifindex, wire_len, m, copy);
+    }
+}
+
+/// Reserves a record with `N` data bytes, fills the header and lets `copy` fill the bytes.
+#[inline(always)]
+fn emit_in<const N: usize>(
+    hook: Hook,
+    ifindex: u32,
+    wire_len: u32,
+    m: Match,
+    copy: impl FnOnce(*mut u8, u32) -> bool,
+) {
+    let Some(mut entry) = EVENTS.reserve::<PacketEvent<N>>(0) else {
         count(hook, stat::LOST);
         return;
     };
     let event = entry.as_mut_ptr();
     let mut flags = m.flags;
     let mut cap_len = wire_len;
-    if cap_len > CAPTURE_BYTES as u32 {
-        cap_len = CAPTURE_BYTES as u32;
+    if cap_len > N as u32 {
+        cap_len = N as u32;
         flags |= FLAG_TRUNCATED;
     }
-    // The helpers want a length the verifier can prove is in [1, CAPTURE_BYTES]. A plain
-    // `> 0` check gets folded away by LLVM (it knows the frame has an Ethernet header), so
-    // bound it arithmetically: for cap_len in [1, CAPTURE_BYTES] this is the identity.
-    const _: () = assert!(CAPTURE_BYTES.is_power_of_two());
-    let cap_len = (cap_len.wrapping_sub(1) & (CAPTURE_BYTES as u32 - 1)) + 1;
-    // SAFETY: `event` points at a reserved record of size_of::<PacketEvent>() bytes.
+    // The helpers want a length the verifier can prove is in [1, N]. A plain `> 0` check gets
+    // folded away by LLVM (it knows the frame has an Ethernet header), so bound it
+    // arithmetically: for cap_len in [1, N] this is the identity. The volatile read hides the
+    // caller's size-class test from LLVM, which would otherwise prove the mask redundant for
+    // the large class and drop it, leaving the verifier without a bound.
+    const { assert!(N.is_power_of_two()) };
+    // SAFETY: reading a local.
+    let cap_len = unsafe { core::ptr::read_volatile(&cap_len) };
+    let cap_len = (cap_len.wrapping_sub(1) & (N as u32 - 1)) + 1;
+    // SAFETY: `event` points at a reserved record of size_of::<PacketEvent<N>>() bytes.
     let copied = unsafe {
         (*event).timestamp_ns = bpf_ktime_get_boot_ns();
         (*event).ifindex = ifindex;
