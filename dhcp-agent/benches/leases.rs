@@ -20,17 +20,16 @@
 //!
 //! With `DHCP_BENCH_REPORT=<file>` the counts of a checked reload are written there as JSON for
 //! `cargo xtask bench`'s checks.
+mod common;
+
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use criterion::{BatchSize, Criterion, SamplingMode};
 use dhcp_agent::{
     correlate::{Correlator, Outcome, Release, Verdict},
-    decode::hex_colon,
-    dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     leases::{
         LeaseTable,
         dnsmasq::Dnsmasq,
@@ -39,7 +38,7 @@ use dhcp_agent::{
     remediate::{Outstanding, OutstandingRelease},
     server_identity::ServerIdentity,
 };
-use dhcp_lab::traffic::{client_ip, client_mac};
+use dhcp_lab::traffic::{client_ip, dnsmasq_lease_line};
 
 const LEASES: u32 = 100_000;
 const SECOND: i128 = 1_000_000_000;
@@ -76,37 +75,9 @@ fn lease_file(changed: bool) -> String {
                 Change::Same => {}
             }
         }
-        let mac = hex_colon(&client_mac(k));
-        let hostname = if k % 10 == 9 {
-            "*".to_string()
-        } else {
-            format!("vm-{k}")
-        };
-        let client_id = if k % 2 == 0 {
-            format!("01:{mac}")
-        } else {
-            "*".to_string()
-        };
-        let _ = writeln!(
-            text,
-            "{expiry} {mac} {} {hostname} {client_id}",
-            client_ip(k)
-        );
+        let _ = writeln!(text, "{}", dnsmasq_lease_line(k, expiry));
     }
     text
-}
-
-fn identity() -> ServerIdentity {
-    let config = DnsmasqConfig {
-        listen_addresses: vec![Ipv4Addr::LOCALHOST.into(), dhcp_lab::VIP_ADDR.into()],
-        ranges: vec![DhcpRange {
-            start: Ipv4Addr::new(10, 0, 0, 2),
-            end: Some(Ipv4Addr::new(10, 255, 255, 251)),
-            netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
-        }],
-        ..DnsmasqConfig::default()
-    };
-    ServerIdentity::from_config(&config, &[])
 }
 
 /// The daemon's state just before the reload: the correlator has seen the previous table and
@@ -199,7 +170,7 @@ impl Drop for Files {
 
 fn leases(c: &mut Criterion) {
     let files = Files::write();
-    let identity = identity();
+    let identity = common::identity();
     let previous = read_table(&files.previous, &Dnsmasq).expect("the lease file parses");
     assert_eq!(previous.v4.len(), LEASES as usize);
 

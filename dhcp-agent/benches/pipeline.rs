@@ -21,17 +21,17 @@
 //!
 //! With `DHCP_BENCH_REPORT=<file>` the counts of what one iteration handled are written there as
 //! JSON for `cargo xtask bench`'s checks.
-use std::{net::Ipv4Addr, time::Duration};
+mod common;
+
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use dhcp_agent::{
     capture::RawEvent,
     correlate::Correlator,
-    dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     leases::{Expiry, Lease, LeaseTable},
     metrics::Metrics,
     pipeline::Pipeline,
-    server_identity::ServerIdentity,
     service::InterfaceNames,
     system::BootClock,
     transactions::Transactions,
@@ -93,20 +93,6 @@ fn lease_table() -> LeaseTable {
     table
 }
 
-/// dnsmasq serving the clients' 10.0.0.0/8, listening on loopback and the router's VIP.
-fn identity() -> ServerIdentity {
-    let config = DnsmasqConfig {
-        listen_addresses: vec![Ipv4Addr::LOCALHOST.into(), dhcp_lab::VIP_ADDR.into()],
-        ranges: vec![DhcpRange {
-            start: Ipv4Addr::new(10, 0, 0, 2),
-            end: Some(Ipv4Addr::new(10, 255, 255, 251)),
-            netmask: Some(Ipv4Addr::new(255, 0, 0, 0)),
-        }],
-        ..DnsmasqConfig::default()
-    };
-    ServerIdentity::from_config(&config, &[])
-}
-
 /// What one iteration starts from: no exchange tracked, no release pending.
 fn fresh_state() -> (Transactions, Correlator) {
     (
@@ -118,7 +104,7 @@ fn fresh_state() -> (Transactions, Correlator) {
 fn pipeline(c: &mut Criterion) {
     let (events, releases) = recorded_events();
     let table = lease_table();
-    let mut identity = identity();
+    let mut identity = common::identity();
     let mut names = InterfaceNames::default();
     let metrics = Metrics::new("bench", "bench");
     let clock = BootClock::new();

@@ -104,6 +104,23 @@ pub fn conversation_frames(count: usize) -> Vec<Frame> {
     (0u32..).flat_map(exchange).take(count).collect()
 }
 
+/// Client `k`'s line in a dnsmasq lease file (`expiry mac ip hostname client-id`, `*` for
+/// none): one client in ten sends no hostname, every other one a client id.
+pub fn dnsmasq_lease_line(k: u32, expiry: u64) -> String {
+    let mac = client_mac(k).map(|b| format!("{b:02x}")).join(":");
+    let hostname = if k % 10 == 9 {
+        "*".to_string()
+    } else {
+        format!("vm-{k}")
+    };
+    let client_id = if k.is_multiple_of(2) {
+        format!("01:{mac}")
+    } else {
+        "*".to_string()
+    };
+    format!("{expiry} {mac} {} {hostname} {client_id}", client_ip(k))
+}
+
 fn frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],

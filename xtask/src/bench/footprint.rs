@@ -12,10 +12,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use dhcp_lab::{
-    Netns,
-    traffic::{client_ip, client_mac},
-};
+use dhcp_lab::{Netns, traffic::dnsmasq_lease_line};
 
 use super::{Ctx, Figure, Target, process::status_bytes, sane};
 
@@ -175,13 +172,10 @@ fn write_lease_file(path: &Path, count: usize) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for k in 0..count as u32 {
-        let mac = client_mac(k);
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
         writeln!(
             out,
-            "{} {mac} {} vm-{k} 01:{mac}",
-            1_790_000_000 + k,
-            client_ip(k)
+            "{}",
+            dnsmasq_lease_line(k, 1_790_000_000 + u64::from(k))
         )?;
     }
     out.flush()?;
