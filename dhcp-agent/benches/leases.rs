@@ -84,7 +84,7 @@ fn lease_file(changed: bool) -> String {
 /// the RELEASEs of the leases about to go; 100 dropped releases are outstanding.
 fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlator, Outstanding) {
     let mut correlator = Correlator::new(2 * SECOND);
-    correlator.on_table(previous, T0, identity);
+    correlator.on_table(&LeaseTable::default(), previous, T0, identity);
     let mut outstanding = Vec::new();
     for k in 0..LEASES {
         let lease = previous.get_v4(client_ip(k)).expect("every lease listed");
@@ -131,13 +131,14 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
 /// A reload as the daemon's lease-file arm does it.
 fn reload(
     path: &Path,
+    previous: &LeaseTable,
     correlator: &mut Correlator,
     outstanding: &mut Outstanding,
     identity: &ServerIdentity,
 ) -> (LeaseTable, Vec<Verdict>) {
     let table = read_table(path, &Dnsmasq).expect("the lease file parses");
     outstanding.refresh(&table);
-    let verdicts = correlator.on_table(&table, T0 + SECOND, identity);
+    let verdicts = correlator.on_table(previous, &table, T0 + SECOND, identity);
     (table, verdicts)
 }
 
@@ -179,7 +180,13 @@ fn leases(c: &mut Criterion) {
     let (mut correlator, mut outstanding) = before_reload(&previous, &identity);
     assert_eq!(correlator.pending(), gone);
     assert_eq!(outstanding.len(), 100);
-    let (table, verdicts) = reload(&files.current, &mut correlator, &mut outstanding, &identity);
+    let (table, verdicts) = reload(
+        &files.current,
+        &previous,
+        &mut correlator,
+        &mut outstanding,
+        &identity,
+    );
     assert_eq!(
         table.v4.len(),
         LEASES as usize - gone,
@@ -220,7 +227,15 @@ fn leases(c: &mut Criterion) {
     group.bench_function("parse_diff", |b| {
         b.iter_batched_ref(
             || before_reload(&previous, &identity),
-            |(correlator, outstanding)| reload(&files.current, correlator, outstanding, &identity),
+            |(correlator, outstanding)| {
+                reload(
+                    &files.current,
+                    &previous,
+                    correlator,
+                    outstanding,
+                    &identity,
+                )
+            },
             BatchSize::PerIteration,
         );
     });

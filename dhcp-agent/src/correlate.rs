@@ -130,11 +130,6 @@ struct Pending {
 pub struct Correlator {
     grace_ns: i128,
     pending: HashMap<(Ipv4Addr, Vec<u8>), Pending>,
-    /// Leases of the last table seen, to notice removals, each with the number of the last
-    /// table that listed it.
-    last_table: HashMap<Ipv4Addr, (u64, Lease)>,
-    /// Tables seen so far.
-    tables: u64,
     /// Leases removed lately, with when: the server may rewrite its file before the agent has
     /// read the RELEASE out of the ring buffer, and that RELEASE was honored.
     recently_removed: HashMap<Ipv4Addr, (Lease, i128)>,
@@ -146,8 +141,6 @@ impl Correlator {
         Correlator {
             grace_ns,
             pending: HashMap::new(),
-            last_table: HashMap::new(),
-            tables: 0,
             recently_removed: HashMap::new(),
         }
     }
@@ -185,34 +178,20 @@ impl Correlator {
         self.settle(table, now_ns, identity, Some(&key)).pop()
     }
 
-    /// The lease table changed: releases whose lease is gone are honored.
+    /// The lease table changed from `previous` to `table`: releases whose lease is gone are
+    /// honored. The daemon holds both tables anyway, so the correlator keeps no copy of its own:
+    /// finding the removals is one lookup per previous lease.
     pub fn on_table(
         &mut self,
+        previous: &LeaseTable,
         table: &LeaseTable,
         now_ns: i128,
         identity: &ServerIdentity,
     ) -> Vec<Verdict> {
-        // `last_table` becomes a copy of `table`, updated in place (a reload changes few leases:
-        // cloning and dropping every lease of a large table cost more than parsing the file),
-        // and what `table` no longer lists is found without looking each lease up again.
-        self.tables += 1;
-        let this = self.tables;
-        for (ip, lease) in &table.v4 {
-            match self.last_table.get_mut(ip) {
-                Some((seen, last)) => {
-                    *seen = this;
-                    if last != lease {
-                        *last = lease.clone();
-                    }
-                }
-                None => {
-                    self.last_table.insert(*ip, (this, lease.clone()));
-                }
+        for (ip, lease) in &previous.v4 {
+            if !table.v4.contains_key(ip) {
+                self.recently_removed.insert(*ip, (lease.clone(), now_ns));
             }
-        }
-        let gone = self.last_table.extract_if(|_, (seen, _)| *seen != this);
-        for (ip, (_, lease)) in gone {
-            self.recently_removed.insert(ip, (lease, now_ns));
         }
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
@@ -501,7 +480,12 @@ mod tests {
             None
         );
         assert_eq!(correlator.pending(), 1);
-        let verdicts = correlator.on_table(&LeaseTable::default(), 100 * SECOND + 1, &identity);
+        let verdicts = correlator.on_table(
+            &table_with(IP),
+            &LeaseTable::default(),
+            100 * SECOND + 1,
+            &identity,
+        );
         assert_eq!(verdicts.len(), 1);
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
         assert_eq!(verdicts[0].expected_server_id, Some(VIP));
@@ -512,8 +496,9 @@ mod tests {
     fn a_release_read_after_the_server_already_dropped_the_lease_is_honored() {
         let identity = identity();
         let mut correlator = Correlator::new(2 * SECOND);
-        correlator.on_table(&table_with(IP), 99 * SECOND, &identity);
-        correlator.on_table(&LeaseTable::default(), 100 * SECOND + 5, &identity);
+        let empty = LeaseTable::default();
+        correlator.on_table(&empty, &table_with(IP), 99 * SECOND, &identity);
+        correlator.on_table(&table_with(IP), &empty, 100 * SECOND + 5, &identity);
         let verdict = correlator
             .on_release(release(Some(VIP)), &LeaseTable::default(), &identity)
             .unwrap();
@@ -541,7 +526,12 @@ mod tests {
         );
         assert!(
             correlator
-                .on_table(&table_with(IP), r.seen_ns + SECOND, &identity)
+                .on_table(
+                    &LeaseTable::default(),
+                    &table_with(IP),
+                    r.seen_ns + SECOND,
+                    &identity
+                )
                 .is_empty()
         );
         let verdicts = correlator.on_tick(&table_with(IP), r.seen_ns + 2 * SECOND, &identity);
@@ -578,7 +568,7 @@ mod tests {
         let mut correlator = Correlator::new(SECOND);
         assert!(
             correlator
-                .on_table(&LeaseTable::default(), 0, &identity)
+                .on_table(&LeaseTable::default(), &LeaseTable::default(), 0, &identity)
                 .is_empty()
         );
         assert!(

@@ -418,7 +418,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         Err(err) => return Err(err.into()),
     };
-    correlator.on_table(&table, now_ns(), &identity);
+    correlator.on_table(&LeaseTable::default(), &table, now_ns(), &identity);
     let mut pcap = args.pcap.open()?;
     let mut capture = start_capture(&args.capture)?;
     let mut reader = capture.event_reader()?;
@@ -500,20 +500,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 result.context("following the lease file")?;
                 let loaded = follower.load().await;
                 metrics.lease_file_reload(reload_result(&loaded), now_seconds());
-                match loaded {
+                let previous = match loaded {
                     Ok(new) => {
-                        table = new;
                         if !table_loaded {
                             table_loaded = true;
                             readiness.set_ready();
                         }
+                        Some(std::mem::replace(&mut table, new))
                     }
                     // Keep the last good table: a missing or broken file must not look like
                     // every lease was released.
-                    Err(err) => eprintln!("lease file not reloaded: {err}"),
-                }
+                    Err(err) => {
+                        eprintln!("lease file not reloaded: {err}");
+                        None
+                    }
+                };
                 daemon.outstanding.refresh(&table);
-                correlator.on_table(&table, now_ns(), &identity)
+                match previous {
+                    Some(previous) => correlator.on_table(&previous, &table, now_ns(), &identity),
+                    None => correlator.on_tick(&table, now_ns(), &identity),
+                }
             }
             _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
                 correlator.on_tick(&table, now_ns(), &identity)

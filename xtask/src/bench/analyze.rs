@@ -169,7 +169,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
             format!("{} peak RSS", tool.name),
             "MB",
             &rss,
-            "ru_maxrss of the process (wait4 rusage)",
+            "VmHWM of the process, sampled every 5 ms while it runs",
         ));
     }
     Ok(figures)

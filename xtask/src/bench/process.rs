@@ -13,7 +13,8 @@ pub struct Cost {
     pub wall: Duration,
     /// User + system CPU time.
     pub cpu: Duration,
-    /// Peak resident set size, bytes.
+    /// Peak resident set size, bytes: the child's VmHWM, sampled every 5 ms while it runs.
+    /// (wait4's ru_maxrss is no use here: Linux carries the forked parent's RSS over exec.)
     pub max_rss: u64,
     pub status: ExitStatus,
 }
@@ -23,11 +24,28 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Cost> {
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let pid = child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        let pid = child.id();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(hwm) = status_bytes(pid, "VmHWM") {
+                    peak = peak.max(hwm);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss = sampler.join().unwrap_or(0);
     anyhow::ensure!(
         waited == pid,
         "wait4 for {cmd:?}: {}",
@@ -37,8 +55,7 @@ pub fn measure(cmd: &mut Command) -> anyhow::Result<Cost> {
     Ok(Cost {
         wall,
         cpu: time(usage.ru_utime) + time(usage.ru_stime),
-        // Linux reports ru_maxrss in KiB.
-        max_rss: usage.ru_maxrss as u64 * 1024,
+        max_rss,
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
     })
 }
