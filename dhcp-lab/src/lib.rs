@@ -192,19 +192,7 @@ impl Lab {
     fn build_network(&mut self) -> anyhow::Result<()> {
         let (r, vm) = (&self.router, &self.vm);
         r.ip(&["link", "set", "lo", "up"])?;
-        // Create the pair inside the router namespace, then move the VM end.
-        r.ip(&[
-            "link",
-            "add",
-            ROUTER_IFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            VM_IFACE,
-            "netns",
-            vm.ns.name(),
-        ])?;
+        netns::veth_pair(r, ROUTER_IFACE, &vm.ns, VM_IFACE)?;
         vm.ns.ip(&["link", "set", VM_IFACE, "address", &vm.mac])?;
         vm.ns.ip(&["link", "set", "lo", "up"])?;
         vm.ns.ip(&["link", "set", VM_IFACE, "up"])?;

@@ -62,6 +62,26 @@ impl Drop for Netns {
 
 /// Runs `work` on a thread that has entered namespace `name` (sockets it opens live there);
 /// the caller's own namespace is untouched, as setns() switches only the calling thread.
+/// A veth pair: `a_iface` in `a`, its peer `b_iface` in `b` (which may be the same
+/// namespace). Both ends start down.
+pub fn veth_pair(a: &Netns, a_iface: &str, b: &Netns, b_iface: &str) -> anyhow::Result<()> {
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        a_iface,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_iface,
+        "netns",
+        b.name(),
+    ]))
+    .map(drop)
+}
+
 pub fn inside<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
     let path = format!("/run/netns/{name}");
     std::thread::scope(|scope| {

@@ -22,9 +22,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     let mut figures = binary_size(ctx)?;
     let ns = Netns::create(&format!("dhcpobs-fp-{}", std::process::id()))?;
     ns.ip(&["link", "set", "lo", "up"])?;
-    ns.ip(&[
-        "link", "add", "guest0", "type", "veth", "peer", "name", "vm0",
-    ])?;
+    dhcp_lab::netns::veth_pair(&ns, "guest0", &ns, "vm0")?;
     ns.ip(&["link", "set", "guest0", "up"])?;
     ns.ip(&["link", "set", "vm0", "up"])?;
 

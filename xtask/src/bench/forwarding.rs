@@ -290,20 +290,7 @@ impl Lab {
         let prefix = format!("dhcpobs-fwd-{}", std::process::id());
         let a = Netns::create(&format!("{prefix}-a"))?;
         let b = Netns::create(&format!("{prefix}-b"))?;
-        dhcp_lab::run(Command::new("ip").args([
-            "link",
-            "add",
-            IFACE_A,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            IFACE_B,
-            "netns",
-            b.name(),
-        ]))?;
+        dhcp_lab::netns::veth_pair(&a, IFACE_A, &b, IFACE_B)?;
         for (ns, iface, addr) in [(&a, IFACE_A, ADDR_A), (&b, IFACE_B, ADDR_B)] {
             ns.ip(&["addr", "add", &format!("{addr}/30"), "dev", iface])?;
             ns.ip(&["link", "set", iface, "up"])?;

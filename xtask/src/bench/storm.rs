@@ -147,18 +147,7 @@ impl Lab {
         let prefix = format!("dhcpobs-storm-{}", std::process::id());
         let router = Netns::create(&format!("{prefix}-router"))?;
         let flood = Netns::create(&format!("{prefix}-flood"))?;
-        router.ip(&[
-            "link",
-            "add",
-            ROUTER_IFACE,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            FLOOD_IFACE,
-            "netns",
-            flood.name(),
-        ])?;
+        dhcp_lab::netns::veth_pair(&router, ROUTER_IFACE, &flood, FLOOD_IFACE)?;
         // The router's guest side looks like the lab's (primary address and the VIP).
         for address in [
             format!("{}/24", dhcp_lab::PRIMARY_ADDR),
