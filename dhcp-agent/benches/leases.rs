@@ -88,33 +88,26 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
     let mut outstanding = Vec::new();
     for k in 0..LEASES {
         let lease = previous.get_v4(client_ip(k)).expect("every lease listed");
+        // The client's RELEASE of its lease, with `server_id` in option 54.
+        let release = |server_id| Release {
+            seen_ns: T0,
+            interface: "guest0".into(),
+            xid: k,
+            ciaddr: client_ip(k),
+            chaddr: lease.hwaddr.clone(),
+            client_id: lease.client_id.clone(),
+            server_id: Some(server_id),
+            requested_ip: None,
+        };
         match change(k) {
             Change::Gone => {
-                let release = Release {
-                    seen_ns: T0,
-                    interface: "guest0".into(),
-                    xid: k,
-                    ciaddr: client_ip(k),
-                    chaddr: lease.hwaddr.clone(),
-                    client_id: lease.client_id.clone(),
-                    server_id: Some(dhcp_lab::VIP_ADDR),
-                    requested_ip: None,
-                };
-                let settled = correlator.on_release(release, previous, identity);
+                let settled =
+                    correlator.on_release(release(dhcp_lab::VIP_ADDR), previous, identity);
                 assert!(settled.is_none(), "pending until the lease goes");
             }
             Change::Renewed if outstanding.len() < 100 => {
                 let verdict = Verdict {
-                    release: Release {
-                        seen_ns: T0,
-                        interface: "guest0".into(),
-                        xid: k,
-                        ciaddr: client_ip(k),
-                        chaddr: lease.hwaddr.clone(),
-                        client_id: lease.client_id.clone(),
-                        server_id: Some(dhcp_lab::PRIMARY_ADDR),
-                        requested_ip: None,
-                    },
+                    release: release(dhcp_lab::PRIMARY_ADDR),
                     outcome: Outcome::Dropped(dhcp_agent::correlate::Cause::Unknown),
                     expected_server_id: Some(dhcp_lab::VIP_ADDR),
                     lease: Some(lease.clone()),

@@ -23,7 +23,6 @@ mod storm;
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -461,18 +460,6 @@ pub fn metric_sum(metrics: &[(String, f64)], name: &str, labels: &[&str]) -> f64
         })
         .map(|(_, v)| v)
         .sum()
-}
-
-/// Polls `ready` every millisecond until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    ready()
 }
 
 #[cfg(test)]

@@ -18,9 +18,7 @@ use anyhow::Context as _;
 use dhcp_lab::{Netns, netns, prometheus::http_get};
 
 use self::flood::{Pace, RawSender, Sent};
-use super::{
-    Ctx, Figure, Target, metric_sum, number, parse_metrics, process::cpu_time, sane, wait_until,
-};
+use super::{Ctx, Figure, Target, metric_sum, number, parse_metrics, process::cpu_time, sane};
 
 const GROUP: &str = "DHCP storm";
 const ROUTER_IFACE: &str = "guest0";
@@ -302,7 +300,7 @@ impl Agent {
             attached: Vec::new(),
         };
         let mut exited = None;
-        let ready = wait_until(Duration::from_secs(30), || {
+        let ready = dhcp_lab::wait_for(Duration::from_secs(30), || {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 exited = Some(status);
                 return true;
@@ -314,11 +312,12 @@ impl Agent {
         if let Some(status) = exited {
             anyhow::bail!("dhcp-agent run exited ({status}): {}", read(&agent.stderr));
         }
-        anyhow::ensure!(
-            ready,
-            "dhcp-agent run did not start watching in 30 s: {}",
-            read(&agent.stderr)
-        );
+        ready.with_context(|| {
+            format!(
+                "dhcp-agent run did not start watching in 30 s: {}",
+                read(&agent.stderr)
+            )
+        })?;
         agent.attached = read(&agent.stderr)
             .lines()
             .filter_map(|l| l.strip_prefix("attached "))
@@ -343,10 +342,10 @@ impl Drop for Agent {
     fn drop(&mut self) {
         // SAFETY: signalling our own child, not reaped yet.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let stopped = wait_until(Duration::from_secs(5), || {
+        let stopped = dhcp_lab::wait_for(Duration::from_secs(5), || {
             matches!(self.child.try_wait(), Ok(Some(_)))
         });
-        if !stopped {
+        if stopped.is_err() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
