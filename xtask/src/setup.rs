@@ -20,6 +20,12 @@ const RUNTIME_PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
 ];
+/// Tools of the hardening work (issue 7), installed like the packages above.
+/// `qemu-system-x86` and `busybox-static` boot Debian 12's 6.1 kernel with a small initramfs
+/// (`cargo xtask kernel`).
+const HARDENING_PACKAGES: &[&str] = &["busybox-static", "qemu-system-x86"];
+/// Cargo subcommands the tasks use: (crate, version pinned to what rustc 1.95 builds).
+const CARGO_TOOLS: &[(&str, &str)] = &[];
 /// What bpf-linker builds against.
 const LINKER_BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
@@ -35,6 +41,7 @@ pub fn ensure() -> anyhow::Result<()> {
     let mut missing: Vec<&str> = RUNTIME_PACKAGES
         .iter()
         .copied()
+        .chain(HARDENING_PACKAGES.iter().copied())
         .filter(|p| !installed(p))
         .collect();
     let need_linker = !bpf_linker_ok();
@@ -53,7 +60,23 @@ pub fn ensure() -> anyhow::Result<()> {
     if need_linker {
         install_bpf_linker()?;
     }
+    for (tool, version) in CARGO_TOOLS {
+        ensure_cargo_tool(tool, version)?;
+    }
     Ok(())
+}
+
+/// `cargo install TOOL --version VERSION --locked` unless that version is installed.
+fn ensure_cargo_tool(tool: &str, version: &str) -> anyhow::Result<()> {
+    let listed = Command::new("cargo")
+        .args(["install", "--list"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{tool} v{version}:")));
+    if listed {
+        return Ok(());
+    }
+    run(Command::new("cargo").args(["install", tool, "--version", version, "--locked"]))
+        .with_context(|| format!("installing {tool} {version}"))
 }
 
 fn installed(package: &str) -> bool {
