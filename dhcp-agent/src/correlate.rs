@@ -92,7 +92,7 @@ impl Release {
     }
 
     /// dnsmasq's lease lookup: by client id when the lease has one, else by hardware address.
-    fn matches(&self, lease: &Lease) -> bool {
+    pub fn matches(&self, lease: &Lease) -> bool {
         match (&lease.client_id, &self.client_id) {
             (Some(lease_id), Some(id)) => lease_id == id,
             _ => lease.hwaddr == self.chaddr,
@@ -107,16 +107,25 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// The server id the server uses for that address, when known.
     pub expected_server_id: Option<Ipv4Addr>,
-    /// The lease as it was when the RELEASE was seen.
+    /// The lease as the table first showed it after the RELEASE was seen.
     pub lease: Option<Lease>,
+    /// The table listed that lease when the RELEASE was seen. A lease the table shows only later
+    /// may be the file lagging the wire, or a new lease the client got after its RELEASE: a
+    /// dropped release is still reported then, but never repaired.
+    pub listed_at_release: bool,
     pub settled_ns: i128,
 }
 
 #[derive(Debug)]
 struct Pending {
     release: Release,
-    /// The client's lease as last seen in the table (`None` until the table shows one).
+    /// The lease as the table first showed it while this release was pending (`None` until
+    /// the table shows one). Never updated after: a repair must release exactly that lease, and
+    /// a renewal since (a new expiry) or a new owner must never be released on the strength of
+    /// this RELEASE.
     lease: Option<Lease>,
+    /// The table listed `lease` when the RELEASE was seen, not only later.
+    listed_at_release: bool,
     deadline_ns: i128,
 }
 
@@ -169,8 +178,10 @@ impl Correlator {
     ) -> Option<Verdict> {
         let key = (release.ciaddr, release.chaddr.clone());
         let now_ns = release.seen_ns;
+        let lease = table.get_v4(release.ciaddr).cloned();
         let pending = Pending {
-            lease: table.get_v4(release.ciaddr).cloned(),
+            listed_at_release: lease.is_some(),
+            lease,
             deadline_ns: release.seen_ns + self.grace_ns,
             release,
         };
@@ -258,8 +269,8 @@ fn decide(
 ) -> Option<Verdict> {
     let release = &pending.release;
     let current = table.get_v4(release.ciaddr);
-    if let Some(lease) = current {
-        pending.lease = Some(lease.clone());
+    if pending.lease.is_none() {
+        pending.lease = current.cloned();
     }
     let removed_since = recently_removed
         .get(&release.ciaddr)
@@ -278,6 +289,7 @@ fn decide(
         outcome,
         expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
         lease: pending.lease.clone().or_else(|| removed_since.cloned()),
+        listed_at_release: pending.listed_at_release,
         settled_ns: now_ns,
     })
 }

@@ -9,7 +9,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    correlate::{Outcome, Verdict},
+    correlate::{Cause, Outcome, Verdict},
     decode::hex_colon,
     leases::{Expiry, LeaseTable},
     server_query,
@@ -106,18 +106,24 @@ pub struct OutstandingRelease {
 }
 
 impl OutstandingRelease {
-    /// What a dropped verdict leaves outstanding (nothing for other outcomes).
+    /// What a dropped verdict leaves outstanding (nothing for other outcomes). Only the lease
+    /// the table listed when the RELEASE was seen, and only for the RELEASE's own client: a
+    /// release the server ignored because the lease is another client's, or whose lease the
+    /// table showed only later (perhaps a new lease), leaves nothing to repair.
     pub fn from_verdict(verdict: &Verdict) -> Option<OutstandingRelease> {
-        if !matches!(verdict.outcome, Outcome::Dropped(_)) {
+        if !matches!(verdict.outcome, Outcome::Dropped(ref cause) if *cause != Cause::ClientMismatch)
+        {
             return None;
         }
         let release = &verdict.release;
         let lease = verdict.lease.as_ref();
-        let hwaddr = lease.map_or(&release.chaddr, |l| &l.hwaddr);
+        if lease.is_some_and(|l| !verdict.listed_at_release || !release.matches(l)) {
+            return None;
+        }
         let client_id = lease.map_or(release.client_id.as_ref(), |l| l.client_id.as_ref());
         Some(OutstandingRelease {
             ip: release.ciaddr,
-            mac: hex_colon(hwaddr),
+            mac: hex_colon(&release.chaddr),
             client_id: client_id.map(|id| hex_colon(id)),
             expiry: lease.map(|l| l.expiry),
             server_id: verdict.expected_server_id,
@@ -203,9 +209,53 @@ impl Outstanding {
         self.by_ip.values()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut OutstandingRelease> {
-        self.by_ip.values_mut()
+    /// The repairs to make now. Each outstanding release not tried yet is checked against
+    /// `table` first (a lease renewed, re-assigned or gone since the RELEASE is forgotten, never
+    /// released), then the rate limit decides: a refused one is reported once and stays for a
+    /// later call; an allowed one is marked tried, so it is never sent twice in this run.
+    /// `server_id_for` gives the server id of an address when the verdict did not know it.
+    pub fn due(
+        &mut self,
+        table: &LeaseTable,
+        server_id_for: impl Fn(Ipv4Addr) -> Option<Ipv4Addr>,
+        limit: &mut RateLimit,
+        now: Instant,
+        dry_run: bool,
+    ) -> Vec<(Repair, RepairStep)> {
+        self.refresh(table);
+        let mut due = Vec::new();
+        for entry in self.by_ip.values_mut().filter(|o| !o.attempted) {
+            let Some(repair) = entry.repair(server_id_for(entry.ip)) else {
+                continue; // no server id known yet, or not an Ethernet client
+            };
+            if !limit.allow(now) {
+                if !entry.deferred {
+                    entry.deferred = true;
+                    due.push((repair, RepairStep::RateLimited));
+                }
+                continue;
+            }
+            entry.attempted = true;
+            let step = if dry_run {
+                RepairStep::DryRun
+            } else {
+                RepairStep::Send
+            };
+            due.push((repair, step));
+        }
+        due
     }
+}
+
+/// What [`Outstanding::due`] says to do with a repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairStep {
+    /// Send the RELEASE and verify it.
+    Send,
+    /// Report it only (`--dry-run`).
+    DryRun,
+    /// Refused by the rate limit: report it, try again later.
+    RateLimited,
 }
 
 /// At most `burst` repairs at once, refilled at `per_minute`.
@@ -299,6 +349,7 @@ mod tests {
             outcome: Outcome::Dropped(Cause::MissingServerId),
             expected_server_id: Some("172.29.101.1".parse().unwrap()),
             lease: Some(lease),
+            listed_at_release: true,
             settled_ns: 0,
         }
     }

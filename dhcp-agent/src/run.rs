@@ -16,7 +16,7 @@ use crate::{
     metrics::{self, Metrics, http::Readiness},
     output::rfc3339,
     pipeline::Pipeline,
-    remediate::{self, Outstanding, RateLimit, RemediationEvent, Repair, RepairResult},
+    remediate::{self, Outstanding, RateLimit, RemediationEvent, Repair, RepairResult, RepairStep},
     server_identity::ServerIdentity,
     server_query,
     service::{InterfaceNames, shutdown_signal, start_capture},
@@ -100,7 +100,12 @@ struct Daemon {
 
 impl Daemon {
     /// Reports a settled release; a dropped one becomes outstanding (and is repaired when asked).
-    fn settle(&mut self, verdict: Verdict, identity: &ServerIdentity) -> anyhow::Result<()> {
+    fn settle(
+        &mut self,
+        verdict: Verdict,
+        table: &LeaseTable,
+        identity: &ServerIdentity,
+    ) -> anyhow::Result<()> {
         self.metrics.release_settled(&verdict);
         self.outstanding.on_verdict(&verdict);
         let event = ReleaseEvent::new(&verdict);
@@ -108,42 +113,42 @@ impl Daemon {
         if event.flagged {
             StateFile::remember(&mut self.state.flagged, serde_json::to_value(&event)?);
         }
-        self.repair_outstanding(identity)
+        self.repair_outstanding(table, identity)
     }
 
-    /// Starts the repair of every outstanding release not tried yet, as far as the rate limit
-    /// allows; the rest wait for the next call.
-    fn repair_outstanding(&mut self, identity: &ServerIdentity) -> anyhow::Result<()> {
+    /// Starts the repair of every outstanding release not tried yet whose lease `table` still
+    /// shows as at the RELEASE, as far as the rate limit allows; the rest wait for the next call.
+    fn repair_outstanding(
+        &mut self,
+        table: &LeaseTable,
+        identity: &ServerIdentity,
+    ) -> anyhow::Result<()> {
         if !self.args.remediate {
             return Ok(());
         }
-        let mut reports = Vec::new();
-        for entry in self.outstanding.iter_mut().filter(|o| !o.attempted) {
-            let expected = identity.expected_for(entry.ip).map(|k| k.server_id);
-            let Some(repair) = entry.repair(expected) else {
-                continue; // no server id known yet, or not an Ethernet client
-            };
-            if !self.limit.allow(std::time::Instant::now()) {
-                if !entry.deferred {
-                    entry.deferred = true;
-                    reports.push((repair, RepairResult::RateLimited));
+        let due = self.outstanding.due(
+            table,
+            |ip| identity.expected_for(ip).map(|k| k.server_id),
+            &mut self.limit,
+            std::time::Instant::now(),
+            self.args.dry_run,
+        );
+        for (repair, step) in due {
+            match step {
+                RepairStep::Send => {
+                    // Sending and verifying blocks on the server's answers: off the event loop.
+                    let (done, server) = (self.repairs.clone(), self.args.server);
+                    tokio::task::spawn_blocking(move || {
+                        let (result, detail) =
+                            remediate::execute(&repair, server, Duration::from_secs(2));
+                        let _ = done.blocking_send((repair, result, detail));
+                    });
                 }
-                continue;
+                RepairStep::DryRun => self.repair_done(&repair, RepairResult::DryRun, None)?,
+                RepairStep::RateLimited => {
+                    self.repair_done(&repair, RepairResult::RateLimited, None)?;
+                }
             }
-            entry.attempted = true;
-            if self.args.dry_run {
-                reports.push((repair, RepairResult::DryRun));
-                continue;
-            }
-            // Sending and verifying blocks on the server's answers: off the event loop.
-            let (done, server) = (self.repairs.clone(), self.args.server);
-            tokio::task::spawn_blocking(move || {
-                let (result, detail) = remediate::execute(&repair, server, Duration::from_secs(2));
-                let _ = done.blocking_send((repair, result, detail));
-            });
-        }
-        for (repair, result) in reports {
-            self.repair_done(&repair, result, None)?;
         }
         Ok(())
     }
@@ -539,7 +544,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 daemon.outstanding.refresh(&table);
                 dirty |= daemon.outstanding.len() != before || pending_unsaved;
                 // Releases the rate limit held back, or resumed from the last run.
-                daemon.repair_outstanding(&identity)?;
+                daemon.repair_outstanding(&table, &identity)?;
                 metrics.set_releases_pending(correlator.pending());
                 metrics.set_releases_unresolved(daemon.outstanding.len());
                 metrics.set_leases(&table, &identity.pools());
@@ -587,7 +592,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
                 }
                 // Settled here: it has been checked already.
-                daemon.settle(verdict, &identity)?;
+                daemon.settle(verdict, &table, &identity)?;
                 dirty = true;
                 Vec::new()
             }
@@ -620,7 +625,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 });
                 continue;
             }
-            daemon.settle(verdict, &identity)?;
+            daemon.settle(verdict, &table, &identity)?;
         }
         if dirty {
             daemon.save_state(&correlator);

@@ -574,6 +574,7 @@ mod tests {
                 outcome,
                 expected_server_id: None,
                 lease: None,
+                listed_at_release: true,
                 settled_ns: 0,
             });
         }
