@@ -111,7 +111,7 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
                     outcome: Outcome::Dropped(dhcp_agent::correlate::Cause::Unknown),
                     expected_server_id: Some(dhcp_lab::VIP_ADDR),
                     lease: Some(lease.clone()),
-                    listed_at_release: true,
+                    renewed_since: false,
                     settled_ns: T0,
                 };
                 outstanding.extend(OutstandingRelease::from_verdict(&verdict));

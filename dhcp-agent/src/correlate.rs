@@ -109,10 +109,10 @@ pub struct Verdict {
     pub expected_server_id: Option<Ipv4Addr>,
     /// The lease as the table first showed it after the RELEASE was seen.
     pub lease: Option<Lease>,
-    /// The table listed that lease when the RELEASE was seen. A lease the table shows only later
-    /// may be the file lagging the wire, or a new lease the client got after its RELEASE: a
-    /// dropped release is still reported then, but never repaired.
-    pub listed_at_release: bool,
+    /// The server ACKed the address to the same client after the RELEASE (a renewal, or the
+    /// address granted again): whatever the table shows is then a lease the client wants, so a
+    /// dropped release is still reported but never repaired.
+    pub renewed_since: bool,
     pub settled_ns: i128,
 }
 
@@ -120,12 +120,12 @@ pub struct Verdict {
 struct Pending {
     release: Release,
     /// The lease as the table first showed it while this release was pending (`None` until
-    /// the table shows one). Never updated after: a repair must release exactly that lease, and
-    /// a renewal since (a new expiry) or a new owner must never be released on the strength of
-    /// this RELEASE.
+    /// the table shows one; the file lags the wire). Never updated after: a repair must
+    /// release exactly that lease, and a renewal since (a new expiry) or a new owner must never
+    /// be released on the strength of this RELEASE.
     lease: Option<Lease>,
-    /// The table listed `lease` when the RELEASE was seen, not only later.
-    listed_at_release: bool,
+    /// The server ACKed this address to this client after the RELEASE.
+    renewed_since: bool,
     deadline_ns: i128,
 }
 
@@ -178,15 +178,24 @@ impl Correlator {
     ) -> Option<Verdict> {
         let key = (release.ciaddr, release.chaddr.clone());
         let now_ns = release.seen_ns;
-        let lease = table.get_v4(release.ciaddr).cloned();
         let pending = Pending {
-            listed_at_release: lease.is_some(),
-            lease,
+            lease: table.get_v4(release.ciaddr).cloned(),
+            renewed_since: false,
             deadline_ns: release.seen_ns + self.grace_ns,
             release,
         };
         self.pending.insert(key.clone(), pending);
         self.settle(table, now_ns, identity, Some(&key)).pop()
+    }
+
+    /// The server ACKed `ip` to the client `chaddr` at `seen_ns`: a pending RELEASE of that
+    /// lease from before is marked renewed (one lookup; ACKs are as frequent as RELEASEs).
+    pub fn on_ack(&mut self, ip: Ipv4Addr, chaddr: &[u8], seen_ns: i128) {
+        if let Some(pending) = self.pending.get_mut(&(ip, chaddr.to_vec()))
+            && seen_ns > pending.release.seen_ns
+        {
+            pending.renewed_since = true;
+        }
     }
 
     /// The lease table changed from `previous` to `table`: releases whose lease is gone are
@@ -289,7 +298,7 @@ fn decide(
         outcome,
         expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
         lease: pending.lease.clone().or_else(|| removed_since.cloned()),
-        listed_at_release: pending.listed_at_release,
+        renewed_since: pending.renewed_since,
         settled_ns: now_ns,
     })
 }

@@ -2,11 +2,12 @@
 //! buffer gives, and the pipeline benchmark (`benches/pipeline.rs`) measures exactly this.
 //!
 //! An event is decoded, written to the pcap file (when one is asked for), counted, followed by
-//! the DHCP exchange tracker, taught to the server identity (a server's reply), and a RELEASE
-//! opens a pending record in the correlator.
+//! the DHCP exchange tracker, taught to the server identity (a server's reply); an ACK marks a
+//! pending RELEASE of that lease renewed, and a RELEASE opens a pending record in the correlator.
 use crate::{
     capture::RawEvent,
     correlate::{Correlator, Release, Verdict},
+    decode::MessageType,
     leases::LeaseTable,
     metrics::Metrics,
     pcap::writer::PcapWriter,
@@ -79,6 +80,14 @@ impl Pipeline<'_> {
                 known.subnet,
                 known.interface.as_deref().unwrap_or("?")
             );
+        }
+        if let Some(m) = packet.dhcpv4()
+            && m.op == 2
+            && m.message_type == Some(MessageType::Ack)
+            && !m.yiaddr.is_unspecified()
+        {
+            self.correlator
+                .on_ack(m.yiaddr, &m.chaddr, packet.meta.unix_ns);
         }
         let Some(release) = Release::from_packet(&packet) else {
             return Ok(false);

@@ -107,9 +107,9 @@ pub struct OutstandingRelease {
 
 impl OutstandingRelease {
     /// What a dropped verdict leaves outstanding (nothing for other outcomes). Only the lease
-    /// the table listed when the RELEASE was seen, and only for the RELEASE's own client: a
-    /// release the server ignored because the lease is another client's, or whose lease the
-    /// table showed only later (perhaps a new lease), leaves nothing to repair.
+    /// the table showed after the RELEASE, only for the RELEASE's own client, and only if the
+    /// server has not ACKed it to that client since: a release the server ignored because the
+    /// lease is another client's, or whose lease was renewed, leaves nothing to repair.
     pub fn from_verdict(verdict: &Verdict) -> Option<OutstandingRelease> {
         if !matches!(verdict.outcome, Outcome::Dropped(ref cause) if *cause != Cause::ClientMismatch)
         {
@@ -117,7 +117,7 @@ impl OutstandingRelease {
         }
         let release = &verdict.release;
         let lease = verdict.lease.as_ref();
-        if lease.is_some_and(|l| !verdict.listed_at_release || !release.matches(l)) {
+        if verdict.renewed_since || lease.is_some_and(|l| !release.matches(l)) {
             return None;
         }
         let client_id = lease.map_or(release.client_id.as_ref(), |l| l.client_id.as_ref());
@@ -349,7 +349,7 @@ mod tests {
             outcome: Outcome::Dropped(Cause::MissingServerId),
             expected_server_id: Some("172.29.101.1".parse().unwrap()),
             lease: Some(lease),
-            listed_at_release: true,
+            renewed_since: false,
             settled_ns: 0,
         }
     }

@@ -61,9 +61,10 @@ enum Step {
         client: u8,
         server_id: Option<bool>,
     },
-    /// The lease's owner renews it: a new expiry.
+    /// The lease's owner renews it: the server's ACK on the wire, and a new expiry in the file.
     Renew { ip: u8 },
-    /// The address goes to another client (after an expiry and a new DISCOVER).
+    /// The address is granted (ACK) to a client, the same or another (after an expiry and a
+    /// new DISCOVER).
     Reassign { ip: u8, client: u8 },
     /// The lease leaves the table (expired, or released by other means).
     Remove { ip: u8 },
@@ -188,6 +189,8 @@ impl World {
 
     fn apply(&mut self, step: &Step) {
         self.step += 1;
+        // Whatever happens next happens later: the wire has an order.
+        self.now_ms += 1;
         match *step {
             Step::Release {
                 ip: index,
@@ -225,11 +228,15 @@ impl World {
             }
             Step::Renew { ip: index } => {
                 if let Some(owner) = self.table.get_v4(ip(index)).map(|l| l.hwaddr[5]) {
+                    self.correlator
+                        .on_ack(ip(index), &mac(owner), self.now_ns());
                     let renewed = self.lease(index, owner);
                     self.change_table(index, Some(renewed));
                 }
             }
             Step::Reassign { ip: index, client } => {
+                self.correlator
+                    .on_ack(ip(index), &mac(client), self.now_ns());
                 let lease = self.lease(index, client);
                 self.change_table(index, Some(lease));
             }

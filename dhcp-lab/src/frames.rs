@@ -10,6 +10,9 @@ use etherparse::{IpHeaders, Ipv4Header, Ipv4Options, PacketBuilder, VlanId};
 
 use crate::Netns;
 
+/// The message types [`Dhcpv4Spec::new`] takes, for users without a `dhcproto` dependency.
+pub use dhcproto::v4::MessageType;
+
 /// A DHCPv4 message to encode.
 #[derive(Debug, Clone)]
 pub struct Dhcpv4Spec {
@@ -171,13 +174,18 @@ pub fn ipv6_udp(
 
 /// Sends `frames` out of `iface` inside `ns` through an AF_PACKET socket, as they are.
 pub fn send_frames(ns: &Netns, iface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
-    ns.run_inside(|| -> anyhow::Result<()> {
+    send_frames_in(ns.name(), iface, frames)
+}
+
+/// [`send_frames`] in the namespace called `ns`, for a thread that does not own the [`Netns`].
+pub fn send_frames_in(ns: &str, iface: &str, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    crate::netns::inside(ns, || -> anyhow::Result<()> {
         let c_iface = std::ffi::CString::new(iface)?;
         // SAFETY: plain libc calls with valid arguments; the fd is closed below.
         unsafe {
             let index = libc::if_nametoindex(c_iface.as_ptr());
             if index == 0 {
-                bail!("no interface {iface} in namespace {}", ns.name());
+                bail!("no interface {iface} in namespace {ns}");
             }
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
             if fd < 0 {

@@ -1,7 +1,9 @@
 //! Project tasks: `cargo xtask setup | lab | test | bench`.
+mod agent;
 mod bench;
 mod lab;
 mod setup;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,10 @@ enum Task {
     /// Measure the observer: hook cost, forwarding impact, DHCP storm, pipeline, offline
     /// analysis against tshark, lease table, footprint, detection latency (needs root).
     Bench(bench::BenchArgs),
+    /// Run the daemon on the lab while VMs come and go for a set time (default 5 minutes; hours
+    /// before a release) and check that memory and open files stay flat, no event is lost and
+    /// every release is accounted for (needs root).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Task::Lab(args) => setup::ensure().and_then(|()| lab::run(&args)),
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
+        Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

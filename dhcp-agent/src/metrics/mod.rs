@@ -574,7 +574,7 @@ mod tests {
                 outcome,
                 expected_server_id: None,
                 lease: None,
-                listed_at_release: true,
+                renewed_since: false,
                 settled_ns: 0,
             });
         }

@@ -3,18 +3,13 @@
 //!
 //! The daemon runs in a namespace of its own on a veth interface and `lo`, as on a router
 //! (XDP + TC egress on the guest side, TC ingress on `lo`), with an empty state file.
-use std::{
-    io::{BufRead as _, BufReader},
-    os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{ffi::OsString, path::Path, process::Command, time::Duration};
 
 use anyhow::Context as _;
 use dhcp_lab::{Netns, traffic::dnsmasq_lease_line};
 
-use super::{Ctx, Figure, Target, process::status_bytes, sane};
+use super::{Ctx, Figure, Target, sane};
+use crate::agent::{AgentUnderTest, Events};
 
 const GROUP: &str = "footprint";
 
@@ -36,7 +31,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     let mut ring_rss = Vec::new();
     let mut idle_now = Vec::new();
     for _ in 0..starts {
-        let agent = Daemon::start(ctx, &ns, &empty, &[])?;
+        let agent = start_daemon(ctx, &ns, &empty, &[])?;
         startup.push(agent.attached_after.as_secs_f64() * 1e3);
         if idle_rss.is_empty() {
             // Idle: after a few of its once-a-second housekeeping ticks.
@@ -45,7 +40,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
             ring_rss.push(agent.ring_buffer_rss()? as f64 / 1e6);
             idle_now.push(agent.rss()? as f64 / 1e6);
         }
-        agent.stop()?;
+        agent.stop_cleanly()?;
     }
     figures.push(
         Figure::from_samples(
@@ -85,10 +80,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     ));
 
     // The ring buffer is most of the idle RSS; a smaller one is an option away.
-    let small_ring = Daemon::start(ctx, &ns, &empty, &["--ring-bytes", "2097152"])?;
+    let small_ring = start_daemon(ctx, &ns, &empty, &["--ring-bytes", "2097152"])?;
     std::thread::sleep(ctx.pick(Duration::from_secs(3), Duration::from_millis(300)));
     let small_ring_rss = small_ring.rss()? as f64 / 1e6;
-    small_ring.stop()?;
+    small_ring.stop_cleanly()?;
     figures.push(Figure::from_samples(
         GROUP,
         "RSS, idle, after start-up, --ring-bytes 2097152",
@@ -102,21 +97,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     write_lease_file(&file, leases)?;
     let mut loaded_rss = Vec::new();
     for _ in 0..ctx.pick(3, 1) {
-        let agent = Daemon::start(ctx, &ns, &file, &[])?;
+        let agent = start_daemon(ctx, &ns, &file, &[])?;
         sane(
-            agent
-                .stderr_line
-                .contains(&format!("watching; {leases} leases")),
-            || {
-                format!(
-                    "the daemon did not load {leases} leases: {}",
-                    agent.stderr_line
-                )
-            },
+            agent.log().contains(&format!("watching; {leases} leases")),
+            || format!("the daemon did not load {leases} leases: {}", agent.log()),
         )?;
         std::thread::sleep(ctx.pick(Duration::from_secs(3), Duration::from_millis(300)));
         loaded_rss.push(agent.peak_rss()? as f64 / 1e6);
-        agent.stop()?;
+        agent.stop_cleanly()?;
     }
     let mut figure = Figure::from_samples(
         GROUP,
@@ -180,97 +168,28 @@ fn write_lease_file(path: &Path, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `run` daemon started for measuring.
-struct Daemon {
-    child: Child,
-    attached_after: Duration,
-    stderr_line: String,
-}
-
-impl Daemon {
-    /// Starts the daemon in `ns` and waits for its "watching;" line.
-    fn start(ctx: &Ctx, ns: &Netns, leases: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
-        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name()))
-            .with_context(|| format!("opening namespace {}", ns.name()))?;
-        let state: PathBuf = ctx.scratch.join("state.json");
-        let _ = std::fs::remove_file(&state);
-        let mut cmd = Command::new(&ctx.agent);
-        cmd.args(["run", "--iface", "guest0", "--iface", "lo", "--leases"])
-            .arg(leases)
-            .arg("--state-file")
-            .arg(&state)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
-        // SAFETY: setns is async-signal-safe; it only moves the child into the namespace.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let started = Instant::now();
-        let mut child = cmd.spawn().context("starting dhcp-agent run")?;
-        let stderr = child.stderr.take().context("piped stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let line = loop {
-            match lines.next() {
-                Some(line) => {
-                    let line = line?;
-                    if line.starts_with("watching;") {
-                        break line;
-                    }
-                }
-                None => {
-                    let status = child.wait()?;
-                    anyhow::bail!("dhcp-agent run exited ({status}) before attaching");
-                }
-            }
-        };
-        let attached_after = started.elapsed();
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(Daemon {
-            child,
-            attached_after,
-            stderr_line: line,
-        })
-    }
-
-    fn peak_rss(&self) -> anyhow::Result<u64> {
-        status_bytes(self.child.id(), "VmHWM")
-    }
-
-    fn rss(&self) -> anyhow::Result<u64> {
-        status_bytes(self.child.id(), "VmRSS")
-    }
-
-    /// Resident bytes of the BPF map mappings (the event ring buffer).
-    fn ring_buffer_rss(&self) -> anyhow::Result<u64> {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id()))?;
-        let mut in_map = false;
-        let mut kib = 0;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or("");
-            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                in_map = line.ends_with("anon_inode:bpf-map");
-            } else if in_map && let Some(rest) = line.strip_prefix("Rss:") {
-                kib += rest.trim().trim_end_matches(" kB").parse::<u64>()?;
-            }
-        }
-        Ok(kib * 1024)
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait()?;
-        sane(status.success(), || {
-            format!("dhcp-agent run exited with {status} on SIGTERM")
-        })
-    }
+/// `dhcp-agent run` on `guest0` and `lo` in `ns` with `leases` and an empty state file.
+fn start_daemon(
+    ctx: &Ctx,
+    ns: &Netns,
+    leases: &Path,
+    extra: &[&str],
+) -> anyhow::Result<AgentUnderTest> {
+    let state = ctx.scratch.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let mut args: Vec<OsString> = ["run", "--iface", "guest0", "--iface", "lo", "--leases"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.push(leases.into());
+    args.push("--state-file".into());
+    args.push(state.into());
+    args.extend(extra.iter().map(OsString::from));
+    AgentUnderTest::start(
+        ns,
+        &ctx.agent,
+        &args,
+        &ctx.scratch.join("footprint-agent.log"),
+        Events::Discard,
+    )
 }

@@ -11,6 +11,7 @@
 //! ratios are taken within a round and summarized over rounds. Besides throughput, the whole
 //! machine's CPU time (/proc/stat) during each run is reported per Gbit transferred.
 use std::{
+    ffi::OsString,
     fs,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -21,6 +22,7 @@ use anyhow::{Context as _, bail};
 use dhcp_lab::{Netns, prometheus::http_get, require_tools, wait_for};
 
 use super::{Ctx, Figure, Target, sane};
+use crate::agent::{AgentUnderTest, Events};
 
 const GROUP: &str = "forwarding";
 const IFACE_A: &str = "fwd-a";
@@ -124,14 +126,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
             let tag = format!("r{round}-{}", condition.index());
             let mut observer = match condition {
                 Condition::Nothing => None,
-                Condition::Ours => Some(lab.start_agent(ctx, &leases, "off", &tag)?),
-                Condition::OursXdp => Some(lab.start_agent(ctx, &leases, "auto", &tag)?),
-                Condition::Tcpdump => Some(lab.start_tcpdump(ctx, &tag)?),
+                Condition::Ours => {
+                    Some(Observer::Agent(lab.start_agent(ctx, &leases, "off", &tag)?))
+                }
+                Condition::OursXdp => Some(Observer::Agent(
+                    lab.start_agent(ctx, &leases, "auto", &tag)?,
+                )),
+                Condition::Tcpdump => Some(Observer::Tcpdump(lab.start_tcpdump(ctx, &tag)?)),
             };
-            if let (Some(obs), Condition::Ours | Condition::OursXdp) = (&observer, condition) {
+            if let Some(Observer::Agent(agent)) = &observer {
                 let slot = &mut attached[usize::from(condition == Condition::OursXdp)];
                 if slot.is_empty() {
-                    *slot = obs.attached();
+                    *slot = hooks(&agent.attached());
                 }
             }
             for (f, flow) in FLOWS.iter().enumerate() {
@@ -143,11 +149,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
                 })?;
                 samples[condition.index()][f].push(run);
             }
-            if let Some(obs) = observer.as_mut() {
-                sane(obs.running(), || {
-                    format!("{} exited during its runs: {}", obs.what, obs.log().trim())
-                })?;
-                obs.stop()?;
+            if let Some(observer) = observer.as_mut() {
+                observer.check_and_stop()?;
             }
         }
     }
@@ -374,41 +377,33 @@ impl Lab {
         leases: &Path,
         xdp_mode: &str,
         tag: &str,
-    ) -> anyhow::Result<Proc> {
-        let agent = ctx.agent.to_str().context("agent path")?;
+    ) -> anyhow::Result<AgentUnderTest> {
         let state = ctx.scratch.join(format!("fwd-state-{tag}.json"));
-        let mut proc = Proc::spawn(
-            self.b
-                .command(agent)
-                .args(["run", "--iface", IFACE_B, "--xdp-mode", xdp_mode])
-                .arg("--leases")
-                .arg(leases)
-                .arg("--state-file")
-                .arg(&state)
-                .args(["--metrics-addr", METRICS_ADDR]),
+        let mut args: Vec<OsString> = ["run", "--iface", IFACE_B, "--xdp-mode", xdp_mode]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        args.extend(["--leases".into(), leases.into()]);
+        args.extend(["--state-file".into(), state.into()]);
+        args.extend(["--metrics-addr".into(), METRICS_ADDR.into()]);
+        let agent = AgentUnderTest::start(
+            &self.b,
+            &ctx.agent,
+            &args,
             &ctx.scratch.join(format!("fwd-agent-{tag}.log")),
-            "dhcp-agent run",
+            Events::Discard,
         )?;
         let url = format!("http://{METRICS_ADDR}/healthz");
-        let ready = |proc: &mut Proc| {
-            proc.log().lines().any(|l| l.starts_with("watching;"))
-                && http_get(self.b.name(), &url, &[]).is_ok_and(|(status, _)| status == 200)
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready(&mut proc) {
-            sane(proc.running(), || {
-                format!("dhcp-agent exited before attaching: {}", proc.log().trim())
-            })?;
-            sane(Instant::now() < deadline, || {
-                format!(
-                    "dhcp-agent not attached (no \"watching;\" line and /healthz 200) within \
-                     60 s: {}",
-                    proc.log().trim()
-                )
-            })?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(proc)
+        let healthy = wait_for(Duration::from_secs(60), || {
+            http_get(self.b.name(), &url, &[]).is_ok_and(|(status, _)| status == 200)
+        });
+        sane(healthy.is_ok(), || {
+            format!(
+                "dhcp-agent /healthz not 200 within 60 s: {}",
+                agent.log_tail()
+            )
+        })?;
+        Ok(agent)
     }
 
     /// tcpdump on B's veth with the DHCP filter, writing nowhere; waits for "listening on".
@@ -428,6 +423,42 @@ impl Lab {
         })?;
         Ok(proc)
     }
+}
+
+/// What watches B's veth during a run.
+enum Observer {
+    Agent(AgentUnderTest),
+    Tcpdump(Proc),
+}
+
+impl Observer {
+    /// Fails if it exited during the runs; stops it.
+    fn check_and_stop(&mut self) -> anyhow::Result<()> {
+        match self {
+            Observer::Agent(agent) => {
+                sane(agent.running(), || {
+                    format!("dhcp-agent exited during its runs: {}", agent.log_tail())
+                })?;
+                agent.stop()?;
+            }
+            Observer::Tcpdump(tcpdump) => {
+                sane(tcpdump.running(), || {
+                    format!("tcpdump exited during its runs: {}", tcpdump.log().trim())
+                })?;
+                tcpdump.stop()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "xdp_ingress (driver mode), tc_egress (tcx)", from the agent's "IFACE: HOOK" attach lines.
+fn hooks(attached: &[String]) -> String {
+    attached
+        .iter()
+        .map(|l| l.split_once(": ").map_or(l.as_str(), |(_, hook)| hook))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A process started inside a namespace (`ip netns exec` execs it, so the child is the process
@@ -460,16 +491,6 @@ impl Proc {
 
     fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// "xdp_ingress (driver mode), tc_egress (tcx)", from the agent's "attached IFACE: ..." lines.
-    fn attached(&self) -> String {
-        self.log()
-            .lines()
-            .filter_map(|l| l.strip_prefix("attached "))
-            .map(|l| l.split_once(": ").map_or(l, |(_, hook)| hook).to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 
     /// Waits for the process to exit; kills it after `timeout`.

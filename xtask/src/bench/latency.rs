@@ -7,10 +7,8 @@
 //! (the event's `seen`, converted to wall time by the agent) and the wall time at which the
 //! benchmark reads each JSON line from the daemon's stdout.
 use std::{
-    io::{BufRead as _, BufReader},
+    ffi::OsString,
     net::Ipv4Addr,
-    process::{Child, Stdio},
-    sync::mpsc,
     time::{Duration, SystemTime},
 };
 
@@ -19,6 +17,7 @@ use dhcp_lab::{Lab, LabConfig, ROUTER_IFACE};
 use serde_json::Value;
 
 use super::{Ctx, Figure, Target, sane};
+use crate::agent::{AgentUnderTest, Events};
 
 const GROUP: &str = "detection latency";
 const GRACE: Duration = Duration::from_secs(1);
@@ -26,14 +25,14 @@ const GRACE: Duration = Duration::from_secs(1);
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     let rounds = ctx.pick(6, 1);
     let mut lab = Lab::start(LabConfig::default()).context("starting the lab")?;
-    let agent = Agent::start(ctx, &lab)?;
+    let agent = start_agent(ctx, &lab)?;
     let (mut detection, mut decision, mut repair) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let mac = format!("52:54:00:20:00:{:02x}", round + 1);
         lab.vm.set_mac(&mac)?;
         let ip = lab.vm.boot()?;
         lab.dhcp_release(ip, &mac)?;
-        let (release, read_at) = agent.wait_event("release", ip)?;
+        let (release, read_at) = wait_event(&agent, "release", ip)?;
         sane(release["flagged"] == true, || {
             format!("the release of {ip} was not flagged: {release}")
         })?;
@@ -42,7 +41,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
         let grace = GRACE.as_secs_f64();
         detection.push((seconds_between(seen, read_at) - grace) * 1e3);
         decision.push((seconds_between(seen, settled) - grace) * 1e3);
-        let (remediation, repaired_at) = agent.wait_event("remediation", ip)?;
+        let (remediation, repaired_at) = wait_event(&agent, "remediation", ip)?;
         sane(remediation["result"] == "remediated", || {
             format!("the repair of {ip} did not succeed: {remediation}")
         })?;
@@ -52,7 +51,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
             || format!("{ip} is still in dnsmasq's lease file after the repair"),
         )?;
     }
-    agent.stop();
+    agent.stop_cleanly()?;
     Ok(vec![
         Figure::from_samples(
             GROUP,
@@ -98,77 +97,38 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 }
 
 /// The `run --remediate` daemon on the lab's router, its JSON lines read as they come.
-struct Agent {
-    child: Child,
-    lines: mpsc::Receiver<(Value, SystemTime)>,
+fn start_agent(ctx: &Ctx, lab: &Lab) -> anyhow::Result<AgentUnderTest> {
+    let mut args: Vec<OsString> = ["run", "--json", "--remediate", "--grace", "1s"]
+        .into_iter()
+        .chain(["--iface", ROUTER_IFACE, "--iface", "lo"])
+        .map(OsString::from)
+        .collect();
+    args.extend(["--leases".into(), lab.lease_file().into()]);
+    args.extend(["--dnsmasq-conf".into(), lab.dir.join("dnsmasq.conf").into()]);
+    args.extend([
+        "--state-file".into(),
+        lab.dir.join("bench-state.json").into(),
+    ]);
+    AgentUnderTest::start(
+        &lab.router,
+        &ctx.agent,
+        &args,
+        &ctx.scratch.join("latency-agent.log"),
+        Events::Json,
+    )
 }
 
-impl Agent {
-    fn start(ctx: &Ctx, lab: &Lab) -> anyhow::Result<Agent> {
-        let leases = lab.lease_file();
-        let conf = lab.dir.join("dnsmasq.conf");
-        let state = lab.dir.join("bench-state.json");
-        let mut child = lab
-            .router
-            .command(ctx.agent.to_str().context("agent path")?)
-            .args(["run", "--json", "--remediate", "--grace", "1s"])
-            .args(["--iface", ROUTER_IFACE, "--iface", "lo"])
-            .arg("--leases")
-            .arg(&leases)
-            .arg("--dnsmasq-conf")
-            .arg(&conf)
-            .arg("--state-file")
-            .arg(&state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting dhcp-agent run")?;
-        let stdout = child.stdout.take().context("piped stdout")?;
-        let stderr = child.stderr.take().context("piped stderr")?;
-        let (attached_tx, attached) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("watching;") {
-                    let _ = attached_tx.send(());
-                }
-            }
-        });
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let read_at = SystemTime::now();
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && tx.send((value, read_at)).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        attached
-            .recv_timeout(Duration::from_secs(10))
-            .context("dhcp-agent run did not attach within 10 s")?;
-        Ok(Agent { child, lines })
-    }
-
-    /// The next `event` line about `ip`, and when it was read.
-    fn wait_event(&self, event: &str, ip: Ipv4Addr) -> anyhow::Result<(Value, SystemTime)> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (value, at) = self
-                .lines
-                .recv_timeout(left)
-                .with_context(|| format!("no {event} event for {ip} within 15 s"))?;
-            if value["event"] == event && value["ip"] == ip.to_string() {
-                return Ok((value, at));
-            }
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// The next `event` line about `ip`, and when it was read.
+fn wait_event(
+    agent: &AgentUnderTest,
+    event: &str,
+    ip: Ipv4Addr,
+) -> anyhow::Result<(Value, SystemTime)> {
+    agent
+        .next_event(
+            Duration::from_secs(15),
+            |v| v["event"] == event && v["ip"] == ip.to_string(),
+            |_| {},
+        )
+        .with_context(|| format!("no {event} event for {ip}"))
 }

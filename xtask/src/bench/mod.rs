@@ -17,7 +17,7 @@ mod footprint;
 mod forwarding;
 mod latency;
 mod micro;
-mod process;
+pub mod process;
 mod storm;
 
 use std::{

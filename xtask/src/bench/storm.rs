@@ -8,8 +8,7 @@
 mod flood;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Stdio},
+    ffi::OsString,
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
@@ -18,7 +17,8 @@ use anyhow::Context as _;
 use dhcp_lab::{Netns, netns, prometheus::http_get};
 
 use self::flood::{Pace, RawSender, Sent};
-use super::{Ctx, Figure, Target, metric_sum, number, parse_metrics, process::cpu_time, sane};
+use super::{Ctx, Figure, Target, metric_sum, number, parse_metrics, sane};
+use crate::agent::{AgentUnderTest, Events};
 
 const GROUP: &str = "DHCP storm";
 const ROUTER_IFACE: &str = "guest0";
@@ -78,13 +78,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Figure>> {
     // Configurations alternate within each repeat, so that both see the same noise.
     for repeat in 0..repeats {
         for (config, done) in configs.iter().zip(&mut ramps) {
-            let agent = Agent::start(ctx, &lab, &config.extra_args)?;
+            let agent = start_agent(ctx, &lab, &config.extra_args)?;
             let ramp = ramp(&lab, &agent, &frames, &config.offered, step).with_context(|| {
                 format!(
                     "ramp {}{}; the agent's stderr ends: {}",
                     repeat + 1,
                     config.suffix,
-                    agent.stderr_tail()
+                    agent.log_tail()
                 )
             })?;
             eprintln!(
@@ -261,99 +261,27 @@ impl std::ops::Sub for Counters {
     }
 }
 
-/// `dhcp-agent run` in the router namespace; stopped on drop.
-struct Agent {
-    child: Child,
-    stderr: PathBuf,
-    /// The attach report ("guest0: xdp_ingress (driver mode)", ...).
-    attached: Vec<String>,
-}
-
-impl Agent {
-    fn start(ctx: &Ctx, lab: &Lab, extra_args: &[String]) -> anyhow::Result<Agent> {
-        let dir = ctx.scratch.join("storm");
-        std::fs::create_dir_all(&dir)?;
-        let leases = dir.join("dnsmasq.leases");
-        std::fs::write(&leases, "")?;
-        let state = dir.join("state.json");
-        let _ = std::fs::remove_file(&state);
-        let stderr = dir.join("agent.stderr");
-        let agent = ctx.agent.to_str().context("agent path is not UTF-8")?;
-        let child = lab
-            .router
-            .command(agent)
-            .args(["run", "--iface", ROUTER_IFACE, "--leases"])
-            .arg(&leases)
-            .arg("--state-file")
-            .arg(&state)
-            .args(["--grace", "1s", "--metrics-addr", METRICS_ADDR])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            // One line per settled RELEASE: thousands a second here.
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr)?)
-            .spawn()
-            .context("starting dhcp-agent run")?;
-        let mut agent = Agent {
-            child,
-            stderr,
-            attached: Vec::new(),
-        };
-        let mut exited = None;
-        let ready = dhcp_lab::wait_for(Duration::from_secs(30), || {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                exited = Some(status);
-                return true;
-            }
-            read(&agent.stderr)
-                .lines()
-                .any(|l| l.starts_with("watching;"))
-        });
-        if let Some(status) = exited {
-            anyhow::bail!("dhcp-agent run exited ({status}): {}", read(&agent.stderr));
-        }
-        ready.with_context(|| {
-            format!(
-                "dhcp-agent run did not start watching in 30 s: {}",
-                read(&agent.stderr)
-            )
-        })?;
-        agent.attached = read(&agent.stderr)
-            .lines()
-            .filter_map(|l| l.strip_prefix("attached "))
-            .map(str::to_owned)
-            .collect();
-        Ok(agent)
-    }
-
-    /// CPU time (user + system, every thread) the agent has used so far.
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        cpu_time(self.child.id())
-    }
-
-    fn stderr_tail(&self) -> String {
-        let text = read(&self.stderr);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child, not reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let stopped = dhcp_lab::wait_for(Duration::from_secs(5), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if stopped.is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// `dhcp-agent run` in the router namespace with an empty lease file; stopped on drop.
+fn start_agent(ctx: &Ctx, lab: &Lab, extra_args: &[String]) -> anyhow::Result<AgentUnderTest> {
+    let dir = ctx.scratch.join("storm");
+    std::fs::create_dir_all(&dir)?;
+    let leases = dir.join("dnsmasq.leases");
+    std::fs::write(&leases, "")?;
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let mut args: Vec<OsString> = vec!["run".into(), "--iface".into(), ROUTER_IFACE.into()];
+    args.extend(["--leases".into(), leases.into()]);
+    args.extend(["--state-file".into(), state.into()]);
+    args.extend(["--grace", "1s", "--metrics-addr", METRICS_ADDR].map(OsString::from));
+    args.extend(extra_args.iter().map(OsString::from));
+    // Events discarded: one line per settled RELEASE, thousands a second here.
+    AgentUnderTest::start(
+        &lab.router,
+        &ctx.agent,
+        &args,
+        &dir.join("agent.stderr"),
+        Events::Discard,
+    )
 }
 
 /// The machine's CPU time, from the first line of /proc/stat (clock ticks, all cores).
@@ -400,7 +328,7 @@ struct Usage {
 
 /// Runs `work` and measures the agent's CPU time and the machine's busy share meanwhile.
 fn measured<T>(
-    agent: &Agent,
+    agent: &AgentUnderTest,
     work: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, Usage)> {
     let (cpu0, machine0, start) = (agent.cpu()?, CpuTimes::read()?, Instant::now());
@@ -578,7 +506,7 @@ impl Ramp {
 /// Every step at increasing rates, then the checks after the storm.
 fn ramp(
     lab: &Lab,
-    agent: &Agent,
+    agent: &AgentUnderTest,
     frames: &[Vec<u8>],
     offered: &[Option<f64>],
     duration: Duration,
@@ -638,7 +566,7 @@ fn ramp(
         healthz_during,
         healthz_after,
         after,
-        attached: agent.attached.clone(),
+        attached: agent.attached(),
     })
 }
 
