@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | lab | test | bench`.
 mod agent;
 mod bench;
+mod kernel;
 mod lab;
 mod setup;
 mod soak;
@@ -32,6 +33,10 @@ enum Task {
     /// before a release) and check that memory and open files stay flat, no event is lost and
     /// every release is accounted for (needs root).
     Soak(soak::SoakArgs),
+    /// Boot Debian 12's 6.1 kernel (the routers' kernel) under QEMU with a small initramfs and
+    /// check that the agent loads, attaches (TC through netlink clsact, then XDP) and sees a real
+    /// DHCP exchange on a veth pair; the host's kernel is left alone.
+    Kernel(kernel::KernelArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
         Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
+        Task::Kernel(args) => setup::ensure().and_then(|()| kernel::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

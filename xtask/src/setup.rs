@@ -22,8 +22,9 @@ const RUNTIME_PACKAGES: &[&str] = &[
 ];
 /// Tools of the hardening work (issue 7), installed like the packages above.
 /// `qemu-system-x86` and `busybox-static` boot Debian 12's 6.1 kernel with a small initramfs
-/// (`cargo xtask kernel`).
-const HARDENING_PACKAGES: &[&str] = &["busybox-static", "qemu-system-x86"];
+/// (`cargo xtask kernel`); `kmod`'s depmod writes the modules.dep that kernel's package leaves
+/// to its postinst.
+const HARDENING_PACKAGES: &[&str] = &["busybox-static", "kmod", "qemu-system-x86"];
 /// Cargo subcommands the tasks use: (crate, version pinned to what rustc 1.95 builds).
 const CARGO_TOOLS: &[(&str, &str)] = &[];
 /// What bpf-linker builds against.
