@@ -1,16 +1,25 @@
 //! `dhcp-agent run`: the daemon. Capture -> decode -> server identity + correlation against the
 //! lease table -> one structured event per settled RELEASE (dropped ones flagged with a cause).
-use std::{io::Write as _, net::SocketAddrV4, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
+    capture::LinkEvents,
     cli::CaptureArgs,
-    correlate::{Cause, Correlator, Outcome, Verdict, diagnose},
+    correlate::{Cause, Correlator, Outcome, Release, Verdict, diagnose},
     decode::hex_colon,
     leases::{
-        DEFAULT_LEASE_FILE, LeaseFormatName, LeaseTable,
+        DEFAULT_LEASE_FILE, Lease, LeaseFormatName, LeaseTable,
+        emptied::{self, EMPTY_FILE_HOLD, EmptyFileGuard, expired},
         follow::{LeaseFollower, LoadError},
     },
     metrics::{self, Metrics, http::Readiness},
@@ -96,24 +105,36 @@ struct Daemon {
     outstanding: Outstanding,
     limit: RateLimit,
     repairs: tokio::sync::mpsc::Sender<RepairDone>,
+    /// Events of settled releases not printed yet.
+    unreported: Vec<ReleaseEvent>,
 }
 
 impl Daemon {
-    /// Reports a settled release; a dropped one becomes outstanding (and is repaired when asked).
-    fn settle(
-        &mut self,
-        verdict: Verdict,
-        table: &LeaseTable,
-        identity: &ServerIdentity,
-    ) -> anyhow::Result<()> {
+    /// Records a settled release; a dropped one becomes outstanding. Its event is printed by
+    /// [`Daemon::report_settled`], and its repair started by [`Daemon::repair_outstanding`].
+    fn settle(&mut self, verdict: Verdict) -> anyhow::Result<()> {
         self.metrics.release_settled(&verdict);
         self.outstanding.on_verdict(&verdict);
         let event = ReleaseEvent::new(&verdict);
-        emit(self.args.json, &event, event.text())?;
         if event.flagged {
             StateFile::remember(&mut self.state.flagged, serde_json::to_value(&event)?);
         }
-        self.repair_outstanding(table, identity)
+        self.unreported.push(event);
+        Ok(())
+    }
+
+    /// Prints the events of the releases settled since the last call, after writing the state
+    /// file when one of them is flagged: a flag anyone has seen survives the agent being killed
+    /// right after (SIGKILL, OOM, power loss). Returns whether the state file was written.
+    fn report_settled(&mut self, correlator: &Correlator) -> anyhow::Result<bool> {
+        let save = self.unreported.iter().any(|e| e.flagged);
+        if save {
+            self.save_state(correlator);
+        }
+        for event in std::mem::take(&mut self.unreported) {
+            emit(self.args.json, &event, event.text())?;
+        }
+        Ok(save)
     }
 
     /// Starts the repair of every outstanding release not tried yet whose lease `table` still
@@ -387,6 +408,105 @@ fn reload_result(result: &Result<LeaseTable, LoadError>) -> &'static str {
     }
 }
 
+/// Which leases may leave the table now: expired ones, and those a pending RELEASE of their own
+/// client is about (see [`crate::leases::emptied`]).
+fn accounted_for(correlator: &Correlator) -> impl Fn(&Lease) -> bool + '_ {
+    let now_secs = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
+    let mut released: HashMap<Ipv4Addr, Vec<&Release>> = HashMap::new();
+    for (release, _) in correlator.pending_releases() {
+        released.entry(release.ciaddr).or_default().push(release);
+    }
+    move |lease| {
+        expired(lease, now_secs)
+            || matches!(lease.ip, IpAddr::V4(ip) if released
+                .get(&ip)
+                .is_some_and(|rs| rs.iter().any(|r| r.matches(lease))))
+    }
+}
+
+/// Takes a read of the lease file into `table`, unless it must not be believed: a missing,
+/// unreadable or broken file, or an empty one that nothing explains, keeps the last good table
+/// (it must not look like every lease was released). Returns the replaced table.
+fn take_reload(
+    loaded: Result<LeaseTable, LoadError>,
+    table: &mut LeaseTable,
+    guard: &mut EmptyFileGuard,
+    correlator: &Correlator,
+    metrics: &Metrics,
+    path: &std::path::Path,
+) -> Option<LeaseTable> {
+    let result = reload_result(&loaded);
+    let new = match loaded {
+        Ok(new) => new,
+        Err(err) => {
+            metrics.lease_file_reload(result, now_seconds());
+            guard.forget();
+            eprintln!("lease file not reloaded: {err}");
+            return None;
+        }
+    };
+    let held_since = guard.held_since();
+    let verdict = guard.check(table, &new, Instant::now(), accounted_for(correlator));
+    let held = matches!(verdict, emptied::Verdict::Hold { .. });
+    metrics.lease_file_reload(if held { "empty" } else { result }, now_seconds());
+    take_judged(verdict, held_since, table, new, path)
+}
+
+/// While an empty lease file is held back: takes it once what it drops is accounted for or the
+/// hold is over. Returns the replaced table.
+fn recheck_held_empty(
+    table: &mut LeaseTable,
+    guard: &mut EmptyFileGuard,
+    correlator: &Correlator,
+    path: &std::path::Path,
+) -> Option<LeaseTable> {
+    let held_since = guard.held_since();
+    held_since?; // the common case, before the pending releases are looked at
+    let verdict = guard.recheck(table, Instant::now(), accounted_for(correlator))?;
+    take_judged(verdict, held_since, table, LeaseTable::default(), path)
+}
+
+/// Acts on the guard's verdict on `new`, and says on stderr when an empty file is held back
+/// and when that ends. Returns the replaced table.
+fn take_judged(
+    verdict: emptied::Verdict,
+    held_since: Option<Instant>,
+    table: &mut LeaseTable,
+    new: LeaseTable,
+    path: &std::path::Path,
+) -> Option<LeaseTable> {
+    let path = path.display();
+    match (verdict, held_since) {
+        (emptied::Verdict::Hold { unexplained }, None) => {
+            eprintln!(
+                "lease file {path} lists no lease, but {unexplained} of the {} leases it listed \
+                 were neither released nor expired: keeping them until the server writes the \
+                 file again (a rewrite in progress, or the file was truncated behind its back)",
+                table.v4.len()
+            );
+            return None;
+        }
+        (emptied::Verdict::Hold { .. }, Some(_)) => return None,
+        (emptied::Verdict::HeldTooLong { unexplained }, _) => eprintln!(
+            "lease file {path} has listed no lease for {}s: believing it ({unexplained} leases \
+             gone without a RELEASE)",
+            EMPTY_FILE_HOLD.as_secs()
+        ),
+        (emptied::Verdict::Believe, Some(since)) if new.v4.is_empty() => eprintln!(
+            "lease file {path}: believing it empty after {:.1}s, every lease it dropped being \
+             released or expired by now",
+            since.elapsed().as_secs_f64()
+        ),
+        (emptied::Verdict::Believe, Some(since)) => eprintln!(
+            "lease file {path} lists leases again ({}) after {:.1}s empty",
+            new.v4.len(),
+            since.elapsed().as_secs_f64()
+        ),
+        (emptied::Verdict::Believe, None) => {}
+    }
+    Some(std::mem::replace(table, new))
+}
+
 fn now_seconds() -> f64 {
     now_ns() as f64 / 1e9
 }
@@ -424,8 +544,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Err(err) => return Err(err.into()),
     };
     correlator.on_table(&LeaseTable::default(), &table, now_ns(), &identity);
+    let mut empty_file = EmptyFileGuard::new(EMPTY_FILE_HOLD);
     let mut pcap = args.pcap.open()?;
+    let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
     let mut capture = start_capture(&args.capture)?;
+    for (interface, attached) in capture.interfaces() {
+        metrics.set_interface_attached(interface, attached);
+    }
     let mut reader = capture.event_reader()?;
     let clock = system::BootClock::new();
     let mut names = InterfaceNames::default();
@@ -452,6 +577,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         state,
         outstanding,
         repairs: repairs_tx,
+        unreported: Vec::new(),
     };
     let args = daemon.args.clone();
     let mut divergence_scan = tokio::time::interval(args.divergence_interval);
@@ -504,27 +630,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             result = follower.changed() => {
                 result.context("following the lease file")?;
                 let loaded = follower.load().await;
-                metrics.lease_file_reload(reload_result(&loaded), now_seconds());
-                let previous = match loaded {
-                    Ok(new) => {
-                        if !table_loaded {
-                            table_loaded = true;
-                            readiness.set_ready();
-                        }
-                        Some(std::mem::replace(&mut table, new))
-                    }
-                    // Keep the last good table: a missing or broken file must not look like
-                    // every lease was released.
-                    Err(err) => {
-                        eprintln!("lease file not reloaded: {err}");
-                        None
-                    }
-                };
+                let previous = take_reload(
+                    loaded,
+                    &mut table,
+                    &mut empty_file,
+                    &correlator,
+                    &metrics,
+                    follower.path(),
+                );
+                if previous.is_some() && !table_loaded {
+                    table_loaded = true;
+                    readiness.set_ready();
+                }
                 daemon.outstanding.refresh(&table);
                 match previous {
                     Some(previous) => correlator.on_table(&previous, &table, now_ns(), &identity),
                     None => correlator.on_tick(&table, now_ns(), &identity),
                 }
+            }
+            result = link_events.changed() => {
+                result.context("following interface changes")?;
+                for change in capture.reconcile() {
+                    eprintln!("{change}");
+                    metrics.interface_change(&change);
+                }
+                Vec::new()
             }
             _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
                 correlator.on_tick(&table, now_ns(), &identity)
@@ -533,7 +663,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 for unanswered in transactions.on_tick(now_ns()) {
                     metrics.transaction(&unanswered);
                 }
-                correlator.on_tick(&table, now_ns(), &identity)
+                let mut verdicts = Vec::new();
+                if let Some(previous) =
+                    recheck_held_empty(&mut table, &mut empty_file, &correlator, follower.path())
+                {
+                    daemon.outstanding.refresh(&table);
+                    verdicts = correlator.on_table(&previous, &table, now_ns(), &identity);
+                }
+                verdicts.extend(correlator.on_tick(&table, now_ns(), &identity));
+                verdicts
             }
             _ = stats.tick() => {
                 match capture.counters() {
@@ -592,7 +730,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
                 }
                 // Settled here: it has been checked already.
-                daemon.settle(verdict, &table, &identity)?;
+                daemon.settle(verdict)?;
                 dirty = true;
                 Vec::new()
             }
@@ -602,11 +740,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Vec::new()
             }
         };
-        // A flagged release is written at once (a restart must not lose it); the others with
-        // the next tick.
-        dirty |= verdicts
-            .iter()
-            .any(|v| matches!(v.outcome, Outcome::Dropped(_)));
+        // A flagged release is written at once, before it is printed (a restart must not lose
+        // it); the others with the next tick.
         pending_unsaved |= !verdicts.is_empty();
         for verdict in verdicts {
             if matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease) && args.probe_memory {
@@ -625,7 +760,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 });
                 continue;
             }
-            daemon.settle(verdict, &table, &identity)?;
+            daemon.settle(verdict)?;
+        }
+        if !daemon.unreported.is_empty() {
+            if daemon.report_settled(&correlator)? {
+                dirty = false;
+                pending_unsaved = false;
+            }
+            // Dropped releases just settled are repaired when asked.
+            daemon.repair_outstanding(&table, &identity)?;
         }
         if dirty {
             daemon.save_state(&correlator);

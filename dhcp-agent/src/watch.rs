@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use dhcp_common::Hook;
 
 use crate::{
+    capture::LinkEvents,
     cli::WatchArgs,
     correlate::{Release, wire_flag},
     filter::Filter,
@@ -27,6 +28,7 @@ struct Tally {
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let mut pcap = args.pcap.open()?;
+    let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
     let mut capture = start_capture(&args.capture)?;
     let mut reader = capture.event_reader()?;
     let mut filter = Filter::new(&args.filter);
@@ -46,6 +48,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut shutdown => break 'watch,
             result = reader.read_batch(&mut batch) => result.context("reading the event ring buffer")?,
+            result = link_events.changed() => {
+                result.context("following interface changes")?;
+                // A deleted interface that comes back gets the hooks again.
+                for change in capture.reconcile() {
+                    eprintln!("{change}");
+                }
+                continue;
+            }
         }
         let mut out = stdout.lock();
         for event in batch.drain(..) {

@@ -11,88 +11,17 @@ use std::{
     time::Duration,
 };
 
-use common::{s, start_run};
+use common::{from_vm, s, start_run, wait_samples};
 use dhcp_lab::{
     IGNORED_MAC, Lab, LabConfig, VIP_ADDR, VM_IFACE,
-    frames::{Dhcpv4Spec, Framing, ipv4_udp, send_frames},
+    frames::{Dhcpv4Spec, send_frames},
     prometheus::{Prometheus, http_get},
     wait_for,
 };
 use dhcproto::v4::MessageType;
 
-const METRICS_URL: &str = "http://127.0.0.1:9967/metrics";
 const HEALTHZ_URL: &str = "http://127.0.0.1:9967/healthz";
 const SUBNET: &str = "172.29.101.0/24";
-
-fn scrape(lab: &Lab) -> String {
-    let (status, body) = http_get(lab.router.name(), METRICS_URL, &[]).expect("scrape");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// The value of the sample `name{labels...}` (all given labels must match) in a scrape.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        if !(rest.is_empty() || rest.starts_with('{')) {
-            return None; // a longer name with the same prefix
-        }
-        labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.parse().ok())?
-    })
-}
-
-/// An expected sample: its name, some of its labels, and the range its value must be in.
-type Want<'a> = (
-    &'a str,
-    &'a [(&'a str, &'a str)],
-    std::ops::RangeInclusive<f64>,
-);
-
-/// Waits until every expected sample has a value in its range; fails with the whole scrape.
-fn wait_samples(lab: &Lab, expected: &[Want]) -> String {
-    let mut last = String::new();
-    let good = |text: &str, (name, labels, range): &Want| {
-        sample(text, name, labels).is_some_and(|v| range.contains(&v))
-    };
-    let done = wait_for(Duration::from_secs(20), || {
-        last = scrape(lab);
-        expected.iter().all(|want| good(&last, want))
-    });
-    if done.is_err() {
-        let wrong: Vec<String> = expected
-            .iter()
-            .filter(|want| !good(&last, want))
-            .map(|(name, labels, range)| {
-                format!(
-                    "{name}{labels:?}: want {range:?}, got {:?}",
-                    sample(&last, name, labels)
-                )
-            })
-            .collect();
-        panic!("{}\nscrape:\n{last}", wrong.join("\n"));
-    }
-    last
-}
-
-/// A client message as the VM's interface would send it.
-fn from_vm(spec: &Dhcpv4Spec, src_mac: [u8; 6]) -> Vec<u8> {
-    let framing = Framing {
-        src_mac,
-        ..Framing::default()
-    };
-    ipv4_udp(
-        &framing,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::BROADCAST,
-        (68, 67),
-        &spec.encode(),
-    )
-    .expect("frame")
-}
 
 #[test]
 fn a_scrape_shows_the_labs_traffic_and_passes_promtool() {

@@ -60,6 +60,15 @@ impl Default for LabConfig {
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// How [`Lab::stop_dnsmasq`] stops dnsmasq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a clean exit, as `systemctl restart` does.
+    Term,
+    /// SIGKILL: a crash, the OOM killer.
+    Kill,
+}
+
 /// A VM: a namespace with one interface and a dhclient of its own.
 pub struct Vm {
     pub ns: Netns,
@@ -190,11 +199,17 @@ impl Lab {
     }
 
     fn build_network(&mut self) -> anyhow::Result<()> {
+        self.router.ip(&["link", "set", "lo", "up"])?;
+        self.vm.ns.ip(&["link", "set", "lo", "up"])?;
+        self.connect_guest()
+    }
+
+    /// The cable between router and VM: the veth pair, the VLAN interfaces on it if any, and
+    /// the router's addresses.
+    fn connect_guest(&self) -> anyhow::Result<()> {
         let (r, vm) = (&self.router, &self.vm);
-        r.ip(&["link", "set", "lo", "up"])?;
         netns::veth_pair(r, ROUTER_IFACE, &vm.ns, VM_IFACE)?;
         vm.ns.ip(&["link", "set", VM_IFACE, "address", &vm.mac])?;
-        vm.ns.ip(&["link", "set", "lo", "up"])?;
         vm.ns.ip(&["link", "set", VM_IFACE, "up"])?;
         r.ip(&["link", "set", ROUTER_IFACE, "up"])?;
         let guest = self.guest_iface();
@@ -222,6 +237,55 @@ impl Lab {
         r.ip(&["addr", "add", &format!("{PRIMARY_ADDR}/24"), "dev", &guest])?;
         r.ip(&["addr", "add", &format!("{VIP_ADDR}/24"), "dev", &guest])?;
         Ok(())
+    }
+
+    /// Deletes the router's guest interface, and with it the VM's end of the cable, as when the
+    /// guest network is unplugged or its interface torn down and rebuilt.
+    pub fn unplug_guest(&self) -> anyhow::Result<()> {
+        self.router.ip(&["link", "del", ROUTER_IFACE]).map(drop)
+    }
+
+    /// Builds the guest network again after [`Lab::unplug_guest`]: the same names, addresses
+    /// and VM MAC, on new interfaces (new ifindexes).
+    pub fn plug_guest(&self) -> anyhow::Result<()> {
+        self.connect_guest()
+    }
+
+    /// Stops dnsmasq and waits until it is gone. Its leases survive in the lease file, which it
+    /// writes after every change; with [`Stop::Kill`] it gets no chance to do anything else.
+    pub fn stop_dnsmasq(&mut self, how: Stop) -> anyhow::Result<()> {
+        let mut child = self.dnsmasq.take().context("dnsmasq is not running")?;
+        match how {
+            Stop::Term => {
+                let pid = libc::pid_t::try_from(child.id()).context("dnsmasq's pid")?;
+                // SAFETY: kill(2) on our own child, which has not been reaped yet.
+                if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+                    bail!("SIGTERM to dnsmasq: {}", std::io::Error::last_os_error());
+                }
+            }
+            Stop::Kill => child.kill().context("SIGKILL to dnsmasq")?,
+        }
+        child.wait().context("waiting for dnsmasq to exit")?;
+        // A killed dnsmasq leaves its pid file behind: starting again waits for a fresh one.
+        match fs::remove_file(self.dir.join("dnsmasq.pid")) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                Err(err).context("removing dnsmasq's pid file")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts dnsmasq again after [`Lab::stop_dnsmasq`], with the same configuration and lease
+    /// file; returns once it serves.
+    pub fn resume_dnsmasq(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.dnsmasq.is_none(), "dnsmasq is running");
+        self.start_dnsmasq()
+    }
+
+    /// Restarts dnsmasq as a service manager does: SIGTERM, wait, start.
+    pub fn restart_dnsmasq(&mut self) -> anyhow::Result<()> {
+        self.stop_dnsmasq(Stop::Term)?;
+        self.resume_dnsmasq()
     }
 
     fn start_dnsmasq(&mut self) -> anyhow::Result<()> {

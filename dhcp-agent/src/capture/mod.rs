@@ -6,7 +6,11 @@
 //!   else generic/SKB mode) and a TC classifier for egress;
 //! * the loopback device gets a TC classifier on ingress only (every frame on `lo` passes egress
 //!   and then ingress; one hook sees it once).
+//!
+//! An interface that is deleted takes its hooks with it; when one of the same name appears
+//! again, [`Capture::reconcile`] attaches the loaded programs to it (see [`LinkEvents`]).
 pub mod iface;
+pub mod link_events;
 pub mod reader;
 
 use std::{
@@ -20,13 +24,15 @@ use aya::{
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions,
         TestRunResult, Xdp, XdpMode,
-        tc::{self, NlOptions, TcAttachOptions, TcError},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError},
+        xdp::XdpLink,
     },
 };
 use dhcp_common::{HOOK_COUNT, Hook, names, stat};
 use thiserror::Error;
 
 pub use iface::Interface;
+pub use link_events::LinkEvents;
 pub use reader::{EventReader, RawEvent};
 
 /// The kernel programs, built by build.rs and embedded so one binary is all a router needs.
@@ -118,8 +124,94 @@ pub struct HookCounters {
     pub truncated: u64,
 }
 
+/// One hook's attachment, owned: dropping it detaches the program from the hook. aya ignores a
+/// failing detach on drop, which is what an attachment to a deleted interface needs (the kernel
+/// removed it with the interface; netlink then answers ENODEV).
+#[expect(
+    dead_code,
+    reason = "the links are held for their Drop, which detaches them"
+)]
+enum HookLink {
+    Xdp(XdpLink),
+    Tc(SchedClassifierLink),
+}
+
+/// An interface the agent was asked to watch, how to hook it, and its attachments.
+struct Watched {
+    /// The interface as last attached (its index tells a re-created one apart).
+    iface: Interface,
+    xdp: XdpChoice,
+    tc_mode: TcMode,
+    /// Empty while the interface is gone (or re-attaching it failed).
+    links: Vec<HookLink>,
+}
+
+/// What [`Capture::reconcile`] did about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceChange {
+    /// The interface the hooks were on is gone (deleted, or replaced under the same name).
+    Gone { interface: String, index: u32 },
+    /// An interface of that name is there again and has its hooks.
+    Reattached {
+        interface: String,
+        index: u32,
+        reports: Vec<AttachReport>,
+    },
+    /// An interface of that name is there again, but attaching to it failed; tried again at the
+    /// next change of any interface.
+    Failed { interface: String, error: String },
+}
+
+impl InterfaceChange {
+    pub fn interface(&self) -> &str {
+        match self {
+            InterfaceChange::Gone { interface, .. }
+            | InterfaceChange::Reattached { interface, .. }
+            | InterfaceChange::Failed { interface, .. } => interface,
+        }
+    }
+}
+
+impl fmt::Display for InterfaceChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InterfaceChange::Gone { interface, index } => write!(
+                f,
+                "interface {interface} (ifindex {index}) is gone, and its hooks with it; \
+                 re-attaching when it is back"
+            ),
+            InterfaceChange::Reattached {
+                interface,
+                index,
+                reports,
+            } => {
+                write!(
+                    f,
+                    "interface {interface} is back (ifindex {index}): re-attached"
+                )?;
+                for (n, report) in reports.iter().enumerate() {
+                    let sep = if n == 0 { " " } else { ", " };
+                    write!(f, "{sep}{} ({})", report.hook.name(), report.how)?;
+                    if let Some(note) = &report.note {
+                        write!(f, " [{note}]")?;
+                    }
+                }
+                Ok(())
+            }
+            InterfaceChange::Failed { interface, error } => write!(
+                f,
+                "interface {interface} is back but re-attaching failed: {error}; \
+                 trying again at the next interface change"
+            ),
+        }
+    }
+}
+
 /// Loaded kernel programs and their attachments. Dropping it detaches everything.
 pub struct Capture {
+    /// Declared before `ebpf`, so dropped first: a netlink XDP attachment is detached by naming
+    /// its program's file descriptor, which must still be open then.
+    watched: Vec<Watched>,
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, u64>,
     reports: Vec<AttachReport>,
@@ -157,33 +249,117 @@ impl Capture {
         let stats = PerCpuArray::try_from(stats)
             .map_err(|e| CaptureError::Map(names::STATS_MAP, e.to_string()))?;
         Ok(Capture {
+            watched: Vec::new(),
             ebpf,
             stats,
             reports: Vec::new(),
         })
     }
 
-    /// Attaches the hooks an interface gets (see the module docs).
+    /// Attaches the hooks an interface gets (see the module docs), and keeps watching its name:
+    /// see [`Capture::reconcile`].
     pub fn attach(
         &mut self,
         iface: &Interface,
         xdp: XdpChoice,
         tc_mode: TcMode,
     ) -> Result<(), CaptureError> {
+        let links = self.attach_hooks(iface, xdp, tc_mode)?;
+        self.watched.push(Watched {
+            iface: iface.clone(),
+            xdp,
+            tc_mode,
+            links,
+        });
+        Ok(())
+    }
+
+    /// Attaches every hook of `iface`; on a failure, what was attached is detached again (the
+    /// links are dropped with the error).
+    fn attach_hooks(
+        &mut self,
+        iface: &Interface,
+        xdp: XdpChoice,
+        tc_mode: TcMode,
+    ) -> Result<Vec<HookLink>, CaptureError> {
         if iface.loopback {
-            return self.attach_tc(iface, Hook::TcIngress, tc_mode, None);
+            return Ok(vec![self.attach_tc(
+                iface,
+                Hook::TcIngress,
+                tc_mode,
+                None,
+            )?]);
         }
-        if xdp == XdpChoice::Off {
-            self.attach_tc(iface, Hook::TcIngress, tc_mode, None)?;
-        } else if let Err(note) = self.attach_xdp(iface, xdp) {
-            self.attach_tc(iface, Hook::TcIngress, tc_mode, Some(note))?;
+        let mut links = Vec::with_capacity(2);
+        let ingress = match xdp {
+            XdpChoice::Off => self.attach_tc(iface, Hook::TcIngress, tc_mode, None)?,
+            _ => match self.attach_xdp(iface, xdp) {
+                Ok(link) => link,
+                Err(note) => self.attach_tc(iface, Hook::TcIngress, tc_mode, Some(note))?,
+            },
+        };
+        links.push(ingress);
+        links.push(self.attach_tc(iface, Hook::TcEgress, tc_mode, None)?);
+        Ok(links)
+    }
+
+    /// Brings the attachments in line with the interfaces as they are now. An interface the
+    /// hooks were on that is gone (deleted, or replaced by another of the same name) gives up
+    /// its dead attachments; one that is there again under its name gets the hooks again, the
+    /// way it got them at start-up. Call it whenever [`LinkEvents`] reports a change; it
+    /// returns what it did.
+    pub fn reconcile(&mut self) -> Vec<InterfaceChange> {
+        let mut changes = Vec::new();
+        for n in 0..self.watched.len() {
+            let watched = &mut self.watched[n];
+            let now = Interface::by_name(&watched.iface.name);
+            let same = now.as_ref().is_some_and(|i| i.index == watched.iface.index);
+            if same && !watched.links.is_empty() {
+                continue;
+            }
+            if !watched.links.is_empty() {
+                watched.links.clear();
+                changes.push(InterfaceChange::Gone {
+                    interface: watched.iface.name.clone(),
+                    index: watched.iface.index,
+                });
+            }
+            let Some(now) = now else {
+                continue;
+            };
+            let (xdp, tc_mode) = (watched.xdp, watched.tc_mode);
+            let first_report = self.reports.len();
+            let attached = self.attach_hooks(&now, xdp, tc_mode);
+            let watched = &mut self.watched[n];
+            match attached {
+                Ok(links) => {
+                    watched.links = links;
+                    watched.iface = now;
+                    changes.push(InterfaceChange::Reattached {
+                        interface: watched.iface.name.clone(),
+                        index: watched.iface.index,
+                        reports: self.reports[first_report..].to_vec(),
+                    });
+                }
+                Err(err) => changes.push(InterfaceChange::Failed {
+                    interface: watched.iface.name.clone(),
+                    error: error_chain(&err),
+                }),
+            }
         }
-        self.attach_tc(iface, Hook::TcEgress, tc_mode, None)
+        changes
+    }
+
+    /// Every watched interface by name, and whether its hooks are attached now.
+    pub fn interfaces(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.watched
+            .iter()
+            .map(|w| (w.iface.name.as_str(), !w.links.is_empty()))
     }
 
     /// Tries the XDP modes `choice` allows; on failure returns why, so the caller can fall back
     /// to TC ingress (another XDP program on the interface must not make us blind or break it).
-    fn attach_xdp(&mut self, iface: &Interface, choice: XdpChoice) -> Result<(), String> {
+    fn attach_xdp(&mut self, iface: &Interface, choice: XdpChoice) -> Result<HookLink, String> {
         let modes: &[(XdpMode, &str)] = match choice {
             XdpChoice::Auto => &[(XdpMode::Driver, "driver mode"), (XdpMode::Skb, "skb mode")],
             XdpChoice::Driver => &[(XdpMode::Driver, "driver mode")],
@@ -193,15 +369,18 @@ impl Capture {
         let program = xdp_program(&mut self.ebpf).map_err(|e| e.to_string())?;
         let mut failures = Vec::new();
         for &(mode, how) in modes {
-            match program.attach_to_if_index(iface.index, mode) {
-                Ok(_) => {
+            match program
+                .attach_to_if_index(iface.index, mode)
+                .and_then(|id| program.take_link(id))
+            {
+                Ok(link) => {
                     self.reports.push(AttachReport {
                         interface: iface.name.clone(),
                         hook: Hook::XdpIngress,
                         how: how.into(),
                         note: (!failures.is_empty()).then(|| failures.join("; ")),
                     });
-                    return Ok(());
+                    return Ok(HookLink::Xdp(link));
                 }
                 Err(err) => failures.push(format!("xdp {how}: {}", error_chain(&err))),
             }
@@ -215,7 +394,7 @@ impl Capture {
         hook: Hook,
         mode: TcMode,
         note: Option<String>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<HookLink, CaptureError> {
         let (name, attach_type) = match hook {
             Hook::TcEgress => (names::TC_EGRESS_PROGRAM, TcAttachType::Egress),
             _ => (names::TC_INGRESS_PROGRAM, TcAttachType::Ingress),
@@ -245,8 +424,10 @@ impl Capture {
                 "netlink clsact",
             )
         };
-        tc_program(&mut self.ebpf, name)?
+        let program = tc_program(&mut self.ebpf, name)?;
+        let link = program
             .attach_with_options(&iface.name, attach_type, options)
+            .and_then(|id| program.take_link(id))
             .map_err(attach_error)?;
         self.reports.push(AttachReport {
             interface: iface.name.clone(),
@@ -254,7 +435,7 @@ impl Capture {
             how: how.into(),
             note,
         });
-        Ok(())
+        Ok(HookLink::Tc(link))
     }
 
     /// What was attached where, in order.

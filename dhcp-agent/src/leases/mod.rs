@@ -4,6 +4,7 @@
 //! caught half-written (dnsmasq rewrites in place: truncate, write, fsync) is reported as
 //! [`LeaseFileError::Incomplete`] so the caller waits and reads again instead of acting on it.
 pub mod dnsmasq;
+pub mod emptied;
 pub mod follow;
 pub mod kea;
 

@@ -16,7 +16,7 @@ use prometheus::{
 };
 
 use crate::{
-    capture::HookCounters,
+    capture::{HookCounters, InterfaceChange},
     correlate::{Outcome, Verdict},
     decode::{Body, Packet},
     leases::LeaseTable,
@@ -77,7 +77,9 @@ pub const CAUSES: &[&str] = &[
     "unknown",
 ];
 pub const REMEDIATION_RESULTS: &[&str] = &["remediated", "failed", "dry_run", "rate_limited"];
-pub const RELOAD_RESULTS: &[&str] = &["ok", "missing", "unreadable", "invalid"];
+/// `empty`: an empty file that replaced a table with leases none of which was released or
+/// expired, not believed yet (see [`crate::leases::emptied`]).
+pub const RELOAD_RESULTS: &[&str] = &["ok", "missing", "unreadable", "invalid", "empty"];
 pub const EXCHANGES: &[&str] = &["discover_ack", "request_ack"];
 pub const DIVERGENCE_KINDS: &[&str] = &[crate::run::SERVER_HOLDS, crate::run::FILE_LISTS];
 /// The `subnet` label of leases outside every known pool.
@@ -118,6 +120,8 @@ pub struct Metrics {
     discover_unanswered: IntCounterVec,
     lease_file_reloads: IntCounterVec,
     lease_file_last_reload: Gauge,
+    interface_attached: IntGaugeVec,
+    interface_reattachments: IntCounterVec,
     /// Kernel counters as last added, to add only what is new.
     kernel_seen: Mutex<Vec<HookCounters>>,
 }
@@ -280,6 +284,18 @@ impl Metrics {
                     "When the lease file was last read successfully, Unix time.",
                 ),
             ),
+            interface_attached: gauge(
+                r,
+                "dhcp_interface_attached",
+                "1 while the hooks are attached to the interface, 0 while it is gone.",
+                &["interface"],
+            ),
+            interface_reattachments: counter(
+                r,
+                "dhcp_interface_reattachments_total",
+                "Times the hooks were attached again to an interface that was deleted and came back.",
+                &["interface"],
+            ),
             kernel_seen: Mutex::new(vec![HookCounters::default(); HOOKS.len()]),
             registry,
         };
@@ -384,6 +400,29 @@ impl Metrics {
         self.lease_file_reloads.with_label_values(&[result]).inc();
         if result == "ok" {
             self.lease_file_last_reload.set(unix_seconds);
+        }
+    }
+
+    /// Whether `interface` has its hooks now (at start-up: every interface attached).
+    pub fn set_interface_attached(&self, interface: &str, attached: bool) {
+        self.interface_attached
+            .with_label_values(&[interface])
+            .set(i64::from(attached));
+        self.interface_reattachments.with_label_values(&[interface]);
+    }
+
+    /// What [`crate::capture::Capture::reconcile`] did about an interface.
+    pub fn interface_change(&self, change: &InterfaceChange) {
+        let interface = change.interface();
+        match change {
+            InterfaceChange::Gone { .. } => self.set_interface_attached(interface, false),
+            InterfaceChange::Reattached { .. } => {
+                self.set_interface_attached(interface, true);
+                self.interface_reattachments
+                    .with_label_values(&[interface])
+                    .inc();
+            }
+            InterfaceChange::Failed { .. } => {}
         }
     }
 
@@ -625,6 +664,24 @@ mod tests {
         }
         metrics.set_releases_pending(2);
         metrics.set_releases_unresolved(1);
+        metrics.set_interface_attached("guest0", true);
+        for change in [
+            InterfaceChange::Gone {
+                interface: "guest0".into(),
+                index: 3,
+            },
+            InterfaceChange::Failed {
+                interface: "guest0".into(),
+                error: "attaching failed".into(),
+            },
+            InterfaceChange::Reattached {
+                interface: "guest0".into(),
+                index: 4,
+                reports: Vec::new(),
+            },
+        ] {
+            metrics.interface_change(&change);
+        }
         let conf = DnsmasqConfig {
             listen_addresses: vec![
                 "127.0.0.1".parse().unwrap(),
@@ -771,6 +828,34 @@ mod tests {
             "{seen_types:?}"
         );
         assert!(seen_types.contains("information_request"));
+    }
+
+    #[test]
+    fn an_interface_that_goes_and_comes_back_is_counted_once_per_return() {
+        let metrics = Metrics::new("v", "k");
+        metrics.set_interface_attached("guest0", true);
+        let gone = InterfaceChange::Gone {
+            interface: "guest0".into(),
+            index: 3,
+        };
+        metrics.interface_change(&gone);
+        let text = metrics.render();
+        assert!(
+            text.contains("dhcp_interface_attached{interface=\"guest0\"} 0")
+                && text.contains("dhcp_interface_reattachments_total{interface=\"guest0\"} 0"),
+            "{text}"
+        );
+        metrics.interface_change(&InterfaceChange::Reattached {
+            interface: "guest0".into(),
+            index: 4,
+            reports: Vec::new(),
+        });
+        let text = metrics.render();
+        assert!(
+            text.contains("dhcp_interface_attached{interface=\"guest0\"} 1")
+                && text.contains("dhcp_interface_reattachments_total{interface=\"guest0\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -36,8 +36,21 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>
 impl Agent {
     /// Starts `dhcp-agent ARGS` in `ns` and waits until it reports that it is watching.
     pub fn start(ns: &Netns, args: &[&str]) -> Agent {
-        let mut child = ns
-            .command(AGENT)
+        Agent::start_under(ns, &[], args)
+    }
+
+    /// Starts `LAUNCHER... dhcp-agent ARGS` in `ns`, where the launcher (`setpriv ...`) execs
+    /// the agent, so the child's pid is the agent's; waits until it reports that it is watching.
+    pub fn start_under(ns: &Netns, launcher: &[String], args: &[&str]) -> Agent {
+        let mut command = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut command = ns.command(program);
+                command.args(rest).arg(AGENT);
+                command
+            }
+            None => ns.command(AGENT),
+        };
+        let mut child = command
             .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -61,6 +74,11 @@ impl Agent {
             agent.stderr_text()
         );
         agent
+    }
+
+    /// The agent's process id (a launcher execs it: same process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr_text(&self) -> String {
@@ -110,6 +128,16 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// SIGKILL, as the OOM killer or a crash ends it: nothing runs after; returns stderr.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        thread::sleep(Duration::from_millis(100)); // let the reader threads drain
+        self.stderr_text()
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -132,9 +160,17 @@ pub fn start_watch(lab: &Lab, extra: &[&str]) -> Agent {
 /// `dhcp-agent run --json` on the lab's router, over its guest interface and `lo`, with the
 /// lab's lease file, dnsmasq configuration and a state file in the lab's directory.
 pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
+    let args = run_args(lab, &lab.dir.join("state.json"), extra);
+    Agent::start(
+        &lab.router,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// The command line of [`start_run`], with the state file at `state`.
+pub fn run_args(lab: &Lab, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let leases = lab.lease_file();
     let conf = lab.dir.join("dnsmasq.conf");
-    let state = lab.dir.join("state.json");
     let mut args = vec![
         "run",
         "--json",
@@ -152,5 +188,106 @@ pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
         state.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    Agent::start(&lab.router, &args)
+    args.into_iter().map(str::to_owned).collect()
+}
+
+/// The capabilities the README documents for `watch` and `run`, as setpriv names them.
+pub const DOCUMENTED_CAPS: [&str; 3] = ["bpf", "perfmon", "net_admin"];
+
+/// A `setpriv` command line that execs its argument with exactly `caps` (setpriv names:
+/// `bpf`, `net_admin`, ...) in every capability set that passes them on: as root (the
+/// bounding set limits what root's exec gets), or as `nobody` with `caps` ambient, which is
+/// how systemd's AmbientCapabilities= starts a service under its own user.
+pub fn setpriv_with(caps: &[&str], as_nobody: bool) -> Vec<String> {
+    let list = |base: &str| {
+        std::iter::once(base.to_owned())
+            .chain(caps.iter().map(|c| format!("+{c}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut args = vec!["setpriv".to_owned()];
+    if as_nobody {
+        args.extend(["--reuid=65534", "--regid=65534", "--clear-groups"].map(str::to_owned));
+        args.push(format!("--inh-caps={}", list("-all")));
+        args.push(format!("--ambient-caps={}", list("-all")));
+    } else {
+        args.push("--inh-caps=-all".to_owned());
+    }
+    args.push(format!("--bounding-set={}", list("-all")));
+    args
+}
+
+/// Where `run` serves metrics by default, inside the lab's router namespace.
+pub const METRICS_URL: &str = "http://127.0.0.1:9967/metrics";
+
+/// One scrape of the agent's metrics in the lab's router namespace.
+pub fn scrape(lab: &Lab) -> String {
+    let (status, body) =
+        dhcp_lab::prometheus::http_get(lab.router.name(), METRICS_URL, &[]).expect("scrape");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the sample `name{labels...}` (all given labels must match) in a scrape.
+pub fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        if !(rest.is_empty() || rest.starts_with('{')) {
+            return None; // a longer name with the same prefix
+        }
+        labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}
+
+/// An expected sample: its name, some of its labels, and the range its value must be in.
+pub type Want<'a> = (
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    std::ops::RangeInclusive<f64>,
+);
+
+/// Waits until every expected sample has a value in its range; fails with the whole scrape.
+pub fn wait_samples(lab: &Lab, expected: &[Want]) -> String {
+    let mut last = String::new();
+    let good = |text: &str, (name, labels, range): &Want| {
+        sample(text, name, labels).is_some_and(|v| range.contains(&v))
+    };
+    let done = wait_for(Duration::from_secs(20), || {
+        last = scrape(lab);
+        expected.iter().all(|want| good(&last, want))
+    });
+    if done.is_err() {
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|want| !good(&last, want))
+            .map(|(name, labels, range)| {
+                format!(
+                    "{name}{labels:?}: want {range:?}, got {:?}",
+                    sample(&last, name, labels)
+                )
+            })
+            .collect();
+        panic!("{}\nscrape:\n{last}", wrong.join("\n"));
+    }
+    last
+}
+
+/// A client message as the VM's interface would send it.
+pub fn from_vm(spec: &dhcp_lab::frames::Dhcpv4Spec, src_mac: [u8; 6]) -> Vec<u8> {
+    let framing = dhcp_lab::frames::Framing {
+        src_mac,
+        ..dhcp_lab::frames::Framing::default()
+    };
+    dhcp_lab::frames::ipv4_udp(
+        &framing,
+        std::net::Ipv4Addr::UNSPECIFIED,
+        std::net::Ipv4Addr::BROADCAST,
+        (68, 67),
+        &spec.encode(),
+    )
+    .expect("frame")
 }
