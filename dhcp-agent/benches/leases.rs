@@ -112,6 +112,7 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
                     expected_server_id: Some(dhcp_lab::VIP_ADDR),
                     lease: Some(lease.clone()),
                     renewed_since: false,
+                    in_memory_only: false,
                     settled_ns: T0,
                 };
                 outstanding.extend(OutstandingRelease::from_verdict(&verdict));

@@ -113,6 +113,10 @@ pub struct Verdict {
     /// address granted again): whatever the table shows is then a lease the client wants, so a
     /// dropped release is still reported but never repaired.
     pub renewed_since: bool,
+    /// The server's memory holds the lease though the file no longer lists it (a memory probe
+    /// found it, after the file had said released): a repair then follows the memory, not the
+    /// file's expiry.
+    pub in_memory_only: bool,
     pub settled_ns: i128,
 }
 
@@ -299,6 +303,7 @@ fn decide(
         expected_server_id: identity.expected_for(release.ciaddr).map(|k| k.server_id),
         lease: pending.lease.clone().or_else(|| removed_since.cloned()),
         renewed_since: pending.renewed_since,
+        in_memory_only: false,
         settled_ns: now_ns,
     })
 }

@@ -125,7 +125,7 @@ impl OutstandingRelease {
             ip: release.ciaddr,
             mac: hex_colon(&release.chaddr),
             client_id: client_id.map(|id| hex_colon(id)),
-            expiry: lease.map(|l| l.expiry),
+            expiry: lease.filter(|_| !verdict.in_memory_only).map(|l| l.expiry),
             server_id: verdict.expected_server_id,
             seen: crate::output::rfc3339(verdict.release.seen_ns),
             attempted: false,
@@ -350,6 +350,7 @@ mod tests {
             expected_server_id: Some("172.29.101.1".parse().unwrap()),
             lease: Some(lease),
             renewed_since: false,
+            in_memory_only: false,
             settled_ns: 0,
         }
     }
@@ -407,6 +408,21 @@ mod tests {
         outstanding.on_verdict(&verdict);
         outstanding.remove(verdict.release.ciaddr);
         assert!(outstanding.is_empty());
+    }
+
+    #[test]
+    fn a_lease_the_file_dropped_but_the_memory_holds_is_repaired() {
+        // The file's line was deleted by hand after the RELEASE; the memory probe found the
+        // lease: the table not listing it must not end the repair.
+        let mut verdict = dropped(lease(MAC, 1000));
+        verdict.in_memory_only = true;
+        let mut outstanding = Outstanding::default();
+        outstanding.on_verdict(&verdict);
+        let mut limit = RateLimit::new(60, 1);
+        let due = outstanding.due(&table(&[]), |_| None, &mut limit, Instant::now(), false);
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!((due[0].0.ip, due[0].0.mac), (verdict.release.ciaddr, MAC));
+        assert_eq!(due[0].1, RepairStep::Send);
     }
 
     #[test]

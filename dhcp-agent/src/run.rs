@@ -725,6 +725,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         emit(args.json, &event, event.text())?;
                         let cause = diagnose(&verdict.release, verdict.lease.as_ref(), &identity);
                         verdict.outcome = Outcome::Dropped(cause);
+                        verdict.in_memory_only = true;
                     }
                     Ok(false) => {}
                     Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),

@@ -614,6 +614,7 @@ mod tests {
                 expected_server_id: None,
                 lease: None,
                 renewed_since: false,
+                in_memory_only: false,
                 settled_ns: 0,
             });
         }
