@@ -120,17 +120,20 @@ pub struct Verdict {
     pub settled_ns: i128,
 }
 
-#[derive(Debug)]
-struct Pending {
-    release: Release,
+/// A RELEASE waiting for its verdict (what a restart saves and resumes: see
+/// [`Correlator::pending_records`] and [`Correlator::resume`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub release: Release,
     /// The lease as the table first showed it while this release was pending (`None` until
     /// the table shows one; the file lags the wire). Never updated after: a repair must
     /// release exactly that lease, and a renewal since (a new expiry) or a new owner must never
-    /// be released on the strength of this RELEASE.
-    lease: Option<Lease>,
+    /// be released on the strength of this RELEASE. It is also what tells `honored` (the lease
+    /// was there, now it is gone) from `no_lease` (it never was).
+    pub lease: Option<Lease>,
     /// The server ACKed this address to this client after the RELEASE.
-    renewed_since: bool,
-    deadline_ns: i128,
+    pub renewed_since: bool,
+    pub deadline_ns: i128,
 }
 
 /// Pending releases and how to settle them.
@@ -170,6 +173,27 @@ impl Correlator {
     /// Releases waiting to be settled, with their deadlines.
     pub fn pending_releases(&self) -> impl Iterator<Item = (&Release, i128)> {
         self.pending.values().map(|p| (&p.release, p.deadline_ns))
+    }
+
+    /// Pending releases with what is known about each so far: what a restart must keep.
+    pub fn pending_records(&self) -> impl Iterator<Item = &Pending> {
+        self.pending.values()
+    }
+
+    /// Takes up a release a previous run saw and left pending (the agent was stopped within
+    /// its grace), with its own seen time, deadline, saved lease and renewal flag: it is then
+    /// judged like any other, at the next table or tick (at once if its deadline passed while
+    /// the agent was down). Returns `false`, keeping what is pending, when a RELEASE of the same
+    /// client for that address is pending already (seen since: the newer one counts).
+    pub fn resume(&mut self, pending: Pending) -> bool {
+        let key = (pending.release.ciaddr, pending.release.chaddr.clone());
+        match self.pending.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(pending);
+                true
+            }
+        }
     }
 
     /// A RELEASE was seen: opens (or refreshes) a pending record; settles at once only when
@@ -586,6 +610,121 @@ mod tests {
         );
         let verdicts = correlator.on_tick(&empty, 100 * SECOND + SECOND, &identity);
         assert_eq!(verdicts[0].outcome, Outcome::NoLease);
+    }
+
+    /// What the last run left pending about `release(server_id)`: its deadline two seconds
+    /// after it was seen, and the lease the table showed then, if any.
+    fn saved(server_id: Option<Ipv4Addr>, lease_then: Option<Lease>) -> Pending {
+        let release = release(server_id);
+        Pending {
+            deadline_ns: release.seen_ns + 2 * SECOND,
+            release,
+            lease: lease_then,
+            renewed_since: false,
+        }
+    }
+
+    #[test]
+    fn a_resumed_release_keeps_its_own_deadline() {
+        // Restarted one second into the grace: the release waits for its original deadline,
+        // not a new grace, and is dropped there with its cause.
+        let identity = identity();
+        let mut correlator = Correlator::new(10 * SECOND);
+        let pending = saved(Some(PRIMARY), Some(lease(IP)));
+        let (seen, deadline) = (pending.release.seen_ns, pending.deadline_ns);
+        assert!(correlator.resume(pending));
+        assert_eq!(correlator.pending(), 1);
+        assert_eq!(correlator.next_deadline_ns(), Some(deadline));
+        assert!(
+            correlator
+                .on_tick(&table_with(IP), deadline - 1, &identity)
+                .is_empty()
+        );
+        let verdicts = correlator.on_tick(&table_with(IP), deadline, &identity);
+        assert_eq!(verdicts.len(), 1);
+        let verdict = &verdicts[0];
+        assert_eq!(
+            verdict.outcome,
+            Outcome::Dropped(Cause::ServerIdMismatch {
+                expected: VIP,
+                received: PRIMARY
+            })
+        );
+        assert_eq!(verdict.release.seen_ns, seen);
+        assert_eq!(verdict.lease, Some(lease(IP)));
+        assert_eq!(correlator.pending(), 0);
+    }
+
+    #[test]
+    fn a_resumed_release_past_its_deadline_is_settled_on_the_first_tick() {
+        let identity = identity();
+        let late = 200 * SECOND; // the agent was down for well over the grace
+        // The lease is still there: dropped, with its cause, once.
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.resume(saved(Some(PRIMARY), Some(lease(IP))));
+        let verdicts = correlator.on_tick(&table_with(IP), late, &identity);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].outcome.name(), "dropped");
+        assert_eq!(verdicts[0].settled_ns, late);
+        assert!(
+            correlator
+                .on_tick(&table_with(IP), late + SECOND, &identity)
+                .is_empty()
+        );
+        // The lease the table showed is gone: honored, not no_lease.
+        let empty = LeaseTable::default();
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.resume(saved(Some(VIP), Some(lease(IP))));
+        let verdicts = correlator.on_tick(&empty, late, &identity);
+        assert_eq!(verdicts[0].outcome, Outcome::Honored);
+        assert_eq!(verdicts[0].lease, Some(lease(IP)));
+        // The table never showed it: no_lease.
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.resume(saved(Some(VIP), None));
+        let verdicts = correlator.on_tick(&empty, late, &identity);
+        assert_eq!(verdicts[0].outcome, Outcome::NoLease);
+        assert_eq!(verdicts[0].lease, None);
+    }
+
+    #[test]
+    fn a_resumed_release_whose_lease_went_within_the_grace_is_honored_at_once() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let pending = saved(Some(VIP), Some(lease(IP)));
+        let within = pending.release.seen_ns + SECOND;
+        correlator.resume(pending);
+        let verdicts = correlator.on_tick(&LeaseTable::default(), within, &identity);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].outcome, Outcome::Honored);
+    }
+
+    #[test]
+    fn a_resumed_release_keeps_its_renewal_and_yields_to_a_newer_release() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let renewed = Pending {
+            renewed_since: true,
+            ..saved(Some(PRIMARY), Some(lease(IP)))
+        };
+        correlator.resume(renewed);
+        let verdicts = correlator.on_tick(&table_with(IP), 200 * SECOND, &identity);
+        assert!(verdicts[0].renewed_since, "{verdicts:?}");
+
+        // A RELEASE of the same client seen since start-up is the one that counts.
+        let mut correlator = Correlator::new(2 * SECOND);
+        let newer = Release {
+            seen_ns: 300 * SECOND,
+            xid: 7,
+            ..release(Some(PRIMARY))
+        };
+        correlator.on_release(newer, &table_with(IP), &identity);
+        assert!(!correlator.resume(saved(Some(PRIMARY), Some(lease(IP)))));
+        assert_eq!(correlator.pending(), 1);
+        let kept: Vec<u32> = correlator
+            .pending_records()
+            .map(|p| p.release.xid)
+            .collect();
+        assert_eq!(kept, [7]);
     }
 
     #[test]

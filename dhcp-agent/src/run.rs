@@ -107,6 +107,9 @@ struct Daemon {
     repairs: tokio::sync::mpsc::Sender<RepairDone>,
     /// Events of settled releases not printed yet.
     unreported: Vec<ReleaseEvent>,
+    /// Releases the last run left pending, until there is a lease table to judge them against
+    /// (kept in the state file meanwhile).
+    unresumed: Vec<PendingRelease>,
 }
 
 impl Daemon {
@@ -193,15 +196,9 @@ impl Daemon {
     fn save_state(&mut self, correlator: &Correlator) {
         self.state.updated = rfc3339(now_ns());
         self.state.pending = correlator
-            .pending_releases()
-            .map(|(r, deadline)| PendingRelease {
-                ip: r.ciaddr.to_string(),
-                mac: hex_colon(&r.chaddr),
-                interface: r.interface.clone(),
-                received_server_id: r.server_id.map(|a| a.to_string()),
-                seen: rfc3339(r.seen_ns),
-                deadline: rfc3339(deadline),
-            })
+            .pending_records()
+            .map(PendingRelease::new)
+            .chain(self.unresumed.iter().cloned())
             .collect();
         self.state.outstanding = self.outstanding.iter().cloned().collect();
         if let Err(err) = self.state.write(&self.args.state_file) {
@@ -398,6 +395,29 @@ fn resume_state(path: &std::path::Path) -> StateFile {
     }
 }
 
+/// Hands the releases the last run left pending to the correlator, each with its own seen time,
+/// deadline and the lease the table showed then: one whose deadline passed while the agent was
+/// down is settled on the first tick against the current table.
+fn resume_pending(correlator: &mut Correlator, saved: Vec<PendingRelease>, path: &std::path::Path) {
+    if saved.is_empty() {
+        return;
+    }
+    let mut resumed = 0;
+    for entry in saved {
+        match entry.to_pending() {
+            Ok(pending) => resumed += usize::from(correlator.resume(pending)),
+            Err(err) => eprintln!(
+                "pending release of {} {} not resumed: {err:#}",
+                entry.ip, entry.mac
+            ),
+        }
+    }
+    eprintln!(
+        "resuming {resumed} pending releases from {}",
+        path.display()
+    );
+}
+
 /// The name of a lease-file read's result, for the metrics.
 fn reload_result(result: &Result<LeaseTable, LoadError>) -> &'static str {
     match result {
@@ -570,6 +590,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.state_file.display()
         );
     }
+    // Releases seen within their grace before the last run stopped: judged against a lease
+    // table only (a missing file is no proof that their leases are gone).
+    let mut unresumed = std::mem::take(&mut state.pending);
+    if table_loaded {
+        resume_pending(
+            &mut correlator,
+            std::mem::take(&mut unresumed),
+            &args.state_file,
+        );
+    } else if !unresumed.is_empty() {
+        eprintln!(
+            "{} pending releases from {} wait for the lease file",
+            unresumed.len(),
+            args.state_file.display()
+        );
+    }
     let mut daemon = Daemon {
         limit: RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10)),
         args,
@@ -578,6 +614,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         outstanding,
         repairs: repairs_tx,
         unreported: Vec::new(),
+        unresumed,
     };
     let args = daemon.args.clone();
     let mut divergence_scan = tokio::time::interval(args.divergence_interval);
@@ -641,6 +678,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if previous.is_some() && !table_loaded {
                     table_loaded = true;
                     readiness.set_ready();
+                    let saved = std::mem::take(&mut daemon.unresumed);
+                    resume_pending(&mut correlator, saved, &args.state_file);
                 }
                 daemon.outstanding.refresh(&table);
                 match previous {

@@ -1,17 +1,29 @@
 //! The daemon's state as a file: pending releases and the latest flagged releases and repairs,
 //! rewritten atomically after each change, so that `dhcp-agent leases` (and an operator) can
-//! see them without talking to the daemon.
+//! see them without talking to the daemon, and so that the next run resumes the releases still
+//! pending and the dropped ones still outstanding.
 use std::{
     collections::VecDeque,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    correlate::{Pending, Release},
+    decode::hex_colon,
+    leases::{Expiry, Lease, parse_hex_bytes},
+    output::rfc3339,
+};
+
 /// How many flagged releases and repairs the file keeps.
 pub const KEEP: usize = 256;
 
+/// A RELEASE seen within its grace period when the file was written: the next run resumes it
+/// (with its own seen time, deadline and the lease the table showed), so a RELEASE seen just
+/// before a restart is still settled.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingRelease {
     pub ip: String,
@@ -20,6 +32,113 @@ pub struct PendingRelease {
     pub received_server_id: Option<String>,
     pub seen: String,
     pub deadline: String,
+    // The fields below were added to resume pending releases; files written before lack them.
+    #[serde(default)]
+    pub xid: u32,
+    /// Option 61 of the RELEASE (hex bytes, `:`-separated).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Option 50 of the RELEASE.
+    #[serde(default)]
+    pub requested_ip: Option<String>,
+    /// The lease as the table showed it while the release was pending; `None` when the table
+    /// had not listed the address yet (what tells `honored` from `no_lease` after a restart).
+    #[serde(default)]
+    pub lease: Option<PendingLease>,
+    /// The server ACKed the address to the same client after the RELEASE.
+    #[serde(default)]
+    pub renewed_since: bool,
+}
+
+/// A DHCPv4 lease as the table listed it (its address is the release's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingLease {
+    /// Hardware address (hex bytes, `:`-separated).
+    pub mac: String,
+    #[serde(default = "ethernet")]
+    pub htype: u8,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    pub expiry: Expiry,
+}
+
+fn ethernet() -> u8 {
+    1
+}
+
+impl PendingRelease {
+    /// What the state file keeps of a pending release.
+    pub fn new(pending: &Pending) -> PendingRelease {
+        let r = &pending.release;
+        PendingRelease {
+            ip: r.ciaddr.to_string(),
+            mac: hex_colon(&r.chaddr),
+            interface: r.interface.clone(),
+            received_server_id: r.server_id.map(|a| a.to_string()),
+            seen: rfc3339(r.seen_ns),
+            deadline: rfc3339(pending.deadline_ns),
+            xid: r.xid,
+            client_id: r.client_id.as_deref().map(hex_colon),
+            requested_ip: r.requested_ip.map(|a| a.to_string()),
+            lease: pending.lease.as_ref().map(|l| PendingLease {
+                mac: hex_colon(&l.hwaddr),
+                htype: l.htype,
+                client_id: l.client_id.as_deref().map(hex_colon),
+                hostname: l.hostname.clone(),
+                expiry: l.expiry,
+            }),
+            renewed_since: pending.renewed_since,
+        }
+    }
+
+    /// The pending release to resume (times to the microsecond, as the file keeps them).
+    pub fn to_pending(&self) -> anyhow::Result<Pending> {
+        let ip: Ipv4Addr = self.ip.parse().context("ip")?;
+        let v4 = |text: &Option<String>, what: &str| {
+            text.as_deref()
+                .map(|t| t.parse::<Ipv4Addr>().with_context(|| what.to_owned()))
+                .transpose()
+        };
+        let hex = |text: &str, what: &str| {
+            parse_hex_bytes(text).with_context(|| format!("{what}: {text:?} is not hex bytes"))
+        };
+        let hex_opt =
+            |text: &Option<String>, what: &str| text.as_deref().map(|t| hex(t, what)).transpose();
+        let time = |text: &str, what: &str| {
+            text.parse::<jiff::Timestamp>()
+                .map(|t| t.as_nanosecond())
+                .with_context(|| format!("{what}: {text:?}"))
+        };
+        let lease = match &self.lease {
+            Some(l) => Some(Lease {
+                ip: ip.into(),
+                hwaddr: hex(&l.mac, "lease mac")?,
+                htype: l.htype,
+                client_id: hex_opt(&l.client_id, "lease client_id")?,
+                hostname: l.hostname.clone(),
+                expiry: l.expiry,
+                iaid: None,
+            }),
+            None => None,
+        };
+        Ok(Pending {
+            release: Release {
+                seen_ns: time(&self.seen, "seen")?,
+                interface: self.interface.clone(),
+                xid: self.xid,
+                ciaddr: ip,
+                chaddr: hex(&self.mac, "mac")?,
+                client_id: hex_opt(&self.client_id, "client_id")?,
+                server_id: v4(&self.received_server_id, "received_server_id")?,
+                requested_ip: v4(&self.requested_ip, "requested_ip")?,
+            },
+            lease,
+            renewed_since: self.renewed_since,
+            deadline_ns: time(&self.deadline, "deadline")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,5 +207,100 @@ mod tests {
         assert_eq!(StateFile::read(&path).unwrap(), state);
         assert!(!PathBuf::from(format!("{}.tmp", path.display())).exists());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    const SECOND: i128 = 1_000_000_000;
+
+    /// A pending release with every field set (times to the microsecond, as saved).
+    fn pending(lease: Option<Lease>) -> Pending {
+        let seen_ns = 1_700_000_000 * SECOND + 123_456_000;
+        Pending {
+            release: Release {
+                seen_ns,
+                interface: "guest0".into(),
+                xid: 0xdead_beef,
+                ciaddr: Ipv4Addr::new(172, 29, 101, 150),
+                chaddr: vec![0x52, 0x54, 0, 0x10, 0, 1],
+                client_id: Some(vec![1, 0x52, 0x54, 0, 0x10, 0, 1]),
+                server_id: Some(Ipv4Addr::new(172, 29, 101, 245)),
+                requested_ip: Some(Ipv4Addr::new(172, 29, 101, 150)),
+            },
+            lease,
+            renewed_since: true,
+            deadline_ns: seen_ns + 5 * SECOND,
+        }
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            ip: Ipv4Addr::new(172, 29, 101, 150).into(),
+            hwaddr: vec![0x52, 0x54, 0, 0x10, 0, 1],
+            htype: 1,
+            client_id: Some(vec![1, 0x52, 0x54, 0, 0x10, 0, 1]),
+            hostname: Some("vm".into()),
+            expiry: Expiry::At(1_700_003_600),
+            iaid: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_release_round_trips_through_the_file() {
+        for original in [pending(Some(lease())), pending(None)] {
+            let state = StateFile {
+                pending: vec![PendingRelease::new(&original)],
+                ..StateFile::default()
+            };
+            let text = serde_json::to_string_pretty(&state).unwrap();
+            let read: StateFile = serde_json::from_str(&text).unwrap();
+            assert_eq!(read, state, "{text}");
+            assert_eq!(read.pending[0].to_pending().unwrap(), original, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_state_file_from_before_resumption_still_loads() {
+        // As written by versions that did not resume pending releases (nor had `outstanding`).
+        let old = r#"{
+          "updated": "2024-05-01T10:00:01.000000Z",
+          "pending": [{
+            "ip": "172.29.101.150",
+            "mac": "52:54:00:10:00:01",
+            "interface": "lo",
+            "received_server_id": "172.29.101.245",
+            "seen": "2024-05-01T10:00:00.250000Z",
+            "deadline": "2024-05-01T10:00:02.250000Z"
+          }],
+          "flagged": [],
+          "remediations": []
+        }"#;
+        let state: StateFile = serde_json::from_str(old).unwrap();
+        assert!(state.outstanding.is_empty());
+        let saved = &state.pending[0];
+        assert_eq!((saved.xid, saved.lease.as_ref()), (0, None));
+        assert!(!saved.renewed_since);
+        let resumed = saved.to_pending().unwrap();
+        let seen: jiff::Timestamp = "2024-05-01T10:00:00.25Z".parse().unwrap();
+        assert_eq!(resumed.release.seen_ns, seen.as_nanosecond());
+        assert_eq!(resumed.deadline_ns, seen.as_nanosecond() + 2 * SECOND);
+        assert_eq!(
+            resumed.release.server_id,
+            Some(Ipv4Addr::new(172, 29, 101, 245))
+        );
+        assert_eq!(resumed.release.chaddr, [0x52, 0x54, 0, 0x10, 0, 1]);
+        assert_eq!(
+            (resumed.release.client_id, resumed.release.requested_ip),
+            (None, None)
+        );
+        assert_eq!(resumed.lease, None);
+    }
+
+    #[test]
+    fn a_damaged_pending_release_is_not_resumed() {
+        let mut saved = PendingRelease::new(&pending(None));
+        saved.seen = "yesterday".into();
+        assert!(saved.to_pending().is_err());
+        let mut saved = PendingRelease::new(&pending(None));
+        saved.mac = "52:54:zz".into();
+        assert!(saved.to_pending().is_err());
     }
 }

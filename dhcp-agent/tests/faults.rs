@@ -506,6 +506,160 @@ fn a_flagged_release_survives_agent_restarts_and_is_repaired_exactly_once() {
     wire.stop();
 }
 
+/// `dhcp_releases_pending` is `n`.
+fn pending(n: f64) -> Want<'static> {
+    ("dhcp_releases_pending", &[], n..=n)
+}
+
+/// [`start_run`] with a grace period of `grace` instead of 1 s.
+fn start_run_with_grace(lab: &Lab, grace: &str) -> Agent {
+    let mut args = common::run_args(lab, &lab.dir.join("state.json"), &[]);
+    let at = args.iter().position(|a| a == "--grace").unwrap();
+    args[at + 1] = grace.to_owned();
+    Agent::start(
+        &lab.router,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the lab's dnsmasq.
+fn signal_dnsmasq(lab: &Lab, signal: &str) {
+    let pid = fs::read_to_string(lab.dir.join("dnsmasq.pid")).unwrap();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), pid.trim()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} dnsmasq");
+}
+
+/// A timestamp of a record or of the state file.
+fn time(text: &str) -> jiff::Timestamp {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is no timestamp: {e}"))
+}
+
+/// The agent stopped (SIGTERM, as `systemctl restart` does) within the grace of a RELEASE it
+/// saw: the next run resumes it with its own seen time and deadline, and settles it exactly
+/// once, as dropped with its cause.
+#[test]
+fn a_release_pending_across_a_restart_is_settled_once_as_dropped() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let state = lab.dir.join("state.json");
+    let first = start_run_with_grace(&lab, "5s");
+    let ip = lab.vm.boot().expect("lease");
+    wait_samples(&lab, &[leases(1.0)]);
+    lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
+    let released = Instant::now();
+    wait_samples(&lab, &[pending(1.0)]);
+    let stderr = first.stop();
+    assert!(
+        released.elapsed() < Duration::from_secs(4),
+        "stopped within the grace"
+    );
+    assert!(
+        stderr.contains("stopped; 1 releases still pending"),
+        "{stderr}"
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    let entry = &saved["pending"][0];
+    assert_eq!(
+        saved["pending"].as_array().map(Vec::len),
+        Some(1),
+        "{saved}"
+    );
+    assert_eq!(s(entry, "ip"), ip.to_string(), "{saved}");
+    assert_eq!(s(&entry["lease"], "mac"), lab.vm.mac, "{saved}");
+    let (seen, deadline) = (s(entry, "seen").to_owned(), time(s(entry, "deadline")));
+
+    let second = start_run_with_grace(&lab, "5s");
+    assert!(
+        second.stderr_text().contains(&format!(
+            "resuming 1 pending releases from {}",
+            state.display()
+        )),
+        "{}",
+        second.stderr_text()
+    );
+    assert_releases(&second, &[("dropped", ip)]);
+    let event = second.wait_record("release", |r| s(r, "event") == "release");
+    assert_eq!(s(&event, "cause"), "server_id_mismatch", "{event}");
+    assert_eq!(s(&event, "received_server_id"), PRIMARY_ADDR.to_string());
+    assert_eq!(s(&event, "expected_server_id"), VIP_ADDR.to_string());
+    // Its own seen time and deadline, not a new grace from the restart.
+    assert_eq!(s(&event, "seen"), seen, "{event}");
+    assert!(time(s(&event, "settled")) >= deadline, "{event}");
+    wait_samples(
+        &lab,
+        &[
+            ("dhcp_releases_total", &[("outcome", "dropped")], 1.0..=1.0),
+            (
+                "dhcp_releases_dropped_total",
+                &[("cause", "server_id_mismatch")],
+                1.0..=1.0,
+            ),
+            pending(0.0),
+            unresolved(1.0),
+        ],
+    );
+    second.stop();
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["pending"], serde_json::json!([]), "{saved}");
+
+    // Settled once: a third run resumes the dropped release as outstanding, and nothing more.
+    let third = start_run_with_grace(&lab, "5s");
+    let stderr = third.stderr_text();
+    assert!(stderr.contains("resuming 1 dropped releases"), "{stderr}");
+    assert!(!stderr.contains("pending releases"), "{stderr}");
+    wait_samples(
+        &lab,
+        &[
+            ("dhcp_releases_total", &[("outcome", "dropped")], 0.0..=0.0),
+            unresolved(1.0),
+        ],
+    );
+    assert_releases(&third, &[]);
+    third.stop();
+}
+
+/// The client's own RELEASE pending across a restart: dnsmasq (paused) honors it only after the
+/// agent has stopped, so the next run never sees the lease in its table. The lease saved with
+/// the pending release tells it the lease was there: honored, not no_lease.
+#[test]
+fn a_release_honored_while_the_agent_was_down_is_honored_not_no_lease() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let first = start_run_with_grace(&lab, "5s");
+    let ip = lab.vm.boot().expect("lease");
+    wait_samples(&lab, &[leases(1.0)]);
+    signal_dnsmasq(&lab, "STOP");
+    lab.vm.release().expect("dhclient -r");
+    wait_samples(&lab, &[pending(1.0)]);
+    let stderr = first.stop();
+    assert!(
+        stderr.contains("stopped; 1 releases still pending"),
+        "{stderr}"
+    );
+    signal_dnsmasq(&lab, "CONT");
+    wait_for(Duration::from_secs(5), || !lab.lease_file_has(ip)).expect("dnsmasq honors it");
+
+    let second = start_run_with_grace(&lab, "5s");
+    assert!(
+        second.stderr_text().contains("resuming 1 pending releases"),
+        "{}",
+        second.stderr_text()
+    );
+    assert_releases(&second, &[("honored", ip)]);
+    wait_samples(
+        &lab,
+        &[
+            ("dhcp_releases_total", &[("outcome", "honored")], 1.0..=1.0),
+            ("dhcp_releases_total", &[("outcome", "no_lease")], 0.0..=0.0),
+            pending(0.0),
+            unresolved(0.0),
+        ],
+    );
+    second.stop();
+}
+
 /// The metrics port taken by another program: `run` stops at once, names the address and
 /// why, and has attached nothing.
 #[test]
