@@ -149,6 +149,10 @@ pub struct Correlator {
     /// Leases removed lately, with when: the server may rewrite its file before the agent has
     /// read the RELEASE out of the ring buffer, and that RELEASE was honored.
     recently_removed: HashMap<Ipv4Addr, (Lease, i128)>,
+    /// The last ACK of each address lately: to which client, when. A client that gets a lease
+    /// and releases it before the agent has read the file in between never shows in the table;
+    /// the ACK on the wire proves the lease existed, so its disappearance is `honored`.
+    recent_acks: HashMap<Ipv4Addr, (Vec<u8>, i128)>,
 }
 
 impl Correlator {
@@ -158,6 +162,7 @@ impl Correlator {
             grace_ns,
             pending: HashMap::new(),
             recently_removed: HashMap::new(),
+            recent_acks: HashMap::new(),
         }
     }
 
@@ -224,6 +229,7 @@ impl Correlator {
         {
             pending.renewed_since = true;
         }
+        self.recent_acks.insert(ip, (chaddr.to_vec(), seen_ns));
     }
 
     /// The lease table changed from `previous` to `table`: releases whose lease is gone are
@@ -243,6 +249,7 @@ impl Correlator {
         }
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
+        self.recent_acks.retain(|_, (_, at)| *at >= horizon);
         self.settle(table, now_ns, identity, None)
     }
 
@@ -271,10 +278,12 @@ impl Correlator {
         identity: &ServerIdentity,
         only: Option<&(Ipv4Addr, Vec<u8>)>,
     ) -> Vec<Verdict> {
-        let (grace_ns, recently_removed) = (self.grace_ns, &self.recently_removed);
-        let mut decide = |pending: &mut Pending| {
-            decide(pending, table, now_ns, identity, recently_removed, grace_ns)
+        let lately = Lately {
+            removed: &self.recently_removed,
+            acked: &self.recent_acks,
+            window_ns: self.grace_ns,
         };
+        let mut decide = |pending: &mut Pending| decide(pending, table, now_ns, identity, &lately);
         if let Some(key) = only {
             let Some(verdict) = self.pending.get_mut(key).and_then(&mut decide) else {
                 return Vec::new();
@@ -296,25 +305,45 @@ impl Correlator {
 }
 
 /// The verdict on one pending release now, if it can be given yet.
+/// What the wire and the table showed lately, beside the table itself.
+struct Lately<'a> {
+    removed: &'a HashMap<Ipv4Addr, (Lease, i128)>,
+    acked: &'a HashMap<Ipv4Addr, (Vec<u8>, i128)>,
+    /// How far before a RELEASE a removal or an ACK still counts for it.
+    window_ns: i128,
+}
+
 fn decide(
     pending: &mut Pending,
     table: &LeaseTable,
     now_ns: i128,
     identity: &ServerIdentity,
-    recently_removed: &HashMap<Ipv4Addr, (Lease, i128)>,
-    grace_ns: i128,
+    lately: &Lately,
 ) -> Option<Verdict> {
     let release = &pending.release;
     let current = table.get_v4(release.ciaddr);
     if pending.lease.is_none() {
         pending.lease = current.cloned();
     }
-    let removed_since = recently_removed
+    let since = release.seen_ns - lately.window_ns;
+    let removed_since = lately
+        .removed
         .get(&release.ciaddr)
-        .filter(|(lease, at)| *at >= release.seen_ns - grace_ns && release.matches(lease))
+        .filter(|(lease, at)| *at >= since && release.matches(lease))
         .map(|(lease, _)| lease);
+    // The server ACKed the address to this client shortly before: the lease existed even if
+    // the table never showed it.
+    let acked_before = lately
+        .acked
+        .get(&release.ciaddr)
+        .is_some_and(|(chaddr, at)| {
+            *chaddr == release.chaddr && *at >= since && *at <= release.seen_ns
+        });
     let outcome = match current {
         None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
+        // Never in the table, but ACKed just before: the lease came and went between two reads
+        // of the file. Only at the deadline: until then the file may simply not list it yet.
+        None if now_ns >= pending.deadline_ns && acked_before => Outcome::Honored,
         None if now_ns >= pending.deadline_ns => Outcome::NoLease,
         Some(lease) if now_ns >= pending.deadline_ns => {
             Outcome::Dropped(diagnose(release, Some(lease), identity))
@@ -562,6 +591,31 @@ mod tests {
             correlator.on_release(other, &LeaseTable::default(), &identity),
             None
         );
+    }
+
+    #[test]
+    fn a_lease_acked_and_released_between_two_reads_of_the_file_is_honored() {
+        // The file never listed it: ACK, RELEASE and the removal all fell between two reads.
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let r = release(Some(VIP));
+        correlator.on_ack(IP, &MAC, r.seen_ns - SECOND);
+        let empty = LeaseTable::default();
+        assert_eq!(correlator.on_release(r.clone(), &empty, &identity), None);
+        assert!(
+            correlator
+                .on_tick(&empty, r.seen_ns + SECOND, &identity)
+                .is_empty(),
+            "not before the deadline: the file may only lag"
+        );
+        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(verdicts[0].outcome, Outcome::Honored);
+        // Another client's ACK proves nothing about this client's lease.
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.on_ack(IP, &[2, 0, 0, 0, 0, 9], r.seen_ns - SECOND);
+        correlator.on_release(r.clone(), &empty, &identity);
+        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(verdicts[0].outcome, Outcome::NoLease);
     }
 
     #[test]

@@ -308,7 +308,13 @@ fn one_life(
                 |e| e["ip"] == ip.to_string(),
                 |e| stray.push(e.to_string()),
             )
-            .with_context(|| format!("{ip} ({ending:?}): no {}", waiting.join(", no ")))?;
+            .with_context(|| {
+                format!(
+                    "{ip} ({ending:?}): no {}; other events meanwhile: [{}]",
+                    waiting.join(", no "),
+                    stray.join(", ")
+                )
+            })?;
         match expected.iter().position(|(_, check)| check(&event)) {
             Some(found) => {
                 expected.remove(found);
