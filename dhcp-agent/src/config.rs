@@ -11,8 +11,19 @@
 //! metrics_addr = "127.0.0.1:9967"
 //! ```
 //!
-//! The file steers what the agent releases, so it is refused when others can write it.
-use std::{os::unix::fs::MetadataExt as _, path::Path};
+//! The file steers what the agent releases and where it writes (state file, pcap), so it is
+//! refused when anyone but root or the agent's own user could change it: the file writable by
+//! group or others or owned by another user, or a directory on its path that is (a sticky
+//! directory such as /tmp excepted: others cannot replace a file there).
+//!
+//! `--dnsmasq-conf` is not held to this: it only seeds the server ids and pools the agent
+//! expects (a repair with a wrong server id fails, it never releases another lease), and whoever
+//! can write it already controls dnsmasq itself, which reads it as root. On routers it is root's,
+//! mode 0644, and refusing it would only blind the agent where permissions are sloppy.
+use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
 use clap::{ArgMatches, ValueEnum as _, parser::ValueSource};
@@ -45,26 +56,94 @@ pub struct RunConfig {
     pub pcap_files: Option<u32>,
 }
 
-/// Reads a config file, refusing one that group or others can write or that another user
-/// (but root) owns.
-pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.mode() & 0o022 != 0 {
-        bail!(
-            "{} is writable by group or others (mode {:o}): refusing it; chmod go-w it",
-            path.display(),
-            meta.mode() & 0o777
-        );
-    }
+/// Why a configuration file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UntrustedFile {
+    #[error("{} is writable by group or others (mode {mode:o}): refusing it; chmod go-w it", path.display())]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{} is owned by uid {uid}, not root or this user: refusing it; chown root it", path.display())]
+    Owner { path: PathBuf, uid: u32 },
+    #[error(
+        "{} is in {}, which is writable by group or others (mode {mode:o}) so anyone there could replace it: refusing it",
+        path.display(), dir.display()
+    )]
+    WritableDirectory {
+        path: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error(
+        "{} is in {}, owned by uid {uid}, not root or this user: refusing it",
+        path.display(), dir.display()
+    )]
+    DirectoryOwner {
+        path: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks that only root or this process's user can change `path`: the file itself and every
+/// directory above it, both as given and after resolving symbolic links.
+pub fn check_trusted(path: &Path) -> Result<(), UntrustedFile> {
+    let io = |source| UntrustedFile::Io {
+        path: path.to_owned(),
+        source,
+    };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != me {
-        bail!(
-            "{} is owned by uid {}, not root or this user: refusing it",
-            path.display(),
-            meta.uid()
-        );
+    let trusted_owner = |uid: u32| uid == 0 || uid == me;
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(UntrustedFile::Writable {
+            path: path.to_owned(),
+            mode: mode & 0o777,
+        });
     }
+    if !trusted_owner(meta.uid()) {
+        return Err(UntrustedFile::Owner {
+            path: path.to_owned(),
+            uid: meta.uid(),
+        });
+    }
+    let given = std::path::absolute(path).map_err(io)?;
+    let resolved = std::fs::canonicalize(path).map_err(io)?;
+    for dir in given
+        .ancestors()
+        .skip(1)
+        .chain(resolved.ancestors().skip(1))
+    {
+        let meta = std::fs::metadata(dir).map_err(io)?;
+        let mode = meta.permissions().mode();
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky {
+            return Err(UntrustedFile::WritableDirectory {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+        if !trusted_owner(meta.uid()) {
+            return Err(UntrustedFile::DirectoryOwner {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+                uid: meta.uid(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a config file, refusing one that anyone but root or this user could change
+/// ([`check_trusted`]).
+pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
+    check_trusted(path)?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))

@@ -23,7 +23,9 @@ pub fn resolve_interfaces(names: &[String]) -> anyhow::Result<Vec<Interface>> {
         .collect()
 }
 
-/// Checks privileges, loads the programs and attaches them; reports each step on stderr.
+/// Checks privileges, loads the programs and attaches them, then drops every capability but
+/// CAP_BPF and CAP_NET_ADMIN (re-attaching; removing netlink filters at exit); reports each
+/// step on stderr.
 pub fn start_capture(args: &CaptureArgs) -> anyhow::Result<Capture> {
     let interfaces = resolve_interfaces(&args.ifaces)?;
     system::check_privileges()?;
@@ -34,6 +36,9 @@ pub fn start_capture(args: &CaptureArgs) -> anyhow::Result<Capture> {
     for report in capture.reports() {
         eprintln!("attached {report}");
     }
+    // Loading was the last step that needs CAP_PERFMON (and root's other capabilities never
+    // served): nothing the agent parses from the network or from files runs with them.
+    eprintln!("{}", system::drop_privileges()?);
     Ok(capture)
 }
 

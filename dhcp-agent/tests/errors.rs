@@ -3,7 +3,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{AGENT, s, start_watch};
+use common::{AGENT, DOCUMENTED_CAPS, s, setpriv_with, start_watch};
 use dhcp_lab::{Lab, LabConfig};
 
 fn agent_fails(cmd: &mut Command) -> String {
@@ -40,6 +40,32 @@ fn missing_privileges_are_named() {
         stderr.contains("missing privileges: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"),
         "{stderr}"
     );
+    // Each documented capability is needed: without it (the other two held, as root and as an
+    // unprivileged user with ambient capabilities) the agent stops at once, naming it and what
+    // it is for, before loading or attaching anything.
+    for missing in DOCUMENTED_CAPS {
+        let others: Vec<&str> = DOCUMENTED_CAPS
+            .into_iter()
+            .filter(|c| *c != missing)
+            .collect();
+        for as_nobody in [false, true] {
+            let launcher = setpriv_with(&others, as_nobody);
+            let started = std::time::Instant::now();
+            let stderr = agent_fails(
+                Command::new(&launcher[0])
+                    .args(&launcher[1..])
+                    .arg(AGENT)
+                    .args(["watch", "--iface", "lo"]),
+            );
+            let name = format!("CAP_{}", missing.to_uppercase());
+            assert!(
+                stderr.contains(&format!("missing privileges: {name} ({name}: ")),
+                "without {name} (as nobody: {as_nobody}): {stderr}"
+            );
+            assert!(!stderr.contains("attached"), "{stderr}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+    }
 }
 
 #[test]
@@ -99,4 +125,48 @@ fn a_world_writable_config_file_is_refused() {
     let stderr =
         agent_fails(Command::new(AGENT).args(["run", "--config", "/nonexistent/agent.toml"]));
     assert!(stderr.contains("/nonexistent/agent.toml"), "{stderr}");
+}
+
+/// Whoever can change the config file decides what the agent releases and where it writes: a
+/// file or directory that anyone but root (or the agent's user) could change is refused.
+#[test]
+fn config_files_others_could_change_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("dhcp-agent-untrusted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, "grace = \"1s\"\n").unwrap();
+    let refusal = || {
+        agent_fails(Command::new(AGENT).args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--iface",
+            "nosuchif0",
+        ]))
+    };
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&path, 0o620);
+    assert!(refusal().contains("writable by group or others (mode 620)"));
+    mode(&path, 0o600);
+    std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+    assert!(refusal().contains("is owned by uid 65534, not root or this user"));
+    std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+    // A directory anyone can write (and not sticky, unlike /tmp) lets anyone replace the file.
+    mode(&dir, 0o777);
+    let stderr = refusal();
+    assert!(
+        stderr.contains("which is writable by group or others (mode 777)"),
+        "{stderr}"
+    );
+    // Safe again: the file is read and the agent goes on to the next error.
+    mode(&dir, 0o755);
+    let stderr = refusal();
+    assert!(
+        stderr.contains("unknown interface \"nosuchif0\""),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

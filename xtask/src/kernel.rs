@@ -52,6 +52,18 @@ pub struct KernelArgs {
     verbose: bool,
 }
 
+impl Default for KernelArgs {
+    /// What `cargo xtask test` runs: the defaults of the command line.
+    fn default() -> KernelArgs {
+        KernelArgs {
+            accel: Accel::Auto,
+            debug: false,
+            timeout: 300,
+            verbose: false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Accel {
     Auto,

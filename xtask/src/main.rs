@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | lab | test | bench`.
 mod agent;
 mod bench;
+mod dist;
 mod kernel;
 mod lab;
 mod setup;
@@ -33,6 +34,9 @@ enum Task {
     /// before a release) and check that memory and open files stay flat, no event is lost and
     /// every release is accounted for (needs root).
     Soak(soak::SoakArgs),
+    /// Build the Debian packages (glibc and static musl builds) with the systemd unit, default
+    /// configuration and man pages, then install, run and purge each in a throwaway root.
+    Dist(dist::DistArgs),
     /// Boot Debian 12's 6.1 kernel (the routers' kernel) under QEMU with a small initramfs and
     /// check that the agent loads, attaches (TC through netlink clsact, then XDP) and sees a real
     /// DHCP exchange on a veth pair; the host's kernel is left alone.
@@ -46,8 +50,9 @@ fn main() -> std::process::ExitCode {
         Task::Lab(args) => setup::ensure().and_then(|()| lab::run(&args)),
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
-        Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
         Task::Kernel(args) => setup::ensure().and_then(|()| kernel::run(&args)),
+        Task::Dist(args) => setup::ensure().and_then(|()| dist::run(&args)),
+        Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -89,6 +94,11 @@ fn test() -> anyhow::Result<()> {
     ])?;
     clippy_kernel_programs()?;
     run_tests()?;
+    // The routers' own kernel: Debian 12's 6.1 under QEMU (about 15 s once the agent is built).
+    kernel::run(&kernel::KernelArgs::default())?;
+    // The Debian packages, installed, run and purged in a throwaway root (about 30 s once the
+    // release builds are there).
+    dist::run(&dist::DistArgs::default())?;
     // Every benchmark, briefly, so the benchmark code cannot rot; it checks results are sane,
     // never timings.
     bench::run(&bench::BenchArgs {
@@ -96,6 +106,13 @@ fn test() -> anyhow::Result<()> {
         only: Vec::new(),
         out: None,
         keep: false,
+    })?;
+    // A minute of VM churn: memory and open files flat, nothing lost, every release accounted.
+    soak::run(&soak::SoakArgs {
+        minutes: 1.0,
+        sample_secs: 5,
+        background_pps: 200,
+        out: None,
     })
 }
 

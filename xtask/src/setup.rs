@@ -23,10 +23,20 @@ const RUNTIME_PACKAGES: &[&str] = &[
 /// Tools of the hardening work (issue 7), installed like the packages above.
 /// `qemu-system-x86` and `busybox-static` boot Debian 12's 6.1 kernel with a small initramfs
 /// (`cargo xtask kernel`); `kmod`'s depmod writes the modules.dep that kernel's package leaves
-/// to its postinst.
-const HARDENING_PACKAGES: &[&str] = &["busybox-static", "kmod", "qemu-system-x86"];
+/// to its postinst. `cargo xtask dist` needs `dpkg-dev` (dpkg-shlibdeps: the package's
+/// Depends), `systemd` (systemd-analyze verify), `man-db` (which verify runs for the unit's man
+/// page) and `systemd-container` (systemd-nspawn boots the host's system to start the unit).
+const HARDENING_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "dpkg-dev",
+    "kmod",
+    "man-db",
+    "qemu-system-x86",
+    "systemd",
+    "systemd-container",
+];
 /// Cargo subcommands the tasks use: (crate, version pinned to what rustc 1.95 builds).
-const CARGO_TOOLS: &[(&str, &str)] = &[];
+const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0")];
 /// What bpf-linker builds against.
 const LINKER_BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
