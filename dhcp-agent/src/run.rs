@@ -279,7 +279,8 @@ fn emit(json: bool, event: &impl Serialize, text: String) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub const DEFAULT_STATE_FILE: &str = "/run/dhcp-agent/state.json";
+/// Where the packaged unit's StateDirectory= puts it, so `dhcp-agent leases` finds it too.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/dhcp-agent/state.json";
 
 /// `500ms`, `2s`, `1m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -378,6 +379,13 @@ fn now_ns() -> i128 {
 /// The previous run's state: its history is kept and its outstanding releases resumed. A file
 /// that does not parse is kept aside (never overwritten) and the daemon starts afresh.
 fn resume_state(path: &std::path::Path) -> StateFile {
+    // Its outstanding releases drive repairs: a file that others can change must not.
+    if path.exists()
+        && let Err(err) = crate::config::check_trusted(path)
+    {
+        eprintln!("state file not resumed: {err}");
+        return StateFile::default();
+    }
     match StateFile::read(path) {
         Ok(state) => state,
         Err(err) => {
@@ -822,4 +830,40 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     server.abort();
     drop(capture);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::remediate::OutstandingRelease;
+
+    #[test]
+    fn a_state_file_others_can_change_is_not_resumed() {
+        let dir = std::env::temp_dir().join(format!("dhcp-agent-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.join("state.json");
+        let state = StateFile {
+            outstanding: vec![OutstandingRelease {
+                ip: "172.29.101.150".parse().unwrap(),
+                mac: "52:54:00:10:00:01".into(),
+                client_id: None,
+                expiry: None,
+                server_id: None,
+                seen: "2026-11-25T00:00:00Z".into(),
+                attempted: false,
+                deferred: false,
+            }],
+            ..StateFile::default()
+        };
+        state.write(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(resume_state(&path).outstanding.len(), 1);
+        // World-writable: anyone could make the agent release an address.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(resume_state(&path).outstanding.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
