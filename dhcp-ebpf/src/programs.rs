@@ -67,10 +67,19 @@ fn dhcpv6_ports(src: u16, dst: u16) -> bool {
     src.wrapping_sub(546) < 2 || dst.wrapping_sub(546) < 2
 }
 
+/// Bytes from the start of a frame that [`classify`] may read: Ethernet, two VLAN tags, the
+/// longest IPv4 header (IPv6's is shorter) and UDP.
+const CLASSIFY_BYTES: u32 = (ETH_HLEN + 2 * 4 + 60 + 8) as u32;
+
 /// Walks Ethernet, up to two VLAN tags, IPv4 (any IHL, no fragments) or IPv6 (UDP as the first
 /// next header) and UDP. Returns `None` for everything that is not DHCP, as early as possible.
+///
+/// Two tags in all: when the kernel has already moved the outer tag into skb metadata
+/// (`tag_offloaded`, TC only), the frame itself may hold one more. So a frame gets the same
+/// verdict at XDP, which sees every tag in the data, and at TC; DHCP behind three tags, which
+/// no server here can receive, is not matched at either.
 #[inline(always)]
-fn classify(data: usize, data_end: usize) -> Option<Match> {
+fn classify(data: usize, data_end: usize, tag_offloaded: bool) -> Option<Match> {
     if data + ETH_HLEN > data_end {
         return None;
     }
@@ -89,6 +98,9 @@ fn classify(data: usize, data_end: usize) -> Option<Match> {
         ethertype = next;
         offset += 4;
         if is_vlan(ethertype) {
+            if tag_offloaded {
+                return None;
+            }
             let (vid, next) = vlan_tag(data + offset, data_end)?;
             m.flags |= FLAG_VLAN_INNER;
             m.vlan_inner_id = vid;
@@ -224,7 +236,7 @@ fn emit_in<const N: usize>(
 #[xdp]
 pub fn dhcp_xdp_ingress(ctx: XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
-    if let Some(m) = classify(data, data_end) {
+    if let Some(m) = classify(data, data_end, false) {
         let wire_len = (data_end - data) as u32;
         // SAFETY: ctx.ctx is the program's context pointer.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -237,8 +249,6 @@ pub fn dhcp_xdp_ingress(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn tc(ctx: &TcContext, hook: Hook) {
-    let m = classify(ctx.data(), ctx.data_end());
-    let Some(mut m) = m else { return };
     let skb = ctx.skb.skb;
     // SAFETY: reading fields of the program's own __sk_buff context.
     let (vlan_present, vlan_tci, ifindex, wire_len) = unsafe {
@@ -248,6 +258,17 @@ fn tc(ctx: &TcContext, hook: Hook) {
             (*skb).ifindex,
             (*skb).len,
         )
+    };
+    // Direct packet access reaches only the skb's linear part. A frame built in pages (an
+    // AF_PACKET send larger than a page, some drivers) may have little more than its Ethernet
+    // header there, which would hide a DHCP frame's headers. Only then, pull them in: the
+    // kernel moves bytes into the head, the frame itself stays as it was.
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < CLASSIFY_BYTES && wire_len > linear {
+        let _ = ctx.pull_data(wire_len.min(CLASSIFY_BYTES));
+    }
+    let Some(mut m) = classify(ctx.data(), ctx.data_end(), vlan_present != 0) else {
+        return;
     };
     if vlan_present != 0 {
         // The NIC (or veth) carries the outer tag out of band: whatever tags are in the data

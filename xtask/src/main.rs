@@ -2,6 +2,7 @@
 mod agent;
 mod bench;
 mod dist;
+mod fuzz;
 mod kernel;
 mod lab;
 mod setup;
@@ -30,6 +31,9 @@ enum Task {
     /// Measure the observer: hook cost, forwarding impact, DHCP storm, pipeline, offline
     /// analysis against tshark, lease table, footprint, detection latency (needs root).
     Bench(bench::BenchArgs),
+    /// Fuzz the frame decoder, the DHCPv4 option reader and the lease-file parsers with
+    /// cargo-fuzz, each target for `--seconds` (default 15); fails on the first crash.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the daemon on the lab while VMs come and go for a set time (default 5 minutes; hours
     /// before a release) and check that memory and open files stay flat, no event is lost and
     /// every release is accounted for (needs root).
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Task::Lab(args) => setup::ensure().and_then(|()| lab::run(&args)),
         Task::Test => setup::ensure().and_then(|()| test()),
         Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
+        Task::Fuzz(args) => setup::ensure().and_then(|()| fuzz::run(&args)),
         Task::Kernel(args) => setup::ensure().and_then(|()| kernel::run(&args)),
         Task::Dist(args) => setup::ensure().and_then(|()| dist::run(&args)),
         Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
@@ -94,6 +99,11 @@ fn test() -> anyhow::Result<()> {
     ])?;
     clippy_kernel_programs()?;
     run_tests()?;
+    // Every parser of hostile input, fuzzed briefly from the lab's seeds (about a minute).
+    fuzz::run(&fuzz::FuzzArgs {
+        seconds: fuzz::QUICK_SECONDS,
+        targets: Vec::new(),
+    })?;
     // The routers' own kernel: Debian 12's 6.1 under QEMU (about 15 s once the agent is built).
     kernel::run(&kernel::KernelArgs::default())?;
     // The Debian packages, installed, run and purged in a throwaway root (about 30 s once the

@@ -36,7 +36,7 @@ const HARDENING_PACKAGES: &[&str] = &[
     "systemd-container",
 ];
 /// Cargo subcommands the tasks use: (crate, version pinned to what rustc 1.95 builds).
-const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0")];
+const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0"), ("cargo-fuzz", "0.13.2")];
 /// What bpf-linker builds against.
 const LINKER_BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",

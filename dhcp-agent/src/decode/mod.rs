@@ -205,6 +205,16 @@ pub fn decode_frame(frame: &[u8], meta: FrameMeta) -> Packet {
     packet.src_port = Some(src_port);
     packet.dst_port = Some(dst_port);
     let is_port = |ports: [u16; 2]| ports.contains(&src_port) || ports.contains(&dst_port);
+    // etherparse reads a UDP length of 0 as "up to the end of the IP payload", which only IPv6
+    // jumbograms may use; over IPv4 the kernel drops such a datagram (no server ever gets it),
+    // so it is malformed, not the DHCP message that happens to follow.
+    if udp.length() == 0 && matches!(packet.src_ip, Some(IpAddr::V4(_))) {
+        packet.body = Body::Malformed {
+            layer: Layer::Udp,
+            reason: "UDP length 0 over IPv4 (shorter than its own 8-byte header)".into(),
+        };
+        return packet;
+    }
     packet.body = match packet.src_ip {
         Some(IpAddr::V4(_)) if is_port(DHCPV4_PORTS) => match Dhcpv4::parse(udp.payload()) {
             Ok(msg) => Body::V4(Dhcpv4Info::from(&msg)),
@@ -215,9 +225,9 @@ pub fn decode_frame(frame: &[u8], meta: FrameMeta) -> Packet {
         },
         Some(IpAddr::V6(_)) if is_port(DHCPV6_PORTS) => match dhcpv6::parse(udp.payload()) {
             Ok(info) => Body::V6(info),
-            Err(reason) => Body::Malformed {
+            Err(err) => Body::Malformed {
                 layer: Layer::Dhcpv6,
-                reason,
+                reason: err.to_string(),
             },
         },
         _ => Body::Malformed {
@@ -358,6 +368,25 @@ mod tests {
                 "prefix of {len} bytes decoded as valid"
             );
         }
+    }
+
+    /// Found by `tests/malformed.rs`: etherparse takes a UDP length of 0 to mean "the rest of
+    /// the IP payload", so this frame decoded as the DISCOVER behind it.
+    #[test]
+    fn regression_udp_length_zero_over_ipv4_is_malformed() {
+        let mut zero = frame(&Framing::default(), &request());
+        zero[14 + 20 + 4..14 + 20 + 6].fill(0);
+        let packet = decode_frame(&zero, lo_meta());
+        assert!(
+            matches!(
+                packet.body,
+                Body::Malformed {
+                    layer: Layer::Udp,
+                    ..
+                }
+            ),
+            "{packet:?}"
+        );
     }
 
     #[test]
