@@ -336,6 +336,28 @@ impl Lab {
         self.dir.join("dnsmasq.leases")
     }
 
+    /// The options every `dhcp-agent run` on this lab's router gets, after `run`: JSON events,
+    /// the guest interface and `lo`, a 1 s grace, the lab's lease file and dnsmasq
+    /// configuration. The state file and anything else are the caller's.
+    pub fn agent_run_options(&self) -> Vec<String> {
+        let mut options: Vec<String> = [
+            "--json",
+            "--iface",
+            ROUTER_IFACE,
+            "--iface",
+            "lo",
+            "--grace",
+            "1s",
+        ]
+        .map(str::to_owned)
+        .into();
+        options.push("--leases".into());
+        options.push(self.lease_file().to_string_lossy().into_owned());
+        options.push("--dnsmasq-conf".into());
+        options.push(self.dir.join("dnsmasq.conf").to_string_lossy().into_owned());
+        options
+    }
+
     /// dnsmasq's log so far (for failure messages).
     pub fn dnsmasq_log(&self) -> String {
         let log = fs::read_to_string(self.dir.join("dnsmasq.log")).unwrap_or_default();

@@ -26,7 +26,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use dhcp_lab::{Lab, LabConfig, ROUTER_IFACE};
+use dhcp_lab::{Lab, LabConfig};
 
 use crate::agent::{AgentUnderTest, Events};
 
@@ -382,29 +382,11 @@ fn install_and_purge(flavour: &Flavour, deb: &Path) -> anyhow::Result<()> {
 fn run_installed(flavour: &Flavour, deb: &Path) -> anyhow::Result<()> {
     let lab = Lab::start(LabConfig::default()).context("starting the lab")?;
     let scratch = scratch_dir(flavour)?;
-    let leases = lab.lease_file();
-    let conf = lab.dir.join("dnsmasq.conf");
     let mut args = throwaway_root("run", &scratch, flavour, deb);
     // The installed configuration, with the lab's dnsmasq files and interfaces instead of a
     // router's, and JSON events to check.
-    for arg in [
-        "run",
-        "--config",
-        "/etc/dhcp-agent/config.toml",
-        "--json",
-        "--grace",
-        "1s",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--leases",
-        leases.to_str().context("lab path")?,
-        "--dnsmasq-conf",
-        conf.to_str().context("lab path")?,
-    ] {
-        args.push(arg.to_owned());
-    }
+    args.extend(["run", "--config", "/etc/dhcp-agent/config.toml"].map(str::to_owned));
+    args.extend(lab.agent_run_options());
     let log = lab.dir.join("installed-agent.log");
     let agent = AgentUnderTest::start(&lab.router, Path::new("unshare"), &args, &log, Events::Json);
     let _ = fs::remove_dir(&scratch);

@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use dhcp_lab::{IGNORED_MAC, Lab, LabConfig, ROUTER_IFACE, VIP_ADDR, VM_IFACE, frames};
+use dhcp_lab::{IGNORED_MAC, Lab, LabConfig, VIP_ADDR, VM_IFACE, frames};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -116,28 +116,10 @@ pub fn run(args: &SoakArgs) -> anyhow::Result<()> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     let mut lab = Lab::start(LabConfig::default()).context("starting the lab")?;
-    let (leases, conf, state) = (
-        lab.lease_file(),
-        lab.dir.join("dnsmasq.conf"),
-        lab.dir.join("state.json"),
-    );
-    let agent_args: Vec<std::ffi::OsString> = [
-        "run",
-        "--json",
-        "--remediate",
-        "--grace",
-        "1s",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-    ]
-    .into_iter()
-    .map(std::ffi::OsString::from)
-    .chain(["--leases".into(), leases.into_os_string()])
-    .chain(["--dnsmasq-conf".into(), conf.into_os_string()])
-    .chain(["--state-file".into(), state.into_os_string()])
-    .collect();
+    let mut agent_args = vec!["run".to_owned(), "--remediate".to_owned()];
+    agent_args.extend(lab.agent_run_options());
+    agent_args.push("--state-file".to_owned());
+    agent_args.push(lab.dir.join("state.json").to_string_lossy().into_owned());
     let agent = AgentUnderTest::start(
         &lab.router,
         &agent_bin,

@@ -169,26 +169,14 @@ pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
 
 /// The command line of [`start_run`], with the state file at `state`.
 pub fn run_args(lab: &Lab, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let leases = lab.lease_file();
-    let conf = lab.dir.join("dnsmasq.conf");
-    let mut args = vec![
-        "run",
-        "--json",
-        "--iface",
-        ROUTER_IFACE,
-        "--iface",
-        "lo",
-        "--grace",
-        "1s",
-        "--leases",
-        leases.to_str().unwrap(),
-        "--dnsmasq-conf",
-        conf.to_str().unwrap(),
-        "--state-file",
-        state.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    args.into_iter().map(str::to_owned).collect()
+    let mut args = vec!["run".to_owned()];
+    args.extend(lab.agent_run_options());
+    args.extend([
+        "--state-file".to_owned(),
+        state.to_str().unwrap().to_owned(),
+    ]);
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
 }
 
 /// The capabilities the README documents for `watch` and `run`, as setpriv names them.

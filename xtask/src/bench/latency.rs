@@ -7,13 +7,12 @@
 //! (the event's `seen`, converted to wall time by the agent) and the wall time at which the
 //! benchmark reads each JSON line from the daemon's stdout.
 use std::{
-    ffi::OsString,
     net::Ipv4Addr,
     time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
-use dhcp_lab::{Lab, LabConfig, ROUTER_IFACE};
+use dhcp_lab::{Lab, LabConfig};
 use serde_json::Value;
 
 use super::{Ctx, Figure, Target, sane};
@@ -98,17 +97,15 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
 
 /// The `run --remediate` daemon on the lab's router, its JSON lines read as they come.
 fn start_agent(ctx: &Ctx, lab: &Lab) -> anyhow::Result<AgentUnderTest> {
-    let mut args: Vec<OsString> = ["run", "--json", "--remediate", "--grace", "1s"]
-        .into_iter()
-        .chain(["--iface", ROUTER_IFACE, "--iface", "lo"])
-        .map(OsString::from)
-        .collect();
-    args.extend(["--leases".into(), lab.lease_file().into()]);
-    args.extend(["--dnsmasq-conf".into(), lab.dir.join("dnsmasq.conf").into()]);
-    args.extend([
-        "--state-file".into(),
-        lab.dir.join("bench-state.json").into(),
-    ]);
+    let mut args = vec!["run".to_owned(), "--remediate".to_owned()];
+    args.extend(lab.agent_run_options());
+    args.push("--state-file".to_owned());
+    args.push(
+        lab.dir
+            .join("bench-state.json")
+            .to_string_lossy()
+            .into_owned(),
+    );
     AgentUnderTest::start(
         &lab.router,
         &ctx.agent,
