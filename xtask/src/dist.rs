@@ -125,7 +125,7 @@ pub fn run(args: &DistArgs) -> anyhow::Result<()> {
 /// The static build's standard library, from rustup as the nightly rust-src is (no Debian
 /// package is needed: Rust's musl target links its own C library and start files).
 fn ensure_musl_target() -> anyhow::Result<()> {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    let installed = dhcp_lab::run(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
         return Ok(());
     }
@@ -218,7 +218,7 @@ struct Contents(Vec<(String, String, u64)>);
 
 impl Contents {
     fn read(deb: &Path) -> anyhow::Result<Contents> {
-        let listing = output(Command::new("dpkg-deb").arg("--contents").arg(deb))?;
+        let listing = dhcp_lab::run(Command::new("dpkg-deb").arg("--contents").arg(deb))?;
         let mut entries = Vec::new();
         for line in listing.lines() {
             // drwxr-xr-x root/root         0 2026-11-24 12:00 ./usr/bin/
@@ -263,7 +263,8 @@ fn check_contents(flavour: &Flavour, deb: &Path, contents: &Contents) -> anyhow:
         binary == "-rwxr-xr-x 0/0" || binary == "-rwxr-xr-x root/root",
         "/usr/bin/dhcp-agent is {binary}: root's and executable by all"
     );
-    let field = |name: &str| output(Command::new("dpkg-deb").arg("--field").arg(deb).arg(name));
+    let field =
+        |name: &str| dhcp_lab::run(Command::new("dpkg-deb").arg("--field").arg(deb).arg(name));
     ensure!(field("Package")?.trim() == flavour.package);
     let depends = field("Depends")?;
     match flavour.target {
@@ -273,7 +274,7 @@ fn check_contents(flavour: &Flavour, deb: &Path, contents: &Contents) -> anyhow:
             "a static build depends on {depends}"
         ),
     }
-    let conffiles = output(
+    let conffiles = dhcp_lab::run(
         Command::new("dpkg-deb")
             .arg("--info")
             .arg(deb)
@@ -588,14 +589,4 @@ fn succeed(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed ({status})");
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

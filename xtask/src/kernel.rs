@@ -252,7 +252,7 @@ fn fetch_kernel(cache: &Path) -> anyhow::Result<Kernel> {
                 .with_context(|| format!("apt-get download left no {package} .deb"))?
         }
     };
-    let version = output(Command::new("dpkg-deb").args([
+    let version = dhcp_lab::run(Command::new("dpkg-deb").args([
         "--field".as_ref(),
         deb.as_os_str(),
         "Version".as_ref(),
@@ -303,7 +303,7 @@ fn fetch_kernel(cache: &Path) -> anyhow::Result<Kernel> {
 
 /// `linux-image-6.1.0-NN-amd64`: what the metapackage depends on in the apt lists.
 fn kernel_package() -> anyhow::Result<String> {
-    let depends = output(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
+    let depends = dhcp_lab::run(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
     depends
         .lines()
         .filter_map(|line| line.trim().strip_prefix("Depends: "))
@@ -328,18 +328,6 @@ fn find_deb(cache: &Path, package: &str) -> anyhow::Result<Option<PathBuf>> {
         .collect();
     debs.sort();
     Ok(debs.pop())
-}
-
-/// Runs a command and returns its standard output; fails with its standard error.
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The guest's root filesystem: a newc cpio archive (uncompressed: TCG would spend longer
