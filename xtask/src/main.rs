@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | lab | test | bench`.
+//! Project tasks: `cargo xtask setup | lab | test | bench | soak | kernel | fuzz | dist`.
 mod agent;
 mod bench;
 mod dist;
