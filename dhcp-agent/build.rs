@@ -20,7 +20,11 @@ fn main() -> anyhow::Result<()> {
         root_dir: ebpf_dir,
         ..Default::default()
     };
-    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+    // The nightly is pinned: bpf-linker reads the bitcode rustc writes with Debian's LLVM 22,
+    // and a newer nightly (LLVM 23) writes records it rejects ("Invalid record").
+    println!("cargo:rerun-if-changed={manifest_dir}/../dhcp-ebpf/NIGHTLY");
+    let nightly = include_str!("../dhcp-ebpf/NIGHTLY").trim();
+    aya_build::build_ebpf([package], aya_build::Toolchain::Custom(nightly))
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {

@@ -28,14 +28,11 @@ use std::{
 };
 
 use criterion::{BatchSize, Criterion, SamplingMode};
-use dhcp_agent::{
+use dhcp_agent::leases::{LoadError, read_table};
+use dhcp_engine::{
     correlate::{Correlator, Outcome, Release, Verdict},
-    leases::{
-        LeaseTable,
-        dnsmasq::Dnsmasq,
-        follow::{LoadError, read_table},
-    },
-    remediate::{Outstanding, OutstandingRelease},
+    leases::{LeaseTable, dnsmasq::Dnsmasq},
+    outstanding::{Outstanding, OutstandingRelease},
     server_identity::ServerIdentity,
 };
 use dhcp_lab::traffic::{client_ip, dnsmasq_lease_line};
@@ -108,7 +105,7 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
             Change::Renewed if outstanding.len() < 100 => {
                 let verdict = Verdict {
                     release: release(dhcp_lab::PRIMARY_ADDR),
-                    outcome: Outcome::Dropped(dhcp_agent::correlate::Cause::Unknown),
+                    outcome: Outcome::Dropped(dhcp_engine::correlate::Cause::Unknown),
                     expected_server_id: Some(dhcp_lab::VIP_ADDR),
                     lease: Some(lease.clone()),
                     renewed_since: false,

@@ -27,16 +27,15 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use dhcp_agent::{
-    capture::RawEvent,
-    correlate::Correlator,
-    leases::{Expiry, Lease, LeaseTable},
-    metrics::Metrics,
-    pipeline::Pipeline,
-    service::InterfaceNames,
+    capture::RawEvent, metrics::Metrics, pipeline::Pipeline, service::InterfaceNames,
     system::BootClock,
-    transactions::Transactions,
 };
 use dhcp_common::Hook;
+use dhcp_engine::{
+    Finding, Observer, ObserverConfig,
+    leases::{Expiry, Lease, LeaseTable},
+    observer::{LeaseFileRead, Now},
+};
 use dhcp_lab::traffic::{self, Sender};
 use dhcproto::v4::MessageType;
 
@@ -93,46 +92,57 @@ fn lease_table() -> LeaseTable {
     table
 }
 
-/// What one iteration starts from: no exchange tracked, no release pending.
-fn fresh_state() -> (Transactions, Correlator) {
-    (
-        Transactions::new(Duration::from_secs(5)),
-        Correlator::new(2_000_000_000),
-    )
+/// What one iteration starts from: the daemon's observer with the lease table read, no
+/// exchange tracked, no release pending (and a findings buffer with room, as the daemon's).
+fn fresh_state(table: &LeaseTable) -> (Observer, Vec<Finding>) {
+    let config = ObserverConfig {
+        grace: Duration::from_secs(2),
+        discover_timeout: Duration::from_secs(5),
+        ..ObserverConfig::default()
+    };
+    let mut observer = Observer::new(config, common::identity());
+    let mut findings = Vec::with_capacity(1024);
+    let now = Now {
+        unix_ns: 0,
+        mono: std::time::Instant::now(),
+    };
+    observer.on_lease_file(LeaseFileRead::Table(table.clone()), now, &mut findings);
+    findings.clear();
+    (observer, findings)
 }
 
 fn pipeline(c: &mut Criterion) {
     let (events, releases) = recorded_events();
     let table = lease_table();
-    let mut identity = common::identity();
     let mut names = InterfaceNames::default();
     let metrics = Metrics::new("bench", "bench");
     let clock = BootClock::new();
 
     // One pass first, checked: every RELEASE opened a pending record, none settled (their
     // leases are all still in the table and the grace period has not passed).
-    let (mut transactions, mut correlator) = fresh_state();
+    let (mut observer, mut findings) = fresh_state(&table);
     let outcome = Pipeline {
         clock,
         names: &mut names,
         pcap: None,
         metrics: &metrics,
-        transactions: &mut transactions,
-        identity: &mut identity,
-        correlator: &mut correlator,
-        table: &table,
+        observer: &mut observer,
     }
-    .on_batch(&events)
+    .on_batch(&events, &mut findings)
     .expect("the pipeline handles the events");
     assert_eq!(outcome.releases, releases, "every RELEASE seen");
-    assert_eq!(correlator.pending(), releases, "one pending record each");
-    assert!(outcome.verdicts.is_empty(), "nothing settles in the grace");
-    assert!(transactions.tracked() > 0, "exchanges tracked");
+    assert_eq!(observer.pending(), releases, "one pending record each");
+    assert!(
+        findings.is_empty(),
+        "nothing settles in the grace: {:?}",
+        findings.first()
+    );
+    assert!(observer.exchanges_tracked() > 0, "exchanges tracked");
     if let Some(path) = std::env::var_os("DHCP_BENCH_REPORT") {
         let report = serde_json::json!({
             "events": events.len(),
             "releases": outcome.releases,
-            "pending": correlator.pending(),
+            "pending": observer.pending(),
             "leases": table.v4.len(),
         });
         std::fs::write(path, report.to_string()).expect("writing the report");
@@ -144,19 +154,16 @@ fn pipeline(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function("decode_correlate", |b| {
         b.iter_batched_ref(
-            fresh_state,
-            |(transactions, correlator)| {
+            || fresh_state(&table),
+            |(observer, findings)| {
                 Pipeline {
                     clock,
                     names: &mut names,
                     pcap: None,
                     metrics: &metrics,
-                    transactions,
-                    identity: &mut identity,
-                    correlator,
-                    table: &table,
+                    observer,
                 }
-                .on_batch(&events)
+                .on_batch(&events, findings)
                 .expect("the pipeline handles the events")
             },
             BatchSize::PerIteration,

@@ -1,33 +1,41 @@
-//! `dhcp-agent analyze --pcap FILE`: the live pipeline, offline. The same decoder, server
-//! identity, exchange tracker and release diagnosis run over a capture taken anywhere (the
-//! agent's pcapng, `tcpdump -i any`, `tcpdump -i eth0`, tshark), and a report says what a person
-//! debugging a router wants to know: message counts, the server ids in use, exchange times, NAKs,
-//! unanswered DISCOVERs and every RELEASE the server will have ignored, with the reason.
+//! `dhcp-agent analyze --pcap FILE`: the live daemon, offline. The same decoder and the same
+//! [`Observer`] (server identity, exchange tracker, release correlation) run over a capture
+//! taken anywhere (the agent's pcapng, `tcpdump -i any`, `tcpdump -i eth0`, tshark), and a
+//! report says what a person debugging a router wants to know: message counts, the server ids
+//! in use, exchange times, NAKs, unanswered DISCOVERs and every RELEASE the server will have
+//! ignored, with the reason. Releases are settled at the end of the capture, against the lease
+//! file given (as it is now) and the server ids used anywhere in the capture.
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     hash::BuildHasher as _,
     io::Write as _,
     path::PathBuf,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use dhcp_common::Hook;
 use serde::Serialize;
 
+use dhcp_engine::{
+    Finding, Observer, ObserverConfig,
+    correlate::{Cause, Outcome, Verdict, diagnose},
+    leases::LeaseFormatName,
+    observer::{LeaseFileRead, Now},
+    time::rfc3339,
+    transactions::{Exchange, TransactionEvent},
+};
+use dhcp_wire::{Body, FrameMeta, Packet, decode_frame, hex_colon};
+
 use crate::{
-    correlate::{Cause, Release, diagnose},
-    decode::{Body, FrameMeta, Packet, decode_frame, hex_colon},
+    args::{parse_duration, parse_lease_format},
+    conf_files,
     filter::{Filter, FilterArgs},
-    leases::{LeaseFormatName, LeaseTable, follow::read_table},
-    output::rfc3339,
+    leases::read_table,
     pcap::{
         Direction,
         reader::{CapturedFrame, stream_file},
     },
-    run::parse_duration,
-    server_identity::ServerIdentity,
     timeline::Timeline,
-    transactions::{Exchange, TransactionEvent, Transactions},
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +46,7 @@ pub struct AnalyzeArgs {
     /// The server's lease file now: releases whose address is still leased are dropped.
     #[arg(long, value_name = "FILE")]
     pub leases: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
+    #[arg(long, default_value_t = LeaseFormatName::Dnsmasq, value_parser = parse_lease_format)]
     pub lease_format: LeaseFormatName,
     /// dnsmasq's configuration: the server ids and subnets, when the capture has no replies.
     #[arg(long, value_name = "FILE")]
@@ -52,7 +60,7 @@ pub struct AnalyzeArgs {
     #[arg(long = "iface", value_name = "IFACE")]
     pub ifaces: Vec<String>,
     /// One client's exchanges as a timeline.
-    #[arg(long, value_name = "MAC", value_parser = crate::filter::parse_mac)]
+    #[arg(long, value_name = "MAC", value_parser = dhcp_wire::parse_mac)]
     pub follow: Option<[u8; 6]>,
     /// Every client's timeline.
     #[arg(long)]
@@ -60,6 +68,10 @@ pub struct AnalyzeArgs {
     /// A DISCOVER with no OFFER after this long counts as unanswered.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
+    /// How long the server had to drop a released lease (as `run --grace`): the lease file of
+    /// a lease ACKed within it before the RELEASE may never have listed it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -107,8 +119,10 @@ pub struct ReleaseRow {
     pub xid: String,
     pub received_server_id: Option<String>,
     pub expected_server_id: Option<String>,
-    /// `dropped` (the server ignored it), `gone` (the lease file no longer lists it) or
-    /// `unknown` (nothing on the wire against it and no lease file to tell).
+    /// With a lease file, the daemon's outcome: `dropped` (the server ignored it: the file
+    /// still lists the lease for that client), `honored` (the capture shows the lease granted
+    /// and the file no longer lists it) or `no_lease` (the file does not list it). Without one:
+    /// `dropped` when the packet fails the server's own checks, else `unknown`.
     pub outcome: &'static str,
     pub cause: Option<&'static str>,
     /// What the outcome rests on: `wire` (the packet fails the server's own checks) or
@@ -121,7 +135,8 @@ pub struct Report {
     pub file: String,
     pub format: &'static str,
     pub frames: usize,
-    /// Frames not read, by reason (link type, short header).
+    /// Frames not counted as DHCP, by reason: not read (link type, short header, unknown
+    /// pcapng block) or not DHCP at all (ARP, ICMP, TCP, other UDP).
     pub skipped: BTreeMap<String, usize>,
     pub cut_short: Option<String>,
     /// The same frame seen twice on one interface within 10 ms (loopback in `tcpdump -i any`).
@@ -240,24 +255,23 @@ fn client_event(interface: &str, client: &[u8], xid: u32, at_ns: i128) -> Client
     }
 }
 
-/// The verdict on one RELEASE, from the wire and, when given, the lease file.
-fn judge(release: &Release, identity: &ServerIdentity, leases: Option<&LeaseTable>) -> ReleaseRow {
+/// The row of one settled RELEASE. With a lease file the observer's verdict stands (what the
+/// daemon would have said with that table); without one only the wire can speak.
+fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> ReleaseRow {
+    let release = &verdict.release;
+    let identity = observer.identity();
     let expected = identity.expected_for(release.ciaddr).map(|k| k.server_id);
-    let wire_cause = match diagnose(release, None, identity) {
-        Cause::ClientMismatch | Cause::Unknown => None,
-        cause => Some(cause),
-    };
-    let (outcome, cause, evidence) = match leases.map(|t| t.get_v4(release.ciaddr)) {
-        Some(Some(lease)) if lease.hwaddr == release.chaddr => (
-            "dropped",
-            Some(diagnose(release, Some(lease), identity).name()),
-            Some("lease_file"),
-        ),
-        Some(_) => ("gone", None, Some("lease_file")),
-        None => match wire_cause {
-            Some(cause) => ("dropped", Some(cause.name()), Some("wire")),
-            None => ("unknown", None, None),
-        },
+    let (outcome, cause, evidence) = if with_file {
+        let cause = match &verdict.outcome {
+            Outcome::Dropped(cause) => Some(cause.name()),
+            _ => None,
+        };
+        (verdict.outcome.name(), cause, Some("lease_file"))
+    } else {
+        match diagnose(release, None, identity) {
+            Cause::ClientMismatch | Cause::Unknown => ("unknown", None, None),
+            cause => ("dropped", Some(cause.name()), Some("wire")),
+        }
     };
     ReleaseRow {
         time: rfc3339(release.seen_ns),
@@ -274,11 +288,25 @@ fn judge(release: &Release, identity: &ServerIdentity, leases: Option<&LeaseTabl
 }
 
 pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
-    let mut identity = ServerIdentity::from_config_file(args.dnsmasq_conf.as_deref())?;
-    let leases = match &args.leases {
-        Some(path) => Some(read_table(path, args.lease_format.format().as_ref())?),
-        None => None,
+    let identity = conf_files::server_identity(args.dnsmasq_conf.as_deref())?;
+    let config = ObserverConfig {
+        grace: args.grace,
+        discover_timeout: args.discover_timeout,
+        ..ObserverConfig::default()
     };
+    let mut observer = Observer::new(config, identity);
+    let mut findings = Vec::new();
+    // The capture's own time drives the observer; the monotonic clock only paces what the
+    // offline run never does (repairs, an emptied lease file's hold).
+    let start = Instant::now();
+    let at = |unix_ns: i128| Now {
+        unix_ns,
+        mono: start,
+    };
+    if let Some(path) = &args.leases {
+        let table = read_table(path, args.lease_format.format().as_ref())?;
+        observer.on_lease_file(LeaseFileRead::Table(table), at(0), &mut findings);
+    }
     let mut report = Report {
         file: args.pcap.display().to_string(),
         ..Report::default()
@@ -286,48 +314,66 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     let mut filter = Filter::new(&args.filter);
     filter.interfaces = args.ifaces.clone();
     filter.macs.extend(args.follow);
-    let mut exchanges = Transactions::new(args.discover_timeout);
     let (mut discover_ack, mut request_ack) = (Vec::new(), Vec::new());
     let mut timeline = Timeline::default();
-    let mut record = |event: TransactionEvent, report: &mut Report| match event {
-        TransactionEvent::Completed { exchange, seconds } => match exchange {
-            Exchange::DiscoverAck => discover_ack.push(seconds),
-            Exchange::RequestAck => request_ack.push(seconds),
-        },
-        TransactionEvent::Nak {
-            interface,
-            client,
-            xid,
-            at_ns,
-        } => report
-            .naks
-            .push(client_event(&interface, &client, xid, at_ns)),
-        TransactionEvent::Unanswered {
-            interface,
-            client,
-            xid,
-            at_ns,
-        } => report
-            .unanswered_discovers
-            .push(client_event(&interface, &client, xid, at_ns)),
+    let mut verdicts = Vec::new();
+    // What the observer found in the frames the filter shows.
+    let mut record = |findings: &mut Vec<Finding>, report: &mut Report| {
+        for finding in findings.drain(..) {
+            match finding {
+                Finding::Exchange(event) => match event {
+                    TransactionEvent::Completed { exchange, seconds } => match exchange {
+                        Exchange::DiscoverAck => discover_ack.push(seconds),
+                        Exchange::RequestAck => request_ack.push(seconds),
+                    },
+                    TransactionEvent::Nak {
+                        interface,
+                        client,
+                        xid,
+                        at_ns,
+                    } => report
+                        .naks
+                        .push(client_event(&interface, &client, xid, at_ns)),
+                    TransactionEvent::Unanswered {
+                        interface,
+                        client,
+                        xid,
+                        at_ns,
+                    } => report
+                        .unanswered_discovers
+                        .push(client_event(&interface, &client, xid, at_ns)),
+                },
+                Finding::Settled(verdict) => verdicts.push(verdict),
+                _ => {}
+            }
+        }
     };
     // One pass over the file, frame by frame. Releases are judged at the end: a RELEASE early
     // in the file is judged against the server ids the server used anywhere in it.
     let mut decoder = Decoder::default();
-    let mut releases = Vec::new();
     let (mut first_ns, mut last_ns) = (None, 0);
+    let mut not_dhcp: BTreeMap<String, usize> = BTreeMap::new();
     let summary = stream_file(&args.pcap, |frame| {
         first_ns.get_or_insert(frame.unix_ns);
         last_ns = frame.unix_ns;
         let Some(packet) = decoder.decode(&frame, &mut report) else {
             return;
         };
-        identity.observe(&packet);
-        if !(filter.matches(&packet) || packet.is_malformed()) {
+        if let Some(reason) = packet.not_dhcp() {
+            *not_dhcp.entry(reason.to_owned()).or_default() += 1;
             return;
         }
-        for event in exchanges.on_tick(packet.meta.unix_ns) {
-            record(event, &mut report);
+        let shown = filter.matches(&packet) || packet.is_malformed();
+        // The observer follows what is shown, and learns the server ids (and leases granted)
+        // from every reply: a RELEASE shown is judged against the server's id even when the
+        // filter hides the server's answers.
+        if shown || packet.dhcpv4().is_some_and(|m| m.op == 2) {
+            observer.expire_exchanges(packet.meta.unix_ns, &mut findings);
+            observer.on_packet(&packet, &mut findings);
+            record(&mut findings, &mut report);
+        }
+        if !shown {
+            return;
         }
         let name = match &packet.body {
             Body::V4(m) => m.type_name().to_owned(),
@@ -339,34 +385,32 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
         };
         report.packets += 1;
         *report.messages.entry(name).or_default() += 1;
-        if let Some(event) = exchanges.on_packet(&packet) {
-            record(event, &mut report);
-        }
-        if let Some(release) = Release::from_packet(&packet) {
-            releases.push(release);
-        }
         if args.timeline || args.follow.is_some() {
             report.timeline.extend(timeline.lines(&packet));
         }
     })?;
+    // The end of the capture: every DISCOVER still waiting has waited long enough, every
+    // release still pending is settled.
+    observer.finish(last_ns, &mut findings);
+    record(&mut findings, &mut report);
     report.format = summary.format;
     report.frames = summary.frames;
     report.skipped = summary.skipped.into_iter().collect();
+    for (reason, count) in not_dhcp {
+        *report.skipped.entry(reason).or_default() += count;
+    }
     report.cut_short = summary.cut_short;
     report.first = first_ns.map(rfc3339);
     report.last = (summary.frames > 0).then(|| rfc3339(last_ns));
-    report.releases = releases
+    verdicts.sort_by_key(|v| v.release.seen_ns);
+    report.releases = verdicts
         .iter()
-        .map(|release| judge(release, &identity, leases.as_ref()))
+        .map(|verdict| release_row(verdict, &observer, args.leases.is_some()))
         .collect();
-    // The end of the capture: every DISCOVER still waiting has waited long enough.
-    let end = last_ns + i128::try_from(args.discover_timeout.as_nanos()).unwrap_or(0);
-    for event in exchanges.on_tick(end) {
-        record(event, &mut report);
-    }
     report.discover_to_ack = Durations::of(discover_ack);
     report.request_to_ack = Durations::of(request_ack);
-    report.server_ids = identity
+    report.server_ids = observer
+        .identity()
         .known()
         .map(|k| ServerIdRow {
             subnet: k.subnet.to_string(),

@@ -2,7 +2,7 @@
 //! type, interface and VLAN.
 use std::net::IpAddr;
 
-use crate::decode::{Body, Packet};
+use dhcp_wire::{Body, Packet};
 
 /// A MAC address given on the command line (`aa:bb:cc:dd:ee:ff` or with `-`).
 pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
@@ -24,8 +24,8 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
 pub fn parse_type(text: &str) -> Result<String, String> {
     let upper = text.to_ascii_uppercase();
     let bare = upper.strip_prefix("DHCP").unwrap_or(&upper).to_owned();
-    let v4 = crate::decode::MessageType::parse_name(&bare).is_some() || bare == "BOOTP";
-    let v6 = (1..=13).any(|code| crate::decode::dhcpv6::message_type_name(code) == bare);
+    let v4 = dhcp_wire::MessageType::parse_name(&bare).is_some() || bare == "BOOTP";
+    let v6 = (1..=13).any(|code| dhcp_wire::dhcpv6::message_type_name(code) == bare);
     if v4 || v6 {
         Ok(bare)
     } else {
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn filters_match_on_any_field_and_all_filters() {
-        let packet = crate::decode::test_support::release_packet();
+        let packet = dhcp_wire::test_support::release_packet();
         let mac = [0x52, 0x54, 0, 1, 2, 3];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let pass = |f: Filter| f.matches(&packet);

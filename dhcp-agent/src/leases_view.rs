@@ -4,19 +4,21 @@ use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf
 
 use serde::Serialize;
 
+use dhcp_engine::leases::{Expiry, LeaseFormatName};
+use dhcp_wire::hex_colon;
+
 use crate::{
-    decode::hex_colon,
-    leases::{DEFAULT_LEASE_FILE, Expiry, LeaseFormatName, follow::read_table},
-    run::DEFAULT_STATE_FILE,
+    args::parse_lease_format,
+    leases::{DEFAULT_LEASE_FILE, read_table},
     server_query,
-    state::StateFile,
+    state::{DEFAULT_STATE_FILE, StateFile},
 };
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct LeasesArgs {
     #[arg(long, default_value = DEFAULT_LEASE_FILE)]
     pub leases: PathBuf,
-    #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
+    #[arg(long, default_value_t = LeaseFormatName::Dnsmasq, value_parser = parse_lease_format)]
     pub lease_format: LeaseFormatName,
     /// The state file of a running `dhcp-agent run`.
     #[arg(long, default_value = DEFAULT_STATE_FILE)]
@@ -51,11 +53,11 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
     let dropped: HashMap<String, String> = state
         .flagged
         .iter()
-        .filter_map(|e| {
-            Some((
-                e["ip"].as_str()?.to_owned(),
-                e["cause"].as_str().unwrap_or("unknown").to_owned(),
-            ))
+        .map(|e| {
+            (
+                e.ip.clone(),
+                e.cause.clone().unwrap_or_else(|| "unknown".into()),
+            )
         })
         .collect();
     let now = jiff::Timestamp::now().as_second();
@@ -127,9 +129,7 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "repair: {} {} {}",
-            repair["ip"].as_str().unwrap_or("?"),
-            repair["mac"].as_str().unwrap_or("?"),
-            repair["result"].as_str().unwrap_or("?")
+            repair.ip, repair.mac, repair.result
         )?;
     }
     Ok(())

@@ -1,14 +1,30 @@
-//! dhcp-agent: the userspace side of dhcp-observer.
+//! dhcp-agent: everything of dhcp-observer that touches the operating system. The observer
+//! itself (what a packet, a lease file or the passing of time means) is `dhcp-engine`; this
+//! crate captures, reads files, asks the server, serves metrics and prints, and fans the
+//! engine's findings out.
 //!
-//! Data flows one way: [`capture`] (kernel programs, ring buffer) -> [`decode`] (frames to DHCP
-//! messages) -> [`filter`] -> [`output`]. Commands live in their own modules ([`watch`]).
+//! # Layout
+//! Lower modules first; a module imports only modules above it in this list, never below.
+//! - [`system`], [`capture`]: privileges and clocks; the kernel programs, their attachment and
+//!   the ring buffer ([`capture::reconcile`] follows interfaces coming and going).
+//! - [`args`]: arguments several commands share (capture, pcap), and value parsers.
+//! - [`conf_files`], [`leases`]: dnsmasq's configuration and the lease file from disk (the
+//!   latter followed with inotify).
+//! - [`server_query`], [`remediate`]: the server over UDP (memory probe, repair).
+//! - [`pcap`], [`output`], [`filter`], [`timeline`], [`events`], [`metrics`], [`state`]: what
+//!   comes out (capture files, packet lines and JSON, the daemon's events, the Prometheus
+//!   registry and HTTP endpoint, the state file).
+//! - [`service`], [`pipeline`]: what capturing commands share; the daemon's per-event work.
+//! - Commands, one module each: [`watch`], [`run`], [`analyze`], [`release`], [`leases_view`]
+//!   (`dhcp-agent leases`), and [`config`] (`run --config`).
+//! - [`cli`]: the command line that names them all (the binary's `main.rs` dispatches).
 pub mod analyze;
+pub mod args;
 pub mod capture;
 pub mod cli;
+pub mod conf_files;
 pub mod config;
-pub mod correlate;
-pub mod decode;
-pub mod dnsmasq_conf;
+pub mod events;
 pub mod filter;
 pub mod leases;
 pub mod leases_view;
@@ -19,12 +35,9 @@ pub mod pipeline;
 pub mod release;
 pub mod remediate;
 pub mod run;
-pub mod server_identity;
 pub mod server_query;
 pub mod service;
 pub mod state;
-pub mod subnet;
 pub mod system;
 pub mod timeline;
-pub mod transactions;
 pub mod watch;

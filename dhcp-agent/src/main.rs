@@ -8,7 +8,8 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    // `run --config FILE`: the file fills what the command line did not say.
+    // `run --config FILE`: the file fills what the command line did not say (clap parses the
+    // file's settings again with the command line's, which win).
     if let (Command::Run(args), Some((_, sub))) = (&mut cli.command, matches.subcommand())
         && let Some(path) = args.config.clone()
         && let Err(err) =

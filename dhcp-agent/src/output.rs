@@ -3,7 +3,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use crate::decode::{Body, Packet, hex_colon};
+use dhcp_wire::{Body, Packet, hex_colon};
 
 /// The JSON record of one packet. Field names are part of the interface: keep them stable.
 #[derive(Debug, Serialize)]
@@ -278,11 +278,50 @@ pub fn styled_line(packet: &Packet, flag: Option<&str>, color: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
+    use dhcp_wire::{decode_frame, test_support::lo_meta};
+    use dhcproto::v4;
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Neither rendering panics, and each is one line whatever the frame carries: a hostile
+        /// hostname (option 12 with a newline) must not forge log lines. Random frames, and
+        /// DHCP frames with random hostnames and random bytes after the options.
+        #[test]
+        fn renderings_stay_on_one_line(
+            raw in proptest::collection::vec(any::<u8>(), 0..600),
+            host in "[\\PC\n\r\u{1b}]{0,40}",
+            tail in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let mut spec = Dhcpv4Spec::new(v4::MessageType::Request, 7, [2, 0, 0, 0, 0, 1]);
+            spec.hostname = Some(host);
+            let mut payload = spec.encode();
+            payload.extend(tail);
+            let dhcp = frames::ipv4_udp(
+                &Framing::default(),
+                Ipv4Addr::UNSPECIFIED,
+                Ipv4Addr::BROADCAST,
+                (68, 67),
+                &payload,
+            )
+            .unwrap();
+            for frame in [raw, dhcp] {
+                let packet = decode_frame(&frame, lo_meta());
+                let json = json_line(&packet);
+                prop_assert!(!json.contains('\n'), "JSON record spans lines: {}", json);
+                let text = text_line(&packet);
+                prop_assert!(!text.contains(['\n', '\r']), "text line spans lines: {:?}", text);
+            }
+        }
+    }
 
     #[test]
     fn flagged_lines_are_marked_and_colour_is_optional() {
-        let packet = crate::decode::test_support::release_packet();
+        let packet = dhcp_wire::test_support::release_packet();
         let plain = styled_line(&packet, Some("server id mismatch"), false);
         assert!(plain.ends_with("  <<< server id mismatch") && !plain.contains('\x1b'));
         let coloured = styled_line(&packet, Some("server id mismatch"), true);
@@ -296,7 +335,7 @@ mod tests {
 
     #[test]
     fn output_carries_every_field() {
-        let packet = crate::decode::test_support::release_packet();
+        let packet = dhcp_wire::test_support::release_packet();
         let json: serde_json::Value = serde_json::from_str(&json_line(&packet)).unwrap();
         assert_eq!(json["message_type"], "RELEASE");
         assert_eq!(json["server_id"], "172.29.101.245");

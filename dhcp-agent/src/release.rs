@@ -8,9 +8,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use dhcp_wire::hex_colon;
+
 use crate::{
     capture::Interface,
-    decode::hex_colon,
     server_query::{self, LeaseState},
 };
 
@@ -19,7 +20,7 @@ pub struct ReleaseArgs {
     /// Interface the lease was served on (checked to exist, as `dhcp_release` takes it).
     pub iface: String,
     pub ip: Ipv4Addr,
-    #[arg(value_parser = crate::filter::parse_mac)]
+    #[arg(value_parser = dhcp_wire::parse_mac)]
     pub mac: [u8; 6],
     /// Client identifier as colon-separated hex (`01:52:54:...`), when the lease has one.
     #[arg(value_parser = parse_client_id)]
@@ -28,12 +29,12 @@ pub struct ReleaseArgs {
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: SocketAddrV4,
     /// How long to wait for the server to drop the lease.
-    #[arg(long, default_value = "2s", value_parser = crate::run::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::args::parse_duration)]
     pub timeout: Duration,
 }
 
 fn parse_client_id(text: &str) -> Result<Vec<u8>, String> {
-    crate::leases::parse_hex_bytes(text)
+    dhcp_wire::parse_hex_bytes(text)
         .filter(|b| !b.is_empty())
         .ok_or_else(|| format!("{text:?} is not a client id (colon-separated hex)"))
 }

@@ -1,37 +1,41 @@
-//! `dhcp-agent run`: the daemon. Capture -> decode -> server identity + correlation against the
-//! lease table -> one structured event per settled RELEASE (dropped ones flagged with a cause).
+//! `dhcp-agent run`: the daemon. Capture -> decode -> the [`Observer`] (server identity,
+//! exchanges, correlation of every RELEASE with the lease table and the server's memory) ->
+//! its findings fanned out: one event per settled RELEASE (dropped ones flagged with a cause),
+//! repairs sent and verified, the state file, the metrics.
+//!
+//! The loop below only waits for inputs (ring buffer, lease file, interface changes, timers,
+//! answers from the server) and hands each to the observer; what an input means is the
+//! observer's business ([`dhcp_engine::observer`]).
 use std::{
-    collections::HashMap,
-    io::Write as _,
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::SocketAddrV4,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use serde::Serialize;
+use dhcp_engine::{
+    Finding, Observer, ObserverConfig,
+    correlate::Verdict,
+    leases::LeaseFormatName,
+    observer::{Divergence, DivergenceKind, Now, RepairPolicy},
+    outstanding::{Repair, RepairResult, RepairStep},
+    time::rfc3339,
+};
+use dhcp_wire::Mac;
 
 use crate::{
+    args::{CaptureArgs, parse_duration, parse_lease_format},
     capture::LinkEvents,
-    cli::CaptureArgs,
-    correlate::{Cause, Correlator, Outcome, Release, Verdict, diagnose},
-    decode::hex_colon,
-    leases::{
-        DEFAULT_LEASE_FILE, Lease, LeaseFormatName, LeaseTable,
-        emptied::{self, EMPTY_FILE_HOLD, EmptyFileGuard, expired},
-        follow::{LeaseFollower, LoadError},
-    },
-    metrics::{self, Metrics, http::Readiness},
-    output::rfc3339,
+    conf_files,
+    events::{DivergenceEvent, ReleaseEvent, RemediationEvent, emit},
+    leases::{DEFAULT_LEASE_FILE, LeaseFollower, LoadError},
+    metrics::{Metrics, http::Readiness},
     pipeline::Pipeline,
-    remediate::{self, Outstanding, RateLimit, RemediationEvent, Repair, RepairResult, RepairStep},
-    server_identity::ServerIdentity,
-    server_query,
+    remediate, server_query,
     service::{InterfaceNames, shutdown_signal, start_capture},
-    state::{PendingRelease, StateFile},
+    state::{DEFAULT_STATE_FILE, PendingRelease, StateFile},
     system,
-    transactions::Transactions,
 };
 
 #[derive(Debug, clap::Args, Clone)]
@@ -42,12 +46,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
     #[command(flatten)]
-    pub pcap: crate::cli::PcapArgs,
+    pub pcap: crate::args::PcapArgs,
     /// The server's lease file.
     #[arg(long, default_value = DEFAULT_LEASE_FILE)]
     pub leases: PathBuf,
     /// Format of the lease file.
-    #[arg(long, value_enum, default_value_t = LeaseFormatName::Dnsmasq)]
+    #[arg(long, default_value_t = LeaseFormatName::Dnsmasq, value_parser = parse_lease_format)]
     pub lease_format: LeaseFormatName,
     /// dnsmasq's configuration: served subnets and listen addresses before any reply is seen.
     #[arg(long)]
@@ -94,153 +98,135 @@ pub struct RunArgs {
 /// unless told otherwise.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9967";
 
+impl RunArgs {
+    /// What the observer is told to do.
+    pub fn observer_config(&self) -> ObserverConfig {
+        ObserverConfig {
+            grace: self.grace,
+            discover_timeout: self.discover_timeout,
+            probe_memory: self.probe_memory,
+            repair: self.remediate.then_some(RepairPolicy {
+                per_minute: self.remediation_rate,
+                dry_run: self.dry_run,
+            }),
+            ..ObserverConfig::default()
+        }
+    }
+}
+
 type RepairDone = (Repair, RepairResult, Option<String>);
 
-/// Where the daemon's findings go: event lines, the state file, the metrics; and the repairs it
-/// owes.
+/// Where the daemon's findings go: event lines, the state file, the metrics, and the tasks that
+/// ask the server (memory probes, repairs) off the event loop.
 struct Daemon {
     args: RunArgs,
     metrics: Arc<Metrics>,
     state: StateFile,
-    outstanding: Outstanding,
-    limit: RateLimit,
     repairs: tokio::sync::mpsc::Sender<RepairDone>,
-    /// Events of settled releases not printed yet.
-    unreported: Vec<ReleaseEvent>,
-    /// Releases the last run left pending, until there is a lease table to judge them against
-    /// (kept in the state file meanwhile).
-    unresumed: Vec<PendingRelease>,
+    checks: tokio::sync::mpsc::Sender<(Verdict, Option<bool>)>,
+    /// Something changed that the state file should show (written with the next tick).
+    unsaved: bool,
 }
 
 impl Daemon {
-    /// Records a settled release; a dropped one becomes outstanding. Its event is printed by
-    /// [`Daemon::report_settled`], and its repair started by [`Daemon::repair_outstanding`].
-    fn settle(&mut self, verdict: Verdict) -> anyhow::Result<()> {
-        self.metrics.release_settled(&verdict);
-        self.outstanding.on_verdict(&verdict);
-        let event = ReleaseEvent::new(&verdict);
-        if event.flagged {
-            StateFile::remember(&mut self.state.flagged, serde_json::to_value(&event)?);
-        }
-        self.unreported.push(event);
-        Ok(())
-    }
-
-    /// Prints the events of the releases settled since the last call, after writing the state
-    /// file when one of them is flagged: a flag anyone has seen survives the agent being killed
-    /// right after (SIGKILL, OOM, power loss). Returns whether the state file was written.
-    fn report_settled(&mut self, correlator: &Correlator) -> anyhow::Result<bool> {
-        let save = self.unreported.iter().any(|e| e.flagged);
-        if save {
-            self.save_state(correlator);
-        }
-        for event in std::mem::take(&mut self.unreported) {
-            emit(self.args.json, &event, event.text())?;
-        }
-        Ok(save)
-    }
-
-    /// Starts the repair of every outstanding release not tried yet whose lease `table` still
-    /// shows as at the RELEASE, as far as the rate limit allows; the rest wait for the next call.
-    fn repair_outstanding(
-        &mut self,
-        table: &LeaseTable,
-        identity: &ServerIdentity,
-    ) -> anyhow::Result<()> {
-        if !self.args.remediate {
-            return Ok(());
-        }
-        let due = self.outstanding.due(
-            table,
-            |ip| identity.expected_for(ip).map(|k| k.server_id),
-            &mut self.limit,
-            std::time::Instant::now(),
-            self.args.dry_run,
-        );
-        for (repair, step) in due {
-            match step {
-                RepairStep::Send => {
-                    // Sending and verifying blocks on the server's answers: off the event loop.
-                    let (done, server) = (self.repairs.clone(), self.args.server);
+    /// Acts on the observer's findings, in order. A flagged release is written to the state
+    /// file before it is printed: a flag anyone has seen survives the agent being killed right
+    /// after (SIGKILL, OOM, power loss).
+    fn fan_out(&mut self, observer: &Observer, findings: &mut Vec<Finding>) -> anyhow::Result<()> {
+        for finding in findings.drain(..) {
+            match finding {
+                Finding::Settled(verdict) => {
+                    self.metrics.release_settled(&verdict);
+                    let event = ReleaseEvent::new(&verdict);
+                    self.unsaved = true;
+                    if event.flagged {
+                        StateFile::remember(&mut self.state.flagged, event.clone());
+                        self.save_state(observer);
+                    }
+                    emit(self.args.json, &event, event.text())?;
+                }
+                Finding::CheckMemory(verdict) => {
+                    let (done, server) = (self.checks.clone(), self.args.server);
                     tokio::task::spawn_blocking(move || {
-                        let (result, detail) =
-                            remediate::execute(&repair, server, Duration::from_secs(2));
-                        let _ = done.blocking_send((repair, result, detail));
+                        let held = server_query::probe(
+                            server,
+                            verdict.release.ciaddr,
+                            server_query::PROBE_TIMEOUT,
+                        )
+                        .map(|state| state.leased());
+                        if let Err(err) = &held {
+                            eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr);
+                        }
+                        let _ = done.blocking_send((verdict, held.ok()));
                     });
                 }
-                RepairStep::DryRun => self.repair_done(&repair, RepairResult::DryRun, None)?,
-                RepairStep::RateLimited => {
-                    self.repair_done(&repair, RepairResult::RateLimited, None)?;
+                Finding::Repair(repair, step) => match step {
+                    RepairStep::Send => {
+                        // Sending and verifying blocks on the server's answers: off the loop.
+                        let (done, server) = (self.repairs.clone(), self.args.server);
+                        tokio::task::spawn_blocking(move || {
+                            let (result, detail) =
+                                remediate::execute(&repair, server, Duration::from_secs(2));
+                            let _ = done.blocking_send((repair, result, detail));
+                        });
+                    }
+                    RepairStep::DryRun => {
+                        self.repair_reported(&repair, RepairResult::DryRun, None)?
+                    }
+                    RepairStep::RateLimited => {
+                        self.repair_reported(&repair, RepairResult::RateLimited, None)?;
+                    }
+                },
+                Finding::Divergence(divergence) => {
+                    let event = DivergenceEvent::new(&divergence);
+                    emit(self.args.json, &event, event.text())?;
+                }
+                Finding::LeaseFile(result) => {
+                    self.metrics.lease_file_reload(result, now_seconds());
+                }
+                Finding::Exchange(done) => self.metrics.transaction(&done),
+                Finding::ServerLearned(known) => eprintln!(
+                    "server id {} for {} learned on {}",
+                    known.server_id,
+                    known.subnet,
+                    known.interface.as_deref().unwrap_or("?")
+                ),
+                Finding::Ready | Finding::Note(_) => {
+                    if let Finding::Note(note) = finding {
+                        eprintln!("{note}");
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn repair_done(
+    /// A repair's result: counted, kept in the state file, printed.
+    fn repair_reported(
         &mut self,
         repair: &Repair,
         result: RepairResult,
         detail: Option<String>,
     ) -> anyhow::Result<()> {
         self.metrics.remediation(result);
-        if result == RepairResult::Remediated {
-            self.outstanding.remove(repair.ip);
-        }
         let event = RemediationEvent::new(repair, result, detail);
-        StateFile::remember(&mut self.state.remediations, serde_json::to_value(&event)?);
+        StateFile::remember(&mut self.state.remediations, event.clone());
+        self.unsaved = true;
         emit(self.args.json, &event, event.text())
     }
 
-    /// Rewrites the state file from the correlator's pending releases and what is outstanding.
-    fn save_state(&mut self, correlator: &Correlator) {
+    /// Rewrites the state file from the observer's pending and outstanding releases.
+    fn save_state(&mut self, observer: &Observer) {
         self.state.updated = rfc3339(now_ns());
-        self.state.pending = correlator
+        self.state.pending = observer
             .pending_records()
             .map(PendingRelease::new)
-            .chain(self.unresumed.iter().cloned())
             .collect();
-        self.state.outstanding = self.outstanding.iter().cloned().collect();
+        self.state.outstanding = observer.outstanding().iter().cloned().collect();
         if let Err(err) = self.state.write(&self.args.state_file) {
             eprintln!("state file not written: {err:#}");
         }
-    }
-}
-
-/// The lease file and the server's memory disagree about a lease.
-#[derive(Debug, Serialize)]
-pub struct DivergenceEvent {
-    pub event: &'static str,
-    /// `server_holds_lease_missing_from_file` or `file_lists_lease_server_does_not_hold`.
-    pub kind: &'static str,
-    pub ip: String,
-    pub mac: Option<String>,
-}
-
-pub const SERVER_HOLDS: &str = "server_holds_lease_missing_from_file";
-pub const FILE_LISTS: &str = "file_lists_lease_server_does_not_hold";
-
-impl DivergenceEvent {
-    fn new(kind: &'static str, ip: std::net::Ipv4Addr, mac: Option<&[u8]>) -> DivergenceEvent {
-        DivergenceEvent {
-            event: "divergence",
-            kind,
-            ip: ip.to_string(),
-            mac: mac.map(hex_colon),
-        }
-    }
-
-    fn text(&self) -> String {
-        let what = if self.kind == SERVER_HOLDS {
-            "the server holds a lease the file does not list"
-        } else {
-            "the file lists a lease the server does not hold"
-        };
-        format!(
-            "DIVERGENCE {} {}: {what}",
-            self.ip,
-            self.mac.as_deref().unwrap_or("-")
-        )
+        self.unsaved = false;
     }
 }
 
@@ -250,130 +236,43 @@ fn scan_divergences(
     server: SocketAddrV4,
     in_file: Vec<(std::net::Ipv4Addr, Vec<u8>)>,
     removed: Vec<std::net::Ipv4Addr>,
-) -> Vec<DivergenceEvent> {
+) -> Vec<Divergence> {
     let held = |ip| server_query::probe(server, ip, Duration::from_millis(300)).map(|s| s.leased());
     let mut found = Vec::new();
     for (ip, mac) in in_file {
         if let Ok(false) = held(ip) {
-            found.push(DivergenceEvent::new(FILE_LISTS, ip, Some(&mac)));
+            found.push(Divergence {
+                kind: DivergenceKind::FileListsLeaseServerDoesNotHold,
+                ip,
+                mac: Mac::from_slice(&mac),
+            });
         }
     }
     for ip in removed {
         if let Ok(true) = held(ip) {
-            found.push(DivergenceEvent::new(SERVER_HOLDS, ip, None));
+            found.push(Divergence {
+                kind: DivergenceKind::ServerHoldsLeaseMissingFromFile,
+                ip,
+                mac: None,
+            });
         }
     }
     found
 }
 
-/// Writes one event line to stdout, JSON or text.
-fn emit(json: bool, event: &impl Serialize, text: String) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let line = if json {
-        serde_json::to_string(event)?
-    } else {
-        text
-    };
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
-
-/// Where the packaged unit's StateDirectory= puts it, so `dhcp-agent leases` finds it too.
-pub const DEFAULT_STATE_FILE: &str = "/var/lib/dhcp-agent/state.json";
-
-/// `500ms`, `2s`, `1m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms or 2s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
-    }
-}
-
-/// The structured event of one settled RELEASE.
-#[derive(Debug, Serialize)]
-pub struct ReleaseEvent {
-    pub event: &'static str,
-    pub outcome: &'static str,
-    pub flagged: bool,
-    pub cause: Option<&'static str>,
-    pub ip: String,
-    pub mac: String,
-    pub client_id: Option<String>,
-    pub interface: String,
-    pub xid: String,
-    pub received_server_id: Option<String>,
-    pub expected_server_id: Option<String>,
-    pub requested_ip: Option<String>,
-    pub hostname: Option<String>,
-    pub seen: String,
-    pub settled: String,
-}
-
-impl ReleaseEvent {
-    pub fn new(v: &Verdict) -> ReleaseEvent {
-        let r = &v.release;
-        let cause = match &v.outcome {
-            Outcome::Dropped(cause) => Some(cause),
-            _ => None,
-        };
-        let expected = match cause {
-            Some(Cause::ServerIdMismatch { expected, .. }) => Some(*expected),
-            _ => v.expected_server_id,
-        };
-        ReleaseEvent {
-            event: "release",
-            outcome: v.outcome.name(),
-            flagged: cause.is_some(),
-            cause: cause.map(Cause::name),
-            ip: r.ciaddr.to_string(),
-            mac: hex_colon(&r.chaddr),
-            client_id: r.client_id.as_deref().map(hex_colon),
-            interface: r.interface.clone(),
-            xid: format!("0x{:08x}", r.xid),
-            received_server_id: r.server_id.map(|a| a.to_string()),
-            expected_server_id: expected.map(|a| a.to_string()),
-            requested_ip: r.requested_ip.map(|a| a.to_string()),
-            hostname: v.lease.as_ref().and_then(|l| l.hostname.clone()),
-            seen: rfc3339(r.seen_ns),
-            settled: rfc3339(v.settled_ns),
-        }
-    }
-
-    pub fn text(&self) -> String {
-        let mut line = format!(
-            "RELEASE {} {} on {}: {}",
-            self.ip,
-            self.mac,
-            self.interface,
-            self.outcome.to_uppercase()
-        );
-        if let Some(cause) = self.cause {
-            line.push_str(&format!(" ({cause}"));
-            if cause == "server_id_mismatch" {
-                line.push_str(&format!(
-                    ": expected {}, got {}",
-                    self.expected_server_id.as_deref().unwrap_or("?"),
-                    self.received_server_id.as_deref().unwrap_or("-")
-                ));
-            }
-            line.push(')');
-        }
-        line
-    }
-}
-
 fn now_ns() -> i128 {
     jiff::Timestamp::now().as_nanosecond()
+}
+
+fn now_seconds() -> f64 {
+    now_ns() as f64 / 1e9
+}
+
+fn now() -> Now {
+    Now {
+        unix_ns: now_ns(),
+        mono: Instant::now(),
+    }
 }
 
 /// The previous run's state: its history is kept and its outstanding releases resumed. A file
@@ -403,140 +302,22 @@ fn resume_state(path: &std::path::Path) -> StateFile {
     }
 }
 
-/// Hands the releases the last run left pending to the correlator, each with its own seen time,
-/// deadline and the lease the table showed then: one whose deadline passed while the agent was
-/// down is settled on the first tick against the current table.
-fn resume_pending(correlator: &mut Correlator, saved: Vec<PendingRelease>, path: &std::path::Path) {
-    if saved.is_empty() {
-        return;
-    }
-    let mut resumed = 0;
-    for entry in saved {
-        match entry.to_pending() {
-            Ok(pending) => resumed += usize::from(correlator.resume(pending)),
-            Err(err) => eprintln!(
-                "pending release of {} {} not resumed: {err:#}",
-                entry.ip, entry.mac
-            ),
-        }
-    }
-    eprintln!(
-        "resuming {resumed} pending releases from {}",
-        path.display()
-    );
-}
-
-/// The name of a lease-file read's result, for the metrics.
-fn reload_result(result: &Result<LeaseTable, LoadError>) -> &'static str {
-    match result {
-        Ok(_) => "ok",
-        Err(LoadError::Missing(_)) => "missing",
-        Err(LoadError::Read { .. }) => "unreadable",
-        Err(LoadError::Parse { .. }) => "invalid",
-    }
-}
-
-/// Which leases may leave the table now: expired ones, and those a pending RELEASE of their own
-/// client is about (see [`crate::leases::emptied`]).
-fn accounted_for(correlator: &Correlator) -> impl Fn(&Lease) -> bool + '_ {
-    let now_secs = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
-    let mut released: HashMap<Ipv4Addr, Vec<&Release>> = HashMap::new();
-    for (release, _) in correlator.pending_releases() {
-        released.entry(release.ciaddr).or_default().push(release);
-    }
-    move |lease| {
-        expired(lease, now_secs)
-            || matches!(lease.ip, IpAddr::V4(ip) if released
-                .get(&ip)
-                .is_some_and(|rs| rs.iter().any(|r| r.matches(lease))))
-    }
-}
-
-/// Takes a read of the lease file into `table`, unless it must not be believed: a missing,
-/// unreadable or broken file, or an empty one that nothing explains, keeps the last good table
-/// (it must not look like every lease was released). Returns the replaced table.
-fn take_reload(
-    loaded: Result<LeaseTable, LoadError>,
-    table: &mut LeaseTable,
-    guard: &mut EmptyFileGuard,
-    correlator: &Correlator,
-    metrics: &Metrics,
-    path: &std::path::Path,
-) -> Option<LeaseTable> {
-    let result = reload_result(&loaded);
-    let new = match loaded {
-        Ok(new) => new,
-        Err(err) => {
-            metrics.lease_file_reload(result, now_seconds());
-            guard.forget();
-            eprintln!("lease file not reloaded: {err}");
-            return None;
-        }
-    };
-    let held_since = guard.held_since();
-    let verdict = guard.check(table, &new, Instant::now(), accounted_for(correlator));
-    let held = matches!(verdict, emptied::Verdict::Hold { .. });
-    metrics.lease_file_reload(if held { "empty" } else { result }, now_seconds());
-    take_judged(verdict, held_since, table, new, path)
-}
-
-/// While an empty lease file is held back: takes it once what it drops is accounted for or the
-/// hold is over. Returns the replaced table.
-fn recheck_held_empty(
-    table: &mut LeaseTable,
-    guard: &mut EmptyFileGuard,
-    correlator: &Correlator,
-    path: &std::path::Path,
-) -> Option<LeaseTable> {
-    let held_since = guard.held_since();
-    held_since?; // the common case, before the pending releases are looked at
-    let verdict = guard.recheck(table, Instant::now(), accounted_for(correlator))?;
-    take_judged(verdict, held_since, table, LeaseTable::default(), path)
-}
-
-/// Acts on the guard's verdict on `new`, and says on stderr when an empty file is held back
-/// and when that ends. Returns the replaced table.
-fn take_judged(
-    verdict: emptied::Verdict,
-    held_since: Option<Instant>,
-    table: &mut LeaseTable,
-    new: LeaseTable,
-    path: &std::path::Path,
-) -> Option<LeaseTable> {
-    let path = path.display();
-    match (verdict, held_since) {
-        (emptied::Verdict::Hold { unexplained }, None) => {
-            eprintln!(
-                "lease file {path} lists no lease, but {unexplained} of the {} leases it listed \
-                 were neither released nor expired: keeping them until the server writes the \
-                 file again (a rewrite in progress, or the file was truncated behind its back)",
-                table.v4.len()
-            );
-            return None;
-        }
-        (emptied::Verdict::Hold { .. }, Some(_)) => return None,
-        (emptied::Verdict::HeldTooLong { unexplained }, _) => eprintln!(
-            "lease file {path} has listed no lease for {}s: believing it ({unexplained} leases \
-             gone without a RELEASE)",
-            EMPTY_FILE_HOLD.as_secs()
-        ),
-        (emptied::Verdict::Believe, Some(since)) if new.v4.is_empty() => eprintln!(
-            "lease file {path}: believing it empty after {:.1}s, every lease it dropped being \
-             released or expired by now",
-            since.elapsed().as_secs_f64()
-        ),
-        (emptied::Verdict::Believe, Some(since)) => eprintln!(
-            "lease file {path} lists leases again ({}) after {:.1}s empty",
-            new.v4.len(),
-            since.elapsed().as_secs_f64()
-        ),
-        (emptied::Verdict::Believe, None) => {}
-    }
-    Some(std::mem::replace(table, new))
-}
-
-fn now_seconds() -> f64 {
-    now_ns() as f64 / 1e9
+/// The releases the last run left pending, as the observer takes them up (each with its own
+/// seen time, deadline and the lease the table showed then).
+fn saved_pending(saved: &[PendingRelease]) -> Vec<dhcp_engine::correlate::Pending> {
+    saved
+        .iter()
+        .filter_map(|entry| match entry.to_pending() {
+            Ok(pending) => Some(pending),
+            Err(err) => {
+                eprintln!(
+                    "pending release of {} {} not resumed: {err:#}",
+                    entry.ip, entry.mac
+                );
+                None
+            }
+        })
+        .collect()
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -546,33 +327,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &system::kernel_release(),
     ));
     let readiness = Arc::new(Readiness::default());
-    let listener = metrics::http::bind(args.metrics_addr).await?;
-    let server = tokio::spawn(metrics::http::serve(
+    let listener = crate::metrics::http::bind(args.metrics_addr).await?;
+    let server = tokio::spawn(crate::metrics::http::serve(
         listener,
         Arc::clone(&metrics),
         Arc::clone(&readiness),
     ));
-    let mut identity = ServerIdentity::from_config_file(args.dnsmasq_conf.as_deref())?;
+    let identity = conf_files::server_identity(args.dnsmasq_conf.as_deref())?;
+    let mut observer = Observer::new(args.observer_config(), identity);
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
-    let grace_ns = i128::try_from(args.grace.as_nanos()).unwrap_or(i128::MAX / 4);
-    let mut correlator = Correlator::new(grace_ns);
+    let mut findings = Vec::new();
     let first = follower.load().await;
-    metrics.lease_file_reload(reload_result(&first), now_seconds());
-    let mut table_loaded = first.is_ok();
-    let mut table = match first {
-        Ok(table) => table,
-        Err(LoadError::Missing(path)) => {
-            eprintln!(
-                "lease file {} does not exist yet; waiting for it",
-                path.display()
-            );
-            LeaseTable::default()
+    match &first {
+        Err(LoadError::Missing(path)) => eprintln!(
+            "lease file {} does not exist yet; waiting for it",
+            path.display()
+        ),
+        Err(err @ (LoadError::Read { .. } | LoadError::Parse { .. })) => {
+            anyhow::bail!("{err}")
         }
-        Err(err) => return Err(err.into()),
-    };
-    correlator.on_table(&LeaseTable::default(), &table, now_ns(), &identity);
-    let mut empty_file = EmptyFileGuard::new(EMPTY_FILE_HOLD);
+        Ok(_) => {}
+    }
+    let mut state = resume_state(&args.state_file);
+    let outstanding = std::mem::take(&mut state.outstanding);
+    if !outstanding.is_empty() {
+        eprintln!(
+            "resuming {} dropped releases from {}",
+            outstanding.len(),
+            args.state_file.display()
+        );
+    }
+    // Releases seen within their grace before the last run stopped: judged once there is a
+    // lease table (a missing file is no proof that their leases are gone).
+    let pending = saved_pending(&std::mem::take(&mut state.pending));
+    if !pending.is_empty() && !matches!(first, Ok(_)) {
+        eprintln!(
+            "{} pending releases from {} wait for the lease file",
+            pending.len(),
+            args.state_file.display()
+        );
+    }
+    observer.resume(pending, outstanding);
+    observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
     let mut capture = start_capture(&args.capture)?;
@@ -585,75 +382,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut stats = tokio::time::interval(Duration::from_secs(1));
-    let mut transactions = Transactions::new(args.discover_timeout);
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
-    let (checks_tx, mut checks_done) =
-        tokio::sync::mpsc::channel::<(Verdict, Result<bool, server_query::QueryError>)>(64);
-    let mut state = resume_state(&args.state_file);
-    let outstanding = Outstanding::from_saved(std::mem::take(&mut state.outstanding));
-    if !outstanding.is_empty() {
-        eprintln!(
-            "resuming {} dropped releases from {}",
-            outstanding.len(),
-            args.state_file.display()
-        );
-    }
-    // Releases seen within their grace before the last run stopped: judged against a lease
-    // table only (a missing file is no proof that their leases are gone).
-    let mut unresumed = std::mem::take(&mut state.pending);
-    if table_loaded {
-        resume_pending(
-            &mut correlator,
-            std::mem::take(&mut unresumed),
-            &args.state_file,
-        );
-    } else if !unresumed.is_empty() {
-        eprintln!(
-            "{} pending releases from {} wait for the lease file",
-            unresumed.len(),
-            args.state_file.display()
-        );
-    }
+    let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
     let mut daemon = Daemon {
-        limit: RateLimit::new(args.remediation_rate, args.remediation_rate.clamp(1, 10)),
         args,
         metrics: Arc::clone(&metrics),
         state,
-        outstanding,
         repairs: repairs_tx,
-        unreported: Vec::new(),
-        unresumed,
+        checks: checks_tx,
+        unsaved: false,
     };
     let args = daemon.args.clone();
     let mut divergence_scan = tokio::time::interval(args.divergence_interval);
     let (scans_tx, mut scans_done) = tokio::sync::mpsc::channel(1);
     let mut scanning = false;
-    let mut reported_divergences = std::collections::HashSet::new();
-    if table_loaded {
-        readiness.set_ready();
-    }
     eprintln!(
         "watching; {} leases from {} ({}), grace {:?}, metrics on http://{}/metrics",
-        table.v4.len(),
+        observer.table().v4.len(),
         follower.path().display(),
         follower.format_name(),
         args.grace,
         args.metrics_addr
     );
     tokio::pin!(shutdown);
-    // New pending releases and unflagged verdicts are written to the state file on the next
-    // once-a-second tick, not after every batch: rewriting the file per batch took 64% of the
-    // agent's CPU in a DHCP storm (`cargo xtask bench`, storm). Flagged releases and repairs
-    // are written at once.
-    let mut pending_unsaved = false;
     loop {
-        let mut dirty = false;
+        if observer.table_loaded() {
+            readiness.set_ready();
+        }
+        // Dropped releases just settled are repaired when asked.
+        observer.plan_repairs(now(), false, &mut findings);
+        daemon.fan_out(&observer, &mut findings)?;
         // When the next pending release's grace ends.
-        let settle_at = correlator.next_deadline_ns().map(|deadline| {
+        let settle_at = observer.next_deadline_ns().map(|deadline| {
             let wait = u64::try_from(deadline - now_ns()).unwrap_or(0);
             tokio::time::Instant::now() + Duration::from_nanos(wait)
         });
-        let verdicts = tokio::select! {
+        tokio::select! {
             () = &mut shutdown => break,
             result = reader.read_batch(&mut batch) => {
                 result.context("reading the event ring buffer")?;
@@ -662,38 +426,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     names: &mut names,
                     pcap: pcap.as_mut(),
                     metrics: &metrics,
-                    transactions: &mut transactions,
-                    identity: &mut identity,
-                    correlator: &mut correlator,
-                    table: &table,
+                    observer: &mut observer,
                 }
-                .on_batch(&batch)?;
+                .on_batch(&batch, &mut findings)?;
                 batch.clear();
-                pending_unsaved |= done.releases > 0;
-                done.verdicts
+                // New pending releases are written to the state file on the next
+                // once-a-second tick, not after every batch: rewriting the file per batch took
+                // 64% of the agent's CPU in a DHCP storm (`cargo xtask bench`, storm).
+                daemon.unsaved |= done.releases > 0;
             }
             result = follower.changed() => {
                 result.context("following the lease file")?;
                 let loaded = follower.load().await;
-                let previous = take_reload(
-                    loaded,
-                    &mut table,
-                    &mut empty_file,
-                    &correlator,
-                    &metrics,
-                    follower.path(),
-                );
-                if previous.is_some() && !table_loaded {
-                    table_loaded = true;
-                    readiness.set_ready();
-                    let saved = std::mem::take(&mut daemon.unresumed);
-                    resume_pending(&mut correlator, saved, &args.state_file);
+                if let Err(err) = &loaded {
+                    eprintln!("lease file not reloaded: {err}");
                 }
-                daemon.outstanding.refresh(&table);
-                match previous {
-                    Some(previous) => correlator.on_table(&previous, &table, now_ns(), &identity),
-                    None => correlator.on_tick(&table, now_ns(), &identity),
-                }
+                observer.on_lease_file(LoadError::read_result(loaded), now(), &mut findings);
             }
             result = link_events.changed() => {
                 result.context("following interface changes")?;
@@ -701,132 +449,56 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     eprintln!("{change}");
                     metrics.interface_change(&change);
                 }
-                Vec::new()
             }
             _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
-                correlator.on_tick(&table, now_ns(), &identity)
+                observer.settle_due(now(), &mut findings);
             }
-            _ = tick.tick() => {
-                for unanswered in transactions.on_tick(now_ns()) {
-                    metrics.transaction(&unanswered);
-                }
-                let mut verdicts = Vec::new();
-                if let Some(previous) =
-                    recheck_held_empty(&mut table, &mut empty_file, &correlator, follower.path())
-                {
-                    daemon.outstanding.refresh(&table);
-                    verdicts = correlator.on_table(&previous, &table, now_ns(), &identity);
-                }
-                verdicts.extend(correlator.on_tick(&table, now_ns(), &identity));
-                verdicts
-            }
+            _ = tick.tick() => observer.on_tick(now(), &mut findings),
             _ = stats.tick() => {
                 match capture.counters() {
                     Ok(counters) => metrics.kernel_counters(&counters),
                     Err(err) => eprintln!("kernel counters not read: {err}"),
                 }
-                let before = daemon.outstanding.len();
-                daemon.outstanding.refresh(&table);
-                dirty |= daemon.outstanding.len() != before || pending_unsaved;
+                daemon.unsaved |= observer.refresh_outstanding();
                 // Releases the rate limit held back, or resumed from the last run.
-                daemon.repair_outstanding(&table, &identity)?;
-                metrics.set_releases_pending(correlator.pending());
-                metrics.set_releases_unresolved(daemon.outstanding.len());
-                metrics.set_leases(&table, &identity.pools());
-                metrics.set_server_ids(identity.known());
-                Vec::new()
+                observer.plan_repairs(now(), true, &mut findings);
+                metrics.set_releases_pending(observer.pending());
+                metrics.set_releases_unresolved(observer.outstanding().len());
+                metrics.set_leases(observer.table(), &observer.identity().pools());
+                metrics.set_server_ids(observer.identity().known());
+                if daemon.unsaved {
+                    daemon.save_state(&observer);
+                }
             }
             _ = divergence_scan.tick(), if args.probe_memory && !scanning => {
                 scanning = true;
-                let in_file = table.v4.values().filter_map(|l| match l.ip {
-                    std::net::IpAddr::V4(ip) => Some((ip, l.hwaddr.clone())),
-                    std::net::IpAddr::V6(_) => None,
-                }).collect();
-                let removed = correlator.recently_removed().collect();
+                let (in_file, removed) = observer.divergence_questions();
                 let (done, server) = (scans_tx.clone(), args.server);
                 tokio::task::spawn_blocking(move || {
                     let _ = done.blocking_send(scan_divergences(server, in_file, removed));
                 });
-                Vec::new()
             }
             Some(found) = scans_done.recv() => {
                 scanning = false;
-                for kind in metrics::DIVERGENCE_KINDS {
-                    metrics.set_divergences(kind, found.iter().filter(|d| d.kind == *kind).count());
+                for (kind, count) in observer.on_divergence_scan(found, &mut findings) {
+                    metrics.set_divergences(kind, count);
                 }
-                let now_divergent: std::collections::HashSet<String> = found.iter().map(|d| format!("{} {}", d.kind, d.ip)).collect();
-                for event in found {
-                    // Report each divergence once, again only after it was resolved.
-                    if !reported_divergences.contains(&format!("{} {}", event.kind, event.ip)) {
-                        emit(args.json, &event, event.text())?;
-                    }
-                }
-                reported_divergences = now_divergent;
-                Vec::new()
             }
-            Some((mut verdict, held)) = checks_done.recv() => {
-                match held {
-                    Ok(true) => {
-                        let r = &verdict.release;
-                        let event = DivergenceEvent::new(SERVER_HOLDS, r.ciaddr, Some(&r.chaddr));
-                        emit(args.json, &event, event.text())?;
-                        let cause = diagnose(&verdict.release, verdict.lease.as_ref(), &identity);
-                        verdict.outcome = Outcome::Dropped(cause);
-                        verdict.in_memory_only = true;
-                    }
-                    Ok(false) => {}
-                    Err(err) => eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr),
-                }
-                // Settled here: it has been checked already.
-                daemon.settle(verdict)?;
-                dirty = true;
-                Vec::new()
+            Some((verdict, held)) = checks_done.recv() => {
+                observer.on_memory_answer(verdict, held, &mut findings);
             }
             Some((repair, result, detail)) = repairs_done.recv() => {
-                daemon.repair_done(&repair, result, detail)?;
-                dirty = true;
-                Vec::new()
+                observer.on_repair_result(&repair, result);
+                daemon.repair_reported(&repair, result, detail)?;
+                daemon.save_state(&observer);
             }
-        };
-        // A flagged release is written at once, before it is printed (a restart must not lose
-        // it); the others with the next tick.
-        pending_unsaved |= !verdicts.is_empty();
-        for verdict in verdicts {
-            if matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease) && args.probe_memory {
-                // The file says the lease is gone (or never was); confirm in the server's
-                // memory first: a hand-edited file drops the line while the server still
-                // holds the lease.
-                let (done, server) = (checks_tx.clone(), args.server);
-                tokio::task::spawn_blocking(move || {
-                    let held = server_query::probe(
-                        server,
-                        verdict.release.ciaddr,
-                        server_query::PROBE_TIMEOUT,
-                    )
-                    .map(|state| state.leased());
-                    let _ = done.blocking_send((verdict, held));
-                });
-                continue;
-            }
-            daemon.settle(verdict)?;
-        }
-        if !daemon.unreported.is_empty() {
-            if daemon.report_settled(&correlator)? {
-                dirty = false;
-                pending_unsaved = false;
-            }
-            // Dropped releases just settled are repaired when asked.
-            daemon.repair_outstanding(&table, &identity)?;
-        }
-        if dirty {
-            daemon.save_state(&correlator);
-            pending_unsaved = false;
         }
     }
-    if pending_unsaved {
-        daemon.save_state(&correlator);
+    daemon.fan_out(&observer, &mut findings)?;
+    if daemon.unsaved {
+        daemon.save_state(&observer);
     }
-    eprintln!("stopped; {} releases still pending", correlator.pending());
+    eprintln!("stopped; {} releases still pending", observer.pending());
     server.abort();
     drop(capture);
     Ok(())
@@ -837,7 +509,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
-    use crate::remediate::OutstandingRelease;
+    use dhcp_engine::outstanding::OutstandingRelease;
 
     #[test]
     fn a_state_file_others_can_change_is_not_resumed() {
@@ -848,7 +520,7 @@ mod tests {
         let state = StateFile {
             outstanding: vec![OutstandingRelease {
                 ip: "172.29.101.150".parse().unwrap(),
-                mac: "52:54:00:10:00:01".into(),
+                mac: "52:54:00:10:00:01".parse().unwrap(),
                 client_id: None,
                 expiry: None,
                 server_id: None,

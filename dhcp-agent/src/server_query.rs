@@ -12,7 +12,7 @@ use std::{
 use dhcproto::{Encodable as _, Encoder, v4};
 use thiserror::Error;
 
-use crate::decode::{Dhcpv4, MessageType};
+use dhcp_wire::{Dhcpv4, MessageType};
 
 pub const SERVER_PORT: u16 = 67;
 

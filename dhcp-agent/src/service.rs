@@ -2,10 +2,11 @@
 //! attach the kernel programs, turn kernel events into decoded packets, stop on a signal.
 use anyhow::Context as _;
 
+use dhcp_wire::{FrameMeta, Packet};
+
 use crate::{
+    args::CaptureArgs,
     capture::{Capture, Interface, RawEvent, iface},
-    cli::CaptureArgs,
-    decode::{self, FrameMeta},
     system,
 };
 
@@ -47,7 +48,7 @@ pub fn decode_event(
     event: &RawEvent,
     clock: system::BootClock,
     names: &mut InterfaceNames,
-) -> decode::Packet {
+) -> Packet {
     let meta = FrameMeta {
         unix_ns: clock.to_unix_ns(event.boot_ns),
         ifindex: event.ifindex,
@@ -58,7 +59,7 @@ pub fn decode_event(
         vlan_inner: event.vlan_inner,
         truncated: event.truncated,
     };
-    decode::decode_frame(&event.frame, meta)
+    dhcp_wire::decode_frame(&event.frame, meta)
 }
 
 /// Caches interface names by index (an interface may vanish; then its index is shown).

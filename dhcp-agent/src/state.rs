@@ -11,12 +11,17 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use dhcp_engine::{
     correlate::{Pending, Release},
-    decode::hex_colon,
-    leases::{Expiry, Lease, parse_hex_bytes},
-    output::rfc3339,
+    leases::{Expiry, Lease},
+    time::rfc3339,
 };
+use dhcp_wire::{hex_colon, parse_hex_bytes};
+
+use crate::events::{ReleaseEvent, RemediationEvent};
+
+/// Where the packaged unit's StateDirectory= puts it, so `dhcp-agent leases` finds it too.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/dhcp-agent/state.json";
 
 /// How many flagged releases and repairs the file keeps.
 pub const KEEP: usize = 256;
@@ -146,17 +151,18 @@ pub struct StateFile {
     pub updated: String,
     pub pending: Vec<PendingRelease>,
     /// Release events with `flagged: true`, oldest first (as printed by `run --json`).
-    pub flagged: VecDeque<serde_json::Value>,
+    pub flagged: VecDeque<ReleaseEvent>,
     /// Remediation events, oldest first.
-    pub remediations: VecDeque<serde_json::Value>,
+    pub remediations: VecDeque<RemediationEvent>,
     /// Dropped releases whose lease the server still holds, unrenewed: resumed (and repaired,
     /// with `--remediate`) by the next run.
     #[serde(default)]
-    pub outstanding: Vec<crate::remediate::OutstandingRelease>,
+    pub outstanding: Vec<dhcp_engine::outstanding::OutstandingRelease>,
 }
 
 impl StateFile {
-    pub fn remember(list: &mut VecDeque<serde_json::Value>, event: serde_json::Value) {
+    /// Appends to one of the lists, keeping the latest [`KEEP`].
+    pub fn remember<T>(list: &mut VecDeque<T>, event: T) {
         if list.len() == KEEP {
             list.pop_front();
         }
@@ -199,10 +205,14 @@ mod tests {
         assert_eq!(StateFile::read(&path).unwrap(), StateFile::default());
         let mut state = StateFile::default();
         for n in 0..KEEP + 5 {
-            StateFile::remember(&mut state.flagged, serde_json::json!({ "n": n }));
+            let event = ReleaseEvent {
+                xid: format!("0x{n:08x}"),
+                ..ReleaseEvent::default()
+            };
+            StateFile::remember(&mut state.flagged, event);
         }
         assert_eq!(state.flagged.len(), KEEP);
-        assert_eq!(state.flagged[0]["n"], 5);
+        assert_eq!(state.flagged[0].xid, "0x00000005");
         state.write(&path).unwrap();
         assert_eq!(StateFile::read(&path).unwrap(), state);
         assert!(!PathBuf::from(format!("{}.tmp", path.display())).exists());

@@ -2,10 +2,9 @@
 //! (boot, renewal, release, ...) with the time between steps and the server id at each step.
 use std::collections::HashMap;
 
-use crate::{
-    decode::{MessageType, Packet, hex_colon},
-    output::local_time,
-};
+use dhcp_wire::{MessageType, Packet, hex_colon};
+
+use crate::output::local_time;
 
 /// What a transaction is, from its first message.
 fn kind(message_type: Option<MessageType>, renewing: bool) -> &'static str {
@@ -98,7 +97,7 @@ mod tests {
     use dhcproto::v4::MessageType as Mt;
 
     use super::*;
-    use crate::decode::test_support::v4_packet;
+    use dhcp_wire::test_support::v4_packet;
 
     #[test]
     fn groups_a_clients_steps_by_transaction_with_the_time_between_them() {

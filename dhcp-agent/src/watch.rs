@@ -5,17 +5,47 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use dhcp_common::Hook;
 
-use crate::{
-    capture::LinkEvents,
-    cli::WatchArgs,
+use dhcp_engine::{
+    Observer, ObserverConfig,
     correlate::{Release, wire_flag},
+    observer::Now,
+    server_identity::ServerIdentity,
+};
+
+use crate::{
+    args::{CaptureArgs, PcapArgs},
+    capture::LinkEvents,
     filter::Filter,
     output,
-    server_identity::ServerIdentity,
     service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
     system,
     timeline::Timeline,
 };
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Print JSON lines (one object per packet) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filter: crate::filter::FilterArgs,
+    /// Follow one client: its exchanges as a timeline (time between steps, server id at each).
+    #[arg(long, value_name = "MAC", value_parser = dhcp_wire::parse_mac, conflicts_with = "json")]
+    pub follow: Option<[u8; 6]>,
+    /// Colour the output: auto (when a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, value_enum, default_value_t = crate::output::ColorChoice::Auto)]
+    pub color: crate::output::ColorChoice,
+    #[command(flatten)]
+    pub pcap: PcapArgs,
+    /// Also print packets that do not decode (they are always counted).
+    #[arg(long)]
+    pub show_malformed: bool,
+    /// Exit after printing this many packets.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
 
 /// Counts of what `watch` did, printed on exit.
 #[derive(Debug, Default)]
@@ -35,8 +65,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     filter.macs.extend(args.follow);
     let color = args.color.enabled();
     let mut timeline = Timeline::default();
-    // Learned from the server's replies, to flag RELEASEs it will ignore.
-    let mut identity = ServerIdentity::default();
+    // The server ids it learns from the server's replies flag RELEASEs the server will ignore.
+    // No lease file: what it finds beyond that is not shown, and cleared each batch.
+    let mut observer = Observer::new(ObserverConfig::default(), ServerIdentity::default());
+    let mut findings = Vec::new();
     let clock = system::BootClock::new();
     let mut names = InterfaceNames::default();
     let mut tally = Tally::default();
@@ -64,7 +96,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             if let Some(file) = &mut pcap {
                 file.write(&packet.meta, &event.frame)?;
             }
-            identity.observe(&packet);
+            observer.on_packet(&packet, &mut findings);
             let show = if packet.is_malformed() {
                 tally.malformed += 1;
                 args.show_malformed
@@ -79,7 +111,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             } else if args.follow.is_some() {
                 timeline.lines(&packet)
             } else {
-                let flag = Release::from_packet(&packet).and_then(|r| wire_flag(&r, &identity));
+                let flag =
+                    Release::from_packet(&packet).and_then(|r| wire_flag(&r, observer.identity()));
                 vec![output::styled_line(&packet, flag.as_deref(), color)]
             };
             for line in lines {
@@ -93,6 +126,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 break 'watch;
             }
         }
+        // Releases past their grace leave the observer (watch reads no lease file).
+        let now = Now {
+            unix_ns: jiff::Timestamp::now().as_nanosecond(),
+            mono: std::time::Instant::now(),
+        };
+        observer.on_tick(now, &mut findings);
+        findings.clear();
         if let Some(file) = &mut pcap {
             file.flush()?;
         }

@@ -2,7 +2,7 @@
 use std::{fs, time::Duration};
 
 use dhcp_agent::filter::parse_mac;
-use dhcp_agent::leases::{Expiry, LeaseFormat as _, LeaseTable, dnsmasq::Dnsmasq};
+use dhcp_engine::leases::{Expiry, LeaseFormat as _, LeaseTable, dnsmasq::Dnsmasq};
 use dhcp_lab::{Lab, LabConfig, wait_for};
 
 fn read(lab: &Lab) -> LeaseTable {

@@ -28,6 +28,8 @@ pub struct Dhcpv4Spec {
     pub subnet_mask: Option<Ipv4Addr>,
     /// Option 51, seconds.
     pub lease_secs: Option<u32>,
+    /// Option 61 (type byte included, as clients send it).
+    pub client_id: Option<Vec<u8>>,
 }
 
 impl Dhcpv4Spec {
@@ -43,6 +45,7 @@ impl Dhcpv4Spec {
             hostname: None,
             subnet_mask: None,
             lease_secs: None,
+            client_id: None,
         }
     }
 
@@ -78,6 +81,9 @@ impl Dhcpv4Spec {
         }
         if let Some(host) = &self.hostname {
             opts.insert(v4::DhcpOption::Hostname(host.clone()));
+        }
+        if let Some(id) = &self.client_id {
+            opts.insert(v4::DhcpOption::ClientIdentifier(id.clone()));
         }
         let mut out = Vec::new();
         msg.encode(&mut Encoder::new(&mut out))

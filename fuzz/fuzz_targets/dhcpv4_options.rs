@@ -4,7 +4,7 @@
 //! changes nothing, whether or not the options ended with END).
 #![no_main]
 
-use dhcp_agent::decode::{
+use dhcp_wire::{
     Dhcpv4, Dhcpv4Error, Dhcpv4Info,
     dhcpv4::{FIXED_HEADER_LEN, MAGIC_COOKIE, option},
 };

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use dhcp_agent::leases::{Expiry, Lease, LeaseTable, dnsmasq::Dnsmasq};
+use dhcp_engine::leases::{Expiry, Lease, LeaseTable, dnsmasq::Dnsmasq};
 use dhcp_observer_fuzz::{check_lease_file, hex};
 use libfuzzer_sys::fuzz_target;
 

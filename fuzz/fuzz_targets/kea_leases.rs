@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use dhcp_agent::leases::{Expiry, LeaseTable, kea::KeaV4};
+use dhcp_engine::leases::{Expiry, LeaseTable, kea::KeaV4};
 use dhcp_observer_fuzz::{check_lease_file, hex};
 use libfuzzer_sys::fuzz_target;
 

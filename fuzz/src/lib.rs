@@ -1,6 +1,6 @@
 //! What the lease-file targets check in common. Lease files are read with
 //! `std::fs::read_to_string`, so the targets feed the parsers valid UTF-8 only.
-use dhcp_agent::leases::{LeaseFileError, LeaseFormat, LeaseTable};
+use dhcp_engine::leases::{LeaseFileError, LeaseFormat, LeaseTable};
 
 /// Parses `text` with `format` and checks what holds for every lease format:
 ///

@@ -135,7 +135,7 @@ pub fn run(args: &FuzzArgs) -> anyhow::Result<()> {
 /// `fuzz/` there).
 fn cargo_fuzz(root: &Path, target_dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "fuzz"])
+    cmd.args(["run", crate::setup::NIGHTLY, "cargo", "fuzz"])
         .args(args)
         .arg("--target-dir")
         .arg(target_dir)

@@ -168,7 +168,7 @@ fn run_tests() -> anyhow::Result<()> {
 fn clippy_kernel_programs() -> anyhow::Result<()> {
     let args = [
         "run",
-        "nightly",
+        setup::NIGHTLY,
         "cargo",
         "clippy",
         "--package",

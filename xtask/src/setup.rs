@@ -46,6 +46,11 @@ const LINKER_BUILD_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The nightly toolchain of the kernel programs' build, their clippy run and the fuzz targets.
+/// Pinned (in `dhcp-ebpf/NIGHTLY`, which the agent's build script reads too) to one whose
+/// LLVM is 22, the LLVM bpf-linker is built against: the floating `nightly` moved to LLVM 23,
+/// whose bitcode bpf-linker refuses ("Invalid record").
+pub const NIGHTLY: &str = include_str!("../../dhcp-ebpf/NIGHTLY").trim_ascii();
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn ensure() -> anyhow::Result<()> {
@@ -140,24 +145,27 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 
 fn ensure_nightly_rust_src() -> anyhow::Result<()> {
     let has_src = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args(["component", "list", "--toolchain", NIGHTLY, "--installed"])
         .output()
         .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src")
+            let listed = String::from_utf8_lossy(&o.stdout);
+            o.status.success() && listed.contains("rust-src") && listed.contains("clippy")
         });
     if has_src {
         return Ok(());
     }
     // Installs the nightly toolchain too if it is missing (the kernel programs need
-    // `-Z build-std=core` for the BPF target).
+    // `-Z build-std=core` for the BPF target, and `cargo xtask test` lints them with its clippy).
     run(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        NIGHTLY,
         "--profile",
         "minimal",
         "--component",
         "rust-src",
+        "--component",
+        "clippy",
     ]))
 }
 

@@ -1,7 +1,7 @@
 //! What the benchmarks share: the server the generated clients talk to.
 use std::net::Ipv4Addr;
 
-use dhcp_agent::{
+use dhcp_engine::{
     dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     server_identity::ServerIdentity,
 };

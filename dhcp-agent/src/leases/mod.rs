@@ -1,152 +1,240 @@
-//! Lease tables: what the DHCP server believes is leased, read from its lease file.
+//! Following a lease file as the server rewrites it.
 //!
-//! Each server's format is a [`LeaseFormat`]; the correlator only sees [`LeaseTable`]. A file
-//! caught half-written (dnsmasq rewrites in place: truncate, write, fsync) is reported as
-//! [`LeaseFileError::Incomplete`] so the caller waits and reads again instead of acting on it.
-pub mod dnsmasq;
-pub mod emptied;
-pub mod follow;
-pub mod kea;
-
+//! inotify watches the file's *directory*, so the watch survives the file being deleted,
+//! recreated or replaced by rename. After a change, events are drained for a short debounce
+//! (dnsmasq's in-place rewrite is a truncate plus writes: several IN_MODIFY, no
+//! IN_CLOSE_WRITE); a file still caught half-written is read again a little later.
 use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
 };
 
+use futures_util::StreamExt as _;
+use inotify::{EventStream, Inotify, WatchMask};
 use thiserror::Error;
 
-/// When a lease ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Expiry {
-    Never,
-    /// Unix time in seconds.
-    At(u64),
-}
-
-/// One lease as the server stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub ip: IpAddr,
-    /// Hardware address bytes (a MAC for Ethernet) and type (1 = Ethernet).
-    pub hwaddr: Vec<u8>,
-    pub htype: u8,
-    /// DHCPv4 client identifier (option 61) or DHCPv6 DUID.
-    pub client_id: Option<Vec<u8>>,
-    pub hostname: Option<String>,
-    pub expiry: Expiry,
-    /// DHCPv6 identity association id; `None` for DHCPv4.
-    pub iaid: Option<u32>,
-}
-
-impl Lease {
-    /// The lease's MAC, when its hardware address is Ethernet.
-    pub fn mac(&self) -> Option<[u8; 6]> {
-        (self.htype == 1).then(|| self.hwaddr.as_slice().try_into().ok())?
-    }
-}
-
-/// A whole lease file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LeaseTable {
-    /// DHCPv4 leases by address (foldhash: a reload of 100,000 leases hashes each address a few
-    /// times, and SipHash was a fair part of it).
-    pub v4: HashMap<Ipv4Addr, Lease, foldhash::fast::RandomState>,
-    /// DHCPv6 leases, in file order.
-    pub v6: Vec<Lease>,
-    /// The server's own DUID (dnsmasq's `duid` line).
-    pub server_duid: Option<Vec<u8>>,
-}
-
-impl LeaseTable {
-    pub fn get_v4(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.v4.get(&ip)
-    }
-
-    pub fn insert(&mut self, lease: Lease) {
-        match lease.ip {
-            IpAddr::V4(ip) if lease.iaid.is_none() => {
-                self.v4.insert(ip, lease);
-            }
-            _ => self.v6.push(lease),
-        }
-    }
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum LeaseFileError {
-    /// The file ends in the middle of a line: a writer is still at work. Read again later.
-    #[error("lease file is incomplete (no newline after the last line); it is being written")]
-    Incomplete,
-    #[error("line {line}: {reason}: {text:?}")]
-    BadLine {
-        line: usize,
-        reason: String,
-        text: String,
-    },
-}
-
-impl LeaseFileError {
-    pub fn bad(line: usize, reason: impl Into<String>, text: &str) -> LeaseFileError {
-        LeaseFileError::BadLine {
-            line,
-            reason: reason.into(),
-            text: text.chars().take(200).collect(),
-        }
-    }
-}
-
-/// The lease file formats the agent reads, by the name used on the command line and in the
-/// config file (`dnsmasq`, `kea-v4`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LeaseFormatName {
-    Dnsmasq,
-    KeaV4,
-}
+use dhcp_engine::{
+    leases::{LeaseFileError, LeaseFormat, LeaseTable},
+    observer::LeaseFileRead,
+};
 
 /// Where dnsmasq keeps its leases unless `dhcp-leasefile` says otherwise.
 pub const DEFAULT_LEASE_FILE: &str = "/var/lib/misc/dnsmasq.leases";
 
-impl LeaseFormatName {
-    /// The parser for this format.
-    pub fn format(self) -> Box<dyn LeaseFormat + Send> {
-        match self {
-            LeaseFormatName::Dnsmasq => Box::new(dnsmasq::Dnsmasq),
-            LeaseFormatName::KeaV4 => Box::new(kea::KeaV4),
+const DEBOUNCE: Duration = Duration::from_millis(30);
+const INCOMPLETE_RETRIES: u32 = 20;
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("lease file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("reading lease file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lease file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: LeaseFileError,
+    },
+}
+
+impl LoadError {
+    /// What the observer is told of a read that failed.
+    pub fn read_result(result: Result<LeaseTable, LoadError>) -> LeaseFileRead {
+        match result {
+            Ok(table) => LeaseFileRead::Table(table),
+            Err(LoadError::Missing(_)) => LeaseFileRead::Missing,
+            Err(LoadError::Read { .. }) => LeaseFileRead::Unreadable,
+            Err(LoadError::Parse { .. }) => LeaseFileRead::Invalid,
         }
     }
 }
 
-/// A lease file format (dnsmasq, Kea memfile CSV, ...).
-pub trait LeaseFormat {
-    /// Short name for logs and metrics, e.g. `dnsmasq`.
-    fn name(&self) -> &'static str;
-    /// Parses a whole file.
-    fn parse(&self, text: &str) -> Result<LeaseTable, LeaseFileError>;
+/// Reads and parses a lease file once (a missing file is [`LoadError::Missing`]).
+pub fn read_table(path: &Path, format: &dyn LeaseFormat) -> Result<LeaseTable, LoadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(LoadError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    format.parse(&text).map_err(|source| LoadError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
-/// A file that does not end with a newline is still being written (an empty file is complete:
-/// no leases).
-pub(crate) fn require_complete(text: &str) -> Result<(), LeaseFileError> {
-    if text.is_empty() || text.ends_with('\n') {
-        Ok(())
-    } else {
-        Err(LeaseFileError::Incomplete)
-    }
+pub struct LeaseFollower {
+    path: PathBuf,
+    file_name: OsString,
+    format: Box<dyn LeaseFormat + Send>,
+    events: EventStream<Vec<u8>>,
+    /// When a seen change counts as settled (debounce), if one is pending.
+    settle_at: Option<tokio::time::Instant>,
 }
 
-/// Parses `aa:bb:cc` (or `aa-bb-cc`) hex bytes.
-pub fn parse_hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() {
-        return Some(Vec::new());
-    }
-    text.split([':', '-'])
-        .map(|b| {
-            if b.len() <= 2 && !b.is_empty() {
-                u8::from_str_radix(b, 16).ok()
-            } else {
-                None
-            }
+impl LeaseFollower {
+    pub fn new(path: &Path, format: Box<dyn LeaseFormat + Send>) -> std::io::Result<LeaseFollower> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path.file_name().map(OsString::from).unwrap_or_default();
+        let inotify = Inotify::init()?;
+        inotify.watches().add(
+            &dir,
+            WatchMask::MODIFY
+                | WatchMask::CLOSE_WRITE
+                | WatchMask::CREATE
+                | WatchMask::DELETE
+                | WatchMask::MOVED_TO
+                | WatchMask::MOVED_FROM,
+        )?;
+        let events = inotify.into_event_stream(vec![0u8; 4096])?;
+        Ok(LeaseFollower {
+            path: path.to_owned(),
+            file_name,
+            format,
+            events,
+            settle_at: None,
         })
-        .collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format_name(&self) -> &'static str {
+        self.format.name()
+    }
+
+    /// Reads and parses the file once.
+    pub fn load_once(&self) -> Result<LeaseTable, LoadError> {
+        read_table(&self.path, self.format.as_ref())
+    }
+
+    /// Reads the file, waiting out a writer that is still at work.
+    pub async fn load(&self) -> Result<LeaseTable, LoadError> {
+        let mut tries = 0;
+        loop {
+            match self.load_once() {
+                Err(LoadError::Parse {
+                    source: LeaseFileError::Incomplete,
+                    ..
+                }) if tries < INCOMPLETE_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until the file changed (written, created, deleted, renamed over) and then stayed
+    /// quiet for the debounce time. Cancel-safe: the pending change is kept in `self`, so it can
+    /// sit in a `select!` beside other branches.
+    pub async fn changed(&mut self) -> std::io::Result<()> {
+        loop {
+            let event = match self.settle_at {
+                Some(at) => tokio::select! {
+                    event = self.events.next() => event,
+                    () = tokio::time::sleep_until(at) => {
+                        self.settle_at = None;
+                        return Ok(());
+                    }
+                },
+                None => self.events.next().await,
+            };
+            let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
+            if event.name.as_deref() == Some(self.file_name.as_os_str()) {
+                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, net::Ipv4Addr};
+
+    use super::*;
+    use dhcp_engine::leases::dnsmasq::Dnsmasq;
+
+    const ONE: &str = "0 52:54:00:10:00:01 10.0.0.1 * *\n";
+    const TWO: &str = "0 52:54:00:10:00:01 10.0.0.1 * *\n0 52:54:00:10:00:02 10.0.0.2 * *\n";
+
+    async fn next_change(follower: &mut LeaseFollower) {
+        tokio::time::timeout(Duration::from_secs(5), follower.changed())
+            .await
+            .expect("a change")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn survives_in_place_rewrites_renames_deletes_and_recreation() {
+        let dir = std::env::temp_dir().join(format!("lease-follow-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dnsmasq.leases");
+        fs::write(&path, ONE).unwrap();
+        let mut follower = LeaseFollower::new(&path, Box::new(Dnsmasq)).unwrap();
+        assert_eq!(follower.load().await.unwrap().v4.len(), 1);
+
+        // In place, as dnsmasq does: truncate, then write.
+        fs::write(&path, TWO).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(follower.load().await.unwrap().v4.len(), 2);
+
+        // Replaced by rename.
+        fs::write(dir.join("new"), ONE).unwrap();
+        fs::rename(dir.join("new"), &path).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(follower.load().await.unwrap().v4.len(), 1);
+
+        // Deleted: reported as missing (the caller keeps its last table), then recreated.
+        fs::remove_file(&path).unwrap();
+        next_change(&mut follower).await;
+        assert!(matches!(follower.load().await, Err(LoadError::Missing(_))));
+        fs::write(&path, TWO).unwrap();
+        next_change(&mut follower).await;
+        let table = follower.load().await.unwrap();
+        assert!(table.get_v4(Ipv4Addr::new(10, 0, 0, 2)).is_some());
+
+        // Caught half-written: the load waits for the writer to finish the line.
+        fs::write(&path, &TWO[..TWO.len() - 3]).unwrap();
+        let finish = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                fs::write(&path, TWO).unwrap();
+            })
+        };
+        assert_eq!(follower.load().await.unwrap().v4.len(), 2);
+        finish.await.unwrap();
+
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn other_files_in_the_directory_are_not_changes() {
+        let dir = std::env::temp_dir().join(format!("lease-follow-other-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut follower =
+            LeaseFollower::new(&dir.join("dnsmasq.leases"), Box::new(Dnsmasq)).unwrap();
+        fs::write(dir.join("dnsmasq.leases.tmp"), ONE).unwrap();
+        fs::write(dir.join("other"), ONE).unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(300), follower.changed()).await;
+        assert!(waited.is_err(), "no change of the lease file");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

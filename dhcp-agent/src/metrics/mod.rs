@@ -15,15 +15,17 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::{
-    capture::{HookCounters, InterfaceChange},
-    correlate::{Outcome, Verdict},
-    decode::{Body, Packet},
+use dhcp_engine::{
+    correlate::{Cause, Outcome, Verdict},
     leases::LeaseTable,
-    remediate::RepairResult,
+    observer::{DivergenceKind, ReloadResult},
+    outstanding::RepairResult,
     server_identity::{KnownServer, Pool},
     transactions::{Exchange, TransactionEvent},
 };
+use dhcp_wire::{Body, Packet};
+
+use crate::capture::{HookCounters, InterfaceChange};
 
 pub const DIRECTIONS: &[&str] = &["in", "out"];
 pub const PROTOCOLS: &[&str] = &["dhcpv4", "dhcpv6"];
@@ -67,21 +69,14 @@ pub const HOOKS: &[&str] = &[
     Hook::TcIngress.name(),
     Hook::TcEgress.name(),
 ];
-pub const OUTCOMES: &[&str] = &["honored", "dropped", "no_lease"];
-pub const CAUSES: &[&str] = &[
-    "server_id_mismatch",
-    "missing_server_id",
-    "requested_ip_present",
-    "subnet_not_served",
-    "client_mismatch",
-    "unknown",
-];
-pub const REMEDIATION_RESULTS: &[&str] = &["remediated", "failed", "dry_run", "rate_limited"];
+pub const OUTCOMES: &[&str] = &Outcome::NAMES;
+pub const CAUSES: &[&str] = &Cause::NAMES;
+pub const REMEDIATION_RESULTS: &[&str] = &RepairResult::NAMES;
 /// `empty`: an empty file that replaced a table with leases none of which was released or
-/// expired, not believed yet (see [`crate::leases::emptied`]).
-pub const RELOAD_RESULTS: &[&str] = &["ok", "missing", "unreadable", "invalid", "empty"];
+/// expired, not believed yet (see [`dhcp_engine::leases::emptied`]).
+pub const RELOAD_RESULTS: &[&str] = &ReloadResult::NAMES;
 pub const EXCHANGES: &[&str] = &["discover_ack", "request_ack"];
-pub const DIVERGENCE_KINDS: &[&str] = &[crate::run::SERVER_HOLDS, crate::run::FILE_LISTS];
+pub const DIVERGENCE_KINDS: &[&str] = &DivergenceKind::NAMES;
 /// The `subnet` label of leases outside every known pool.
 pub const OTHER_SUBNET: &str = "other";
 /// The `interface` label when the interface of a pool is not known yet.
@@ -384,17 +379,17 @@ impl Metrics {
         self.releases_unresolved.set(unresolved as i64);
     }
 
-    pub fn set_divergences(&self, kind: &str, count: usize) {
-        if let Some(kind) = fixed(DIVERGENCE_KINDS, kind) {
+    pub fn set_divergences(&self, kind: DivergenceKind, count: usize) {
+        if let Some(kind) = fixed(DIVERGENCE_KINDS, kind.name()) {
             self.divergences
                 .with_label_values(&[kind])
                 .set(count as i64);
         }
     }
 
-    /// One read of the lease file: `result` is one of [`RELOAD_RESULTS`].
-    pub fn lease_file_reload(&self, result: &str, unix_seconds: f64) {
-        let Some(result) = fixed(RELOAD_RESULTS, result) else {
+    /// One read of the lease file.
+    pub fn lease_file_reload(&self, result: ReloadResult, unix_seconds: f64) {
+        let Some(result) = fixed(RELOAD_RESULTS, result.name()) else {
             return;
         };
         self.lease_file_reloads.with_label_values(&[result]).inc();
@@ -529,13 +524,14 @@ mod tests {
     use dhcproto::{Encodable as _, v4};
 
     use super::*;
-    use crate::{
-        capture::HookCounters,
-        correlate::{Cause, Release},
-        decode::{FrameMeta, decode_frame, test_support},
+    use dhcp_engine::{
+        correlate::Release,
         dnsmasq_conf::{DhcpRange, DnsmasqConfig},
         server_identity::ServerIdentity,
     };
+    use dhcp_wire::{FrameMeta, decode_frame, test_support};
+
+    use crate::capture::HookCounters;
 
     /// Drives every metric with every kind of input there is, including hostile ones.
     fn driven() -> Metrics {
@@ -626,7 +622,7 @@ mod tests {
         ] {
             metrics.remediation(result);
         }
-        for result in RELOAD_RESULTS.iter().chain(&["something else"]) {
+        for result in ReloadResult::ALL {
             metrics.lease_file_reload(result, 1e9);
         }
         for event in [
@@ -660,7 +656,7 @@ mod tests {
                 truncated: 2,
             }; 3],
         );
-        for kind in DIVERGENCE_KINDS.iter().chain(&["made up"]) {
+        for kind in DivergenceKind::ALL {
             metrics.set_divergences(kind, 1);
         }
         metrics.set_releases_pending(2);
@@ -711,13 +707,13 @@ mod tests {
         identity.observe(&offer);
         let mut table = LeaseTable::default();
         for ip in ["172.29.101.150", "172.29.101.151", "10.9.9.9"] {
-            table.insert(crate::leases::Lease {
+            table.insert(dhcp_engine::leases::Lease {
                 ip: ip.parse().unwrap(),
                 hwaddr: vec![2, 0, 0, 0, 0, 1],
                 htype: 1,
                 client_id: None,
                 hostname: Some("vm".into()),
-                expiry: crate::leases::Expiry::Never,
+                expiry: dhcp_engine::leases::Expiry::Never,
                 iaid: None,
             });
         }

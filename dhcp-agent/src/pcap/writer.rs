@@ -23,7 +23,7 @@ use pcap_file::{
 };
 
 use super::PcapFileError;
-use crate::decode::FrameMeta;
+use dhcp_wire::FrameMeta;
 
 /// The most the kernel programs capture of a frame.
 const SNAPLEN: u32 = dhcp_common::CAPTURE_BYTES as u32;

@@ -7,7 +7,7 @@
 //! Memory is bounded: at most [`MAX_OPEN`] exchanges are tracked, the oldest given up first.
 use std::collections::{HashMap, VecDeque};
 
-use crate::decode::{MessageType, Packet};
+use dhcp_wire::{MessageType, Packet};
 
 /// How many exchanges are tracked at once (a DISCOVER flood with random ids must not grow memory).
 pub const MAX_OPEN: usize = 16_384;
@@ -226,7 +226,7 @@ mod tests {
     use dhcproto::v4::MessageType as Mt;
 
     use super::*;
-    use crate::decode::test_support::v4_packet as packet;
+    use dhcp_wire::test_support::v4_packet as packet;
 
     const SECOND: i128 = 1_000_000_000;
 

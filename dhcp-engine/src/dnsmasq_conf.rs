@@ -1,8 +1,11 @@
 //! What the observer needs from a dnsmasq configuration: the addresses it listens on and the
 //! DHCP ranges it serves, so that served subnets and the likely server id are known before
 //! any reply is seen. Follows `conf-file=` and `conf-dir=` like dnsmasq does.
+//!
+//! The engine does no I/O: the files are read through a [`ConfFiles`], which the agent
+//! implements over the file system and the tests over a map.
 use std::{
-    fs,
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
@@ -27,6 +30,47 @@ pub enum ConfError {
     },
     #[error("{0}: conf-file/conf-dir nest deeper than 16 levels (a loop?)")]
     TooDeep(PathBuf),
+}
+
+/// Where configuration files come from.
+pub trait ConfFiles {
+    /// The whole text of a file.
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    /// The regular files in a directory, in any order.
+    fn files_in(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>>;
+}
+
+/// Files held in memory, by path (tests, and configurations handed over whole).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryFiles(pub BTreeMap<PathBuf, String>);
+
+impl MemoryFiles {
+    pub fn with(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> MemoryFiles {
+        self.0.insert(path.into(), text.into());
+        self
+    }
+}
+
+impl ConfFiles for MemoryFiles {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    fn files_in(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let files: Vec<PathBuf> = self
+            .0
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        Ok(files)
+    }
 }
 
 /// One DHCPv4 `dhcp-range`.
@@ -65,9 +109,9 @@ pub struct DnsmasqConfig {
 }
 
 impl DnsmasqConfig {
-    pub fn load(path: &Path) -> Result<DnsmasqConfig, ConfError> {
+    pub fn load(path: &Path, files: &dyn ConfFiles) -> Result<DnsmasqConfig, ConfError> {
         let mut config = DnsmasqConfig::default();
-        config.read_file(path, 0)?;
+        config.read_file(path, 0, files)?;
         Ok(config)
     }
 
@@ -80,11 +124,16 @@ impl DnsmasqConfig {
         })
     }
 
-    fn read_file(&mut self, path: &Path, depth: usize) -> Result<(), ConfError> {
+    fn read_file(
+        &mut self,
+        path: &Path,
+        depth: usize,
+        files: &dyn ConfFiles,
+    ) -> Result<(), ConfError> {
         if depth > 16 {
             return Err(ConfError::TooDeep(path.to_owned()));
         }
-        let text = fs::read_to_string(path).map_err(|source| ConfError::Read {
+        let text = files.read(path).map_err(|source| ConfError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -120,8 +169,8 @@ impl DnsmasqConfig {
                 "dhcp-leasefile" | "dhcp-lease-file" => {
                     self.lease_file = Some(PathBuf::from(value))
                 }
-                "conf-file" => self.read_file(Path::new(value), depth + 1)?,
-                "conf-dir" => self.read_dir(value, depth + 1)?,
+                "conf-file" => self.read_file(Path::new(value), depth + 1, files)?,
+                "conf-dir" => self.read_dir(value, depth + 1, files)?,
                 _ => {}
             }
         }
@@ -130,7 +179,12 @@ impl DnsmasqConfig {
 
     /// `conf-dir=DIR[,.ext,...][,*.conf,...]`: `*.ext` includes only matching files, `.ext`
     /// excludes; files ending in `~` or starting with `.` are always skipped (as dnsmasq does).
-    fn read_dir(&mut self, spec: &str, depth: usize) -> Result<(), ConfError> {
+    fn read_dir(
+        &mut self,
+        spec: &str,
+        depth: usize,
+        files: &dyn ConfFiles,
+    ) -> Result<(), ConfError> {
         let mut parts = spec.split(',').map(str::trim);
         let dir = PathBuf::from(parts.next().unwrap_or(""));
         let (mut include, mut exclude) = (Vec::new(), Vec::new());
@@ -140,17 +194,12 @@ impl DnsmasqConfig {
                 None => exclude.push(part.to_owned()),
             }
         }
-        let entries = fs::read_dir(&dir).map_err(|source| ConfError::Read {
+        let mut listed = files.files_in(&dir).map_err(|source| ConfError::Read {
             path: dir.clone(),
             source,
         })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for file in files {
+        listed.sort();
+        for file in listed {
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -160,7 +209,7 @@ impl DnsmasqConfig {
                 || exclude.iter().any(|e| name.ends_with(e.as_str()))
                 || (!include.is_empty() && !include.iter().any(|i| name.ends_with(i.as_str())));
             if !skipped {
-                self.read_file(&file, depth)?;
+                self.read_file(&file, depth, files)?;
             }
         }
         Ok(())
@@ -250,42 +299,30 @@ mod tests {
 
     #[test]
     fn loads_files_and_follows_conf_file_and_conf_dir() {
-        let dir = std::env::temp_dir().join(format!("dnsmasq-conf-test-{}", std::process::id()));
-        let sub = dir.join("dnsmasq.d");
-        fs::create_dir_all(&sub).unwrap();
-        fs::write(
-            dir.join("dnsmasq.conf"),
-            format!(
+        let files = MemoryFiles::default()
+            .with(
+                "/etc/dnsmasq.conf",
                 "# CloudStack-like\nlisten-address=127.0.0.1,172.29.101.1\ninterface=eth0\n\
                  dhcp-range=set:interface-eth0,172.29.101.1,static,255.255.255.0\n\
-                 conf-file={}\nconf-dir={},.bak,*.conf\n",
-                dir.join("extra").display(),
-                sub.display()
-            ),
-        )
-        .unwrap();
-        fs::write(
-            dir.join("extra"),
-            "dhcp-leasefile=/var/lib/misc/dnsmasq.leases\n",
-        )
-        .unwrap();
-        fs::write(
-            sub.join("a.conf"),
-            "dhcp-range=10.9.0.10,10.9.0.20,255.255.255.0\n",
-        )
-        .unwrap();
-        fs::write(
-            sub.join("b.conf.bak"),
-            "dhcp-range=10.8.0.10,10.8.0.20,255.255.255.0\n",
-        )
-        .unwrap();
-        fs::write(
-            sub.join("c.txt"),
-            "dhcp-range=10.7.0.10,10.7.0.20,255.255.255.0\n",
-        )
-        .unwrap();
-        let config = DnsmasqConfig::load(&dir.join("dnsmasq.conf")).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
+                 conf-file=/etc/extra\nconf-dir=/etc/dnsmasq.d,.bak,*.conf\n",
+            )
+            .with(
+                "/etc/extra",
+                "dhcp-leasefile=/var/lib/misc/dnsmasq.leases\n",
+            )
+            .with(
+                "/etc/dnsmasq.d/a.conf",
+                "dhcp-range=10.9.0.10,10.9.0.20,255.255.255.0\n",
+            )
+            .with(
+                "/etc/dnsmasq.d/b.conf.bak",
+                "dhcp-range=10.8.0.10,10.8.0.20,255.255.255.0\n",
+            )
+            .with(
+                "/etc/dnsmasq.d/c.txt",
+                "dhcp-range=10.7.0.10,10.7.0.20,255.255.255.0\n",
+            );
+        let config = DnsmasqConfig::load(Path::new("/etc/dnsmasq.conf"), &files).unwrap();
         assert_eq!(
             config.listen_addresses,
             vec![
@@ -309,11 +346,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_and_line() {
-        let path = std::env::temp_dir().join(format!("dnsmasq-bad-{}.conf", std::process::id()));
-        fs::write(&path, "port=0\nlisten-address=1.2.3\n").unwrap();
-        let err = DnsmasqConfig::load(&path).unwrap_err().to_string();
-        fs::remove_file(&path).unwrap();
-        assert!(err.ends_with(":2: bad listen-address \"1.2.3\""), "{err}");
-        assert!(DnsmasqConfig::load(Path::new("/nonexistent/dnsmasq.conf")).is_err());
+        let files = MemoryFiles::default().with("/bad.conf", "port=0\nlisten-address=1.2.3\n");
+        let err = DnsmasqConfig::load(Path::new("/bad.conf"), &files)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "/bad.conf:2: bad listen-address \"1.2.3\"");
+        assert!(DnsmasqConfig::load(Path::new("/nonexistent/dnsmasq.conf"), &files).is_err());
     }
 }

@@ -8,8 +8,9 @@
 //! records.
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use dhcp_wire::{MessageType, Packet};
+
 use crate::{
-    decode::{MessageType, Packet},
     leases::{Lease, LeaseTable},
     server_identity::ServerIdentity,
 };
@@ -33,6 +34,16 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Every cause's [`Cause::name`] (the metrics' label set).
+    pub const NAMES: [&'static str; 6] = [
+        "server_id_mismatch",
+        "missing_server_id",
+        "requested_ip_present",
+        "subnet_not_served",
+        "client_mismatch",
+        "unknown",
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             Cause::ServerIdMismatch { .. } => "server_id_mismatch",
@@ -53,6 +64,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome's [`Outcome::name`] (the metrics' label set).
+    pub const NAMES: [&'static str; 3] = ["honored", "dropped", "no_lease"];
+
     pub fn name(&self) -> &'static str {
         match self {
             Outcome::Honored => "honored",
@@ -257,6 +271,11 @@ impl Correlator {
     /// settled as soon as its grace is over rather than on the next periodic tick.
     pub fn next_deadline_ns(&self) -> Option<i128> {
         self.pending.values().map(|p| p.deadline_ns).min()
+    }
+
+    /// The latest deadline of a pending release (the end of a capture settles them all).
+    pub fn last_deadline_ns(&self) -> Option<i128> {
+        self.pending.values().map(|p| p.deadline_ns).max()
     }
 
     /// Time passed: releases past their deadline are settled.
@@ -779,6 +798,28 @@ mod tests {
             .map(|p| p.release.xid)
             .collect();
         assert_eq!(kept, [7]);
+    }
+
+    #[test]
+    fn the_label_sets_name_every_variant() {
+        let causes = [
+            Cause::ServerIdMismatch {
+                expected: VIP,
+                received: PRIMARY,
+            },
+            Cause::MissingServerId,
+            Cause::RequestedIpPresent,
+            Cause::SubnetNotServed,
+            Cause::ClientMismatch,
+            Cause::Unknown,
+        ];
+        assert_eq!(causes.map(|c| c.name()), Cause::NAMES);
+        let outcomes = [
+            Outcome::Honored,
+            Outcome::Dropped(Cause::Unknown),
+            Outcome::NoLease,
+        ];
+        assert_eq!(outcomes.map(|o| o.name()), Outcome::NAMES);
     }
 
     #[test]

@@ -6,11 +6,9 @@
 //! (`listen-address` inside a served subnet) and tells which subnets are served at all.
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use crate::{
-    decode::{MessageType, Packet},
-    dnsmasq_conf::DnsmasqConfig,
-    subnet::Subnet,
-};
+use dhcp_wire::{MessageType, Packet};
+
+use crate::{dnsmasq_conf::DnsmasqConfig, subnet::Subnet};
 
 /// Where an expected server id comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,19 +77,6 @@ impl ServerIdentity {
             }
         }
         identity
-    }
-
-    /// Seeded from the dnsmasq configuration at `path`, if one is given.
-    pub fn from_config_file(
-        path: Option<&std::path::Path>,
-    ) -> Result<ServerIdentity, crate::dnsmasq_conf::ConfError> {
-        match path {
-            Some(path) => Ok(ServerIdentity::from_config(
-                &DnsmasqConfig::load(path)?,
-                &[],
-            )),
-            None => Ok(ServerIdentity::default()),
-        }
     }
 
     /// Learns from a server reply. Returns the entry when it is new or changed.
@@ -200,7 +185,7 @@ mod tests {
     use dhcproto::v4;
 
     use super::*;
-    use crate::decode::{FrameMeta, decode_frame};
+    use dhcp_wire::{FrameMeta, decode_frame};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 1);
     const PRIMARY: Ipv4Addr = Ipv4Addr::new(172, 29, 101, 245);

@@ -1,16 +1,16 @@
-//! Decoding of captured frames: L2-L4 with etherparse, then DHCPv4 (our strict reader) or
-//! DHCPv6 (dhcproto). A frame that does not decode becomes a [`Body::Malformed`] with the reason;
+//! Decoding of captured frames: L2-L4 with etherparse, then DHCPv4 and DHCPv6 (our own strict
+//! readers). A frame that does not decode becomes a [`Body::Malformed`] with the reason;
 //! nothing here panics on any input.
-pub mod dhcpv4;
-pub mod dhcpv6;
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use dhcp_common::Hook;
 use etherparse::{LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice};
 
-pub use dhcpv4::{Dhcpv4, Dhcpv4Error, MessageType};
-pub use dhcpv6::Dhcpv6Info;
+use crate::{
+    dhcpv4::{Dhcpv4, MessageType},
+    dhcpv6::{self, Dhcpv6Info},
+};
 
 /// Where and when a frame was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +134,26 @@ impl Packet {
         matches!(self.body, Body::Malformed { .. })
     }
 
+    /// Why a frame is not DHCP at all (ARP, ICMP, TCP, UDP between other ports), as opposed
+    /// to DHCP that does not decode: `None` for DHCP, well-formed or not. The kernel hooks only
+    /// pass frames on DHCP's ports; a capture taken anywhere has everything else too.
+    pub fn not_dhcp(&self) -> Option<&'static str> {
+        let Body::Malformed {
+            layer: Layer::Udp, ..
+        } = self.body
+        else {
+            return None;
+        };
+        match (self.src_ip, self.src_port, self.dst_port) {
+            (None, _, _) => Some("not IP"),
+            (Some(_), None, _) | (Some(_), _, None) => Some("not UDP"),
+            (Some(_), Some(src), Some(dst)) => {
+                let dhcp = |p: u16| DHCPV4_PORTS.contains(&p) || DHCPV6_PORTS.contains(&p);
+                (!dhcp(src) && !dhcp(dst)).then_some("UDP, not a DHCP port")
+            }
+        }
+    }
+
     pub fn dhcpv4(&self) -> Option<&Dhcpv4Info> {
         match &self.body {
             Body::V4(info) => Some(info),
@@ -238,18 +258,6 @@ pub fn decode_frame(frame: &[u8], meta: FrameMeta) -> Packet {
     packet
 }
 
-/// Formats bytes as colon-separated hex (MACs, client ids, DUIDs).
-pub fn hex_colon(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -257,7 +265,8 @@ mod tests {
     use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
     use dhcproto::v4;
 
-    use super::{test_support::lo_meta, *};
+    use super::*;
+    use crate::{dhcpv4::Dhcpv4Error, test_support::lo_meta};
 
     fn request() -> Vec<u8> {
         let mut spec = Dhcpv4Spec::new(v4::MessageType::Request, 7, [2, 0, 0, 0, 0, 1]);
@@ -324,6 +333,36 @@ mod tests {
         let packet = decode_frame(&frame(&lo, &request()), lo_meta());
         assert!(packet.dhcpv4().is_some());
         assert_eq!(packet.src_mac, Some([0; 6]));
+    }
+
+    #[test]
+    fn frames_that_are_not_dhcp_say_so() {
+        let dns = frames::ipv4_udp(
+            &Framing::default(),
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            (5353, 53),
+            b"dns",
+        )
+        .unwrap();
+        assert_eq!(
+            decode_frame(&dns, lo_meta()).not_dhcp(),
+            Some("UDP, not a DHCP port")
+        );
+        let mut arp = vec![0xff; 6];
+        arp.extend([2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend([0; 20]);
+        assert_eq!(decode_frame(&arp, lo_meta()).not_dhcp(), Some("not IP"));
+        // DHCP that fails to decode is malformed DHCP, not "not DHCP".
+        let short = frame(&Framing::default(), &request()[..100]);
+        let packet = decode_frame(&short, lo_meta());
+        assert!(packet.is_malformed());
+        assert_eq!(packet.not_dhcp(), None);
+        assert_eq!(
+            decode_frame(&frame(&Framing::default(), &request()), lo_meta()).not_dhcp(),
+            None
+        );
     }
 
     #[test]
@@ -429,84 +468,5 @@ mod tests {
                 client_duid: Some(vec![0, 1, 2])
             })
         );
-    }
-}
-
-/// Packets for the unit tests of the modules downstream of the decoder.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::net::Ipv4Addr;
-
-    use dhcp_common::Hook;
-    use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
-    use dhcproto::v4;
-
-    use super::{FrameMeta, Packet, decode_frame};
-
-    /// Meta of a frame seen on `lo` by TC ingress at the Unix epoch.
-    pub fn lo_meta() -> FrameMeta {
-        FrameMeta {
-            unix_ns: 0,
-            ifindex: 1,
-            interface: "lo".into(),
-            hook: Hook::TcIngress,
-            wire_len: 0,
-            vlan: None,
-            vlan_inner: None,
-            truncated: false,
-        }
-    }
-
-    /// A DHCPv4 message of `kind` between a client and the server on `guest0`, seen by `hook`
-    /// at `unix_ns`.
-    pub fn v4_packet(
-        kind: v4::MessageType,
-        xid: u32,
-        mac: [u8; 6],
-        unix_ns: i128,
-        hook: Hook,
-    ) -> Packet {
-        let payload = Dhcpv4Spec::new(kind, xid, mac).encode();
-        let ports = if matches!(
-            kind,
-            v4::MessageType::Offer | v4::MessageType::Ack | v4::MessageType::Nak
-        ) {
-            (67, 68)
-        } else {
-            (68, 67)
-        };
-        let frame = frames::ipv4_udp(
-            &Framing::default(),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::BROADCAST,
-            ports,
-            &payload,
-        )
-        .unwrap();
-        let meta = FrameMeta {
-            unix_ns,
-            ifindex: 2,
-            interface: "guest0".into(),
-            hook,
-            wire_len: frame.len() as u32,
-            ..lo_meta()
-        };
-        decode_frame(&frame, meta)
-    }
-
-    /// What `dhcp_release` sends: a RELEASE on lo with the primary address in option 54.
-    pub fn release_packet() -> Packet {
-        let mut spec = Dhcpv4Spec::new(v4::MessageType::Release, 1, [0x52, 0x54, 0, 1, 2, 3]);
-        spec.ciaddr = Ipv4Addr::new(172, 29, 101, 150);
-        spec.server_id = Some(Ipv4Addr::new(172, 29, 101, 245));
-        let frame = frames::ipv4_udp(
-            &Framing::default(),
-            spec.ciaddr,
-            Ipv4Addr::new(172, 29, 101, 245),
-            (68, 67),
-            &spec.encode(),
-        )
-        .unwrap();
-        decode_frame(&frame, lo_meta())
     }
 }

@@ -15,11 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dhcp_agent::{
+use dhcp_engine::{
     correlate::{Correlator, Release},
     dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     leases::{Expiry, Lease, LeaseTable},
-    remediate::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairStep},
+    outstanding::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairStep},
     server_identity::ServerIdentity,
 };
 use proptest::prelude::*;
@@ -181,7 +181,7 @@ impl World {
         self.settle(verdicts);
     }
 
-    fn settle(&mut self, verdicts: Vec<dhcp_agent::correlate::Verdict>) {
+    fn settle(&mut self, verdicts: Vec<dhcp_engine::correlate::Verdict>) {
         for verdict in &verdicts {
             self.outstanding.on_verdict(verdict);
         }

@@ -1,0 +1,35 @@
+//! dnsmasq's configuration files as the engine reads them ([`ConfFiles`]), from the file system.
+use std::path::{Path, PathBuf};
+
+use dhcp_engine::{
+    dnsmasq_conf::{ConfError, ConfFiles, DnsmasqConfig},
+    server_identity::ServerIdentity,
+};
+
+/// The file system.
+pub struct Fs;
+
+impl ConfFiles for Fs {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn files_in(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect())
+    }
+}
+
+/// The server identity seeded from the dnsmasq configuration at `path`, if one is given.
+pub fn server_identity(path: Option<&Path>) -> Result<ServerIdentity, ConfError> {
+    match path {
+        Some(path) => Ok(ServerIdentity::from_config(
+            &DnsmasqConfig::load(path, &Fs)?,
+            &[],
+        )),
+        None => Ok(ServerIdentity::default()),
+    }
+}

@@ -1,0 +1,34 @@
+//! dhcp-engine: the observer itself. Deterministic: every input (a decoded packet, a lease
+//! table, a tick) comes with its time, every output is a value; no I/O, no clock, no threads.
+//! `dhcp-agent run`, `watch` and `analyze` all drive the same [`Observer`], so what the daemon
+//! decides live and what `analyze` decides offline agree by construction.
+//!
+//! # Layout
+//! - [`observer`]: the [`Observer`]: takes packets, lease-file results and ticks; returns
+//!   [`Finding`]s (verdicts, repairs to make, divergences, metric updates as values).
+//! - [`correlate`]: one RELEASE against the lease table: honored, dropped (with dnsmasq's
+//!   cause) or no lease; the decision table of [`correlate::diagnose`].
+//! - [`server_identity`]: which server id each served subnet uses, learned from the server's
+//!   replies or its configuration.
+//! - [`transactions`]: DISCOVER..ACK and REQUEST..ACK exchanges, NAKs, unanswered DISCOVERs.
+//! - [`leases`]: lease tables and the file formats' parsers (dnsmasq, Kea memfile); whether
+//!   to believe a file that suddenly lists nothing ([`leases::emptied`]).
+//! - [`outstanding`]: dropped releases still held, and the rate-limited repair plan.
+//! - [`dnsmasq_conf`]: what dnsmasq's configuration says (read through [`ConfFiles`]).
+//! - [`subnet`], [`time`]: small value types.
+//!
+//! Imports go one way: `dhcp-wire` below, nothing above; the agent owns every file, socket
+//! and clock.
+//!
+//! [`ConfFiles`]: dnsmasq_conf::ConfFiles
+pub mod correlate;
+pub mod dnsmasq_conf;
+pub mod leases;
+pub mod observer;
+pub mod outstanding;
+pub mod server_identity;
+pub mod subnet;
+pub mod time;
+pub mod transactions;
+
+pub use observer::{Finding, Observer, ObserverConfig};

@@ -1,0 +1,579 @@
+//! The observer: one type that takes what the agent sees (decoded packets, reads of the lease
+//! file, the server's answers to probes and repairs, the passing of time) and returns what it
+//! makes of it as [`Finding`]s. `run` fans findings out to events, the state file and the
+//! metrics; `analyze` turns them into a report; `watch` uses the server identity it learns.
+//!
+//! Every method takes its time as an argument ([`Now`]), and nothing here reads a clock, a file
+//! or a socket, so the same inputs give the same findings, live or offline.
+use std::{collections::HashSet, net::Ipv4Addr, time::Duration, time::Instant};
+
+use dhcp_wire::{Mac, MessageType, Packet};
+
+use crate::{
+    correlate::{Correlator, Outcome, Pending, Release, Verdict, diagnose},
+    leases::{
+        Lease, LeaseTable,
+        emptied::{self, EmptyFileGuard, expired},
+    },
+    outstanding::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairResult, RepairStep},
+    server_identity::{KnownServer, ServerIdentity},
+    transactions::{TransactionEvent, Transactions},
+};
+
+/// The time of an input: wall clock (what events and deadlines use, in step with the capture's
+/// timestamps) and monotonic (what the rate limit and the empty-file hold measure with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub unix_ns: i128,
+    pub mono: Instant,
+}
+
+/// What the observer is told to do.
+#[derive(Debug, Clone)]
+pub struct ObserverConfig {
+    /// How long the server has to drop a released lease.
+    pub grace: Duration,
+    /// A DISCOVER with no OFFER after this long counts as unanswered.
+    pub discover_timeout: Duration,
+    /// Confirm in the server's memory that a lease the file dropped is gone
+    /// ([`Finding::CheckMemory`]).
+    pub probe_memory: bool,
+    /// Repair dropped releases; `None`: report only.
+    pub repair: Option<RepairPolicy>,
+    /// How long a lease file that suddenly lists nothing is held back.
+    pub empty_file_hold: Duration,
+}
+
+impl Default for ObserverConfig {
+    fn default() -> ObserverConfig {
+        ObserverConfig {
+            grace: Duration::from_secs(2),
+            discover_timeout: Duration::from_secs(5),
+            probe_memory: false,
+            repair: None,
+            empty_file_hold: emptied::EMPTY_FILE_HOLD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairPolicy {
+    /// Repairs per minute, in bursts of up to 10.
+    pub per_minute: u32,
+    /// Report what would be repaired, send nothing.
+    pub dry_run: bool,
+}
+
+/// One read of the lease file, as the agent got it.
+#[derive(Debug)]
+pub enum LeaseFileRead {
+    Table(LeaseTable),
+    Missing,
+    Unreadable,
+    Invalid,
+}
+
+/// What became of a read of the lease file (a metric label: [`ReloadResult::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    Missing,
+    Unreadable,
+    Invalid,
+    /// The file lists nothing, and leases it listed were neither released nor expired: not
+    /// believed yet.
+    Empty,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 5] = [
+        ReloadResult::Ok,
+        ReloadResult::Missing,
+        ReloadResult::Unreadable,
+        ReloadResult::Invalid,
+        ReloadResult::Empty,
+    ];
+    /// Every result's [`ReloadResult::name`] (the metrics' label set).
+    pub const NAMES: [&'static str; 5] = ["ok", "missing", "unreadable", "invalid", "empty"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Missing => "missing",
+            ReloadResult::Unreadable => "unreadable",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::Empty => "empty",
+        }
+    }
+}
+
+/// How the lease file and the server's memory disagree about a lease (a metric label:
+/// [`DivergenceKind::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DivergenceKind {
+    ServerHoldsLeaseMissingFromFile,
+    FileListsLeaseServerDoesNotHold,
+}
+
+impl DivergenceKind {
+    pub const ALL: [DivergenceKind; 2] = [
+        DivergenceKind::ServerHoldsLeaseMissingFromFile,
+        DivergenceKind::FileListsLeaseServerDoesNotHold,
+    ];
+    /// Every kind's [`DivergenceKind::name`] (the metrics' label set).
+    pub const NAMES: [&'static str; 2] = [
+        "server_holds_lease_missing_from_file",
+        "file_lists_lease_server_does_not_hold",
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DivergenceKind::ServerHoldsLeaseMissingFromFile => {
+                "server_holds_lease_missing_from_file"
+            }
+            DivergenceKind::FileListsLeaseServerDoesNotHold => {
+                "file_lists_lease_server_does_not_hold"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    pub kind: DivergenceKind,
+    pub ip: Ipv4Addr,
+    pub mac: Option<Mac>,
+}
+
+/// What the observer made of its inputs, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// The server's id for a subnet, learned or changed.
+    ServerLearned(KnownServer),
+    /// An exchange completed, a NAK, an unanswered DISCOVER.
+    Exchange(TransactionEvent),
+    /// A RELEASE settled.
+    Settled(Verdict),
+    /// The file says this released lease is gone (or never was): ask the server's memory and
+    /// answer with [`Observer::on_memory_answer`]; the verdict is settled then.
+    CheckMemory(Verdict),
+    /// A repair to make (or to report, for a dry run or the rate limit); answer a sent one with
+    /// [`Observer::on_repair_result`].
+    Repair(Repair, RepairStep),
+    /// The file and the server's memory disagree (each reported once, again only after it was
+    /// resolved).
+    Divergence(Divergence),
+    /// A read of the lease file and what was done with it.
+    LeaseFile(ReloadResult),
+    /// The first lease table was taken: the observer can judge releases.
+    Ready,
+    /// What the observer decided and why, for the operator's log.
+    Note(String),
+}
+
+/// The observer; see the module documentation.
+#[derive(Debug)]
+pub struct Observer {
+    config: ObserverConfig,
+    identity: ServerIdentity,
+    transactions: Transactions,
+    correlator: Correlator,
+    table: LeaseTable,
+    /// A lease table has been taken (before that, releases wait in `unresumed`).
+    table_loaded: bool,
+    empty_file: EmptyFileGuard,
+    outstanding: Outstanding,
+    limit: RateLimit,
+    /// Something may be due for repair (a new dropped release, time for a retry).
+    repairs_due: bool,
+    /// Releases a previous run left pending, until there is a lease table to judge them by.
+    unresumed: Vec<Pending>,
+    /// Divergences reported by the last scan.
+    divergent: HashSet<(DivergenceKind, Ipv4Addr)>,
+}
+
+fn nanos(d: Duration) -> i128 {
+    i128::try_from(d.as_nanos()).unwrap_or(i128::MAX / 4)
+}
+
+impl Observer {
+    pub fn new(config: ObserverConfig, identity: ServerIdentity) -> Observer {
+        let per_minute = config.repair.map_or(0, |r| r.per_minute);
+        Observer {
+            transactions: Transactions::new(config.discover_timeout),
+            correlator: Correlator::new(nanos(config.grace)),
+            empty_file: EmptyFileGuard::new(config.empty_file_hold),
+            limit: RateLimit::new(per_minute, per_minute.clamp(1, 10)),
+            config,
+            identity,
+            table: LeaseTable::default(),
+            table_loaded: false,
+            outstanding: Outstanding::default(),
+            repairs_due: false,
+            unresumed: Vec::new(),
+            divergent: HashSet::new(),
+        }
+    }
+
+    /// Takes up what a previous run left: releases pending (judged once a lease table is
+    /// taken: a missing file is no proof that their leases are gone) and dropped releases still
+    /// outstanding (checked against the next table).
+    pub fn resume(&mut self, pending: Vec<Pending>, outstanding: Vec<OutstandingRelease>) {
+        self.outstanding = Outstanding::from_saved(outstanding);
+        self.repairs_due = !self.outstanding.is_empty();
+        self.unresumed = pending;
+        if self.table_loaded {
+            self.take_unresumed(&mut Vec::new());
+        }
+    }
+
+    fn take_unresumed(&mut self, out: &mut Vec<Finding>) {
+        if self.unresumed.is_empty() {
+            return;
+        }
+        let saved = std::mem::take(&mut self.unresumed);
+        let offered = saved.len();
+        let resumed = saved
+            .into_iter()
+            .filter(|p| self.correlator.resume(p.clone()))
+            .count();
+        out.push(Finding::Note(format!(
+            "resuming {resumed} of {offered} pending releases from the last run"
+        )));
+    }
+
+    /// One decoded packet. Returns whether it was a RELEASE (it opened a pending record).
+    pub fn on_packet(&mut self, packet: &Packet, out: &mut Vec<Finding>) -> bool {
+        if let Some(done) = self.transactions.on_packet(packet) {
+            out.push(Finding::Exchange(done));
+        }
+        if let Some(known) = self.identity.observe(packet) {
+            out.push(Finding::ServerLearned(known.clone()));
+        }
+        let Some(m) = packet.dhcpv4() else {
+            return false;
+        };
+        if m.op == 2 && m.message_type == Some(MessageType::Ack) && !m.yiaddr.is_unspecified() {
+            self.correlator
+                .on_ack(m.yiaddr, &m.chaddr, packet.meta.unix_ns);
+        }
+        let Some(release) = Release::from_packet(packet) else {
+            return false;
+        };
+        if let Some(verdict) = self
+            .correlator
+            .on_release(release, &self.table, &self.identity)
+        {
+            self.settle(verdict, out);
+        }
+        true
+    }
+
+    /// A read of the lease file. A missing, unreadable or broken file, or an empty one that
+    /// nothing explains, keeps the last good table: it must not look like every lease was
+    /// released.
+    pub fn on_lease_file(&mut self, read: LeaseFileRead, now: Now, out: &mut Vec<Finding>) {
+        let new = match read {
+            LeaseFileRead::Table(table) => table,
+            failed => {
+                self.empty_file.forget();
+                out.push(Finding::LeaseFile(match failed {
+                    LeaseFileRead::Missing => ReloadResult::Missing,
+                    LeaseFileRead::Unreadable => ReloadResult::Unreadable,
+                    _ => ReloadResult::Invalid,
+                }));
+                self.settle_due(now, out);
+                return;
+            }
+        };
+        let held_since = self.empty_file.held_since();
+        let verdict = self.empty_file.check(
+            &self.table,
+            &new,
+            now.mono,
+            accounted_for(&self.correlator, now.unix_ns),
+        );
+        let held = matches!(verdict, emptied::Verdict::Hold { .. });
+        out.push(Finding::LeaseFile(if held {
+            ReloadResult::Empty
+        } else {
+            ReloadResult::Ok
+        }));
+        self.take_judged(verdict, held_since, new, now, out);
+    }
+
+    /// Acts on the empty-file guard's verdict on `new`, with a note when an empty file is held
+    /// back and when that ends.
+    fn take_judged(
+        &mut self,
+        verdict: emptied::Verdict,
+        held_since: Option<Instant>,
+        new: LeaseTable,
+        now: Now,
+        out: &mut Vec<Finding>,
+    ) {
+        let held_for = |since: Instant| now.mono.saturating_duration_since(since).as_secs_f64();
+        match (verdict, held_since) {
+            (emptied::Verdict::Hold { unexplained }, None) => {
+                out.push(Finding::Note(format!(
+                    "the lease file lists no lease, but {unexplained} of the {} leases it listed \
+                     were neither released nor expired: keeping them until the server writes \
+                     the file again (a rewrite in progress, or the file was truncated behind \
+                     its back)",
+                    self.table.v4.len()
+                )));
+                return self.settle_due(now, out);
+            }
+            (emptied::Verdict::Hold { .. }, Some(_)) => return self.settle_due(now, out),
+            (emptied::Verdict::HeldTooLong { unexplained }, _) => {
+                out.push(Finding::Note(format!(
+                    "the lease file has listed no lease for {}s: believing it ({unexplained} \
+                     leases gone without a RELEASE)",
+                    self.config.empty_file_hold.as_secs()
+                )));
+            }
+            (emptied::Verdict::Believe, Some(since)) if new.v4.is_empty() => {
+                out.push(Finding::Note(format!(
+                    "the lease file: believing it empty after {:.1}s, every lease it dropped \
+                     being released or expired by now",
+                    held_for(since)
+                )));
+            }
+            (emptied::Verdict::Believe, Some(since)) => out.push(Finding::Note(format!(
+                "the lease file lists leases again ({}) after {:.1}s empty",
+                new.v4.len(),
+                held_for(since)
+            ))),
+            (emptied::Verdict::Believe, None) => {}
+        }
+        let previous = std::mem::replace(&mut self.table, new);
+        if !self.table_loaded {
+            self.table_loaded = true;
+            out.push(Finding::Ready);
+            self.take_unresumed(out);
+        }
+        self.outstanding.refresh(&self.table);
+        let verdicts =
+            self.correlator
+                .on_table(&previous, &self.table, now.unix_ns, &self.identity);
+        self.settle_all(verdicts, out);
+    }
+
+    /// Releases past their grace are settled (the agent wakes up at
+    /// [`Observer::next_deadline_ns`]).
+    pub fn settle_due(&mut self, now: Now, out: &mut Vec<Finding>) {
+        let verdicts = self
+            .correlator
+            .on_tick(&self.table, now.unix_ns, &self.identity);
+        self.settle_all(verdicts, out);
+    }
+
+    /// Time passed: unanswered DISCOVERs, an empty lease file held long enough, releases past
+    /// their grace.
+    pub fn on_tick(&mut self, now: Now, out: &mut Vec<Finding>) {
+        self.expire_exchanges(now.unix_ns, out);
+        if let Some(held_since) = self.empty_file.held_since()
+            && let Some(verdict) = self.empty_file.recheck(
+                &self.table,
+                now.mono,
+                accounted_for(&self.correlator, now.unix_ns),
+            )
+        {
+            return self.take_judged(verdict, Some(held_since), LeaseTable::default(), now, out);
+        }
+        self.settle_due(now, out);
+    }
+
+    /// DISCOVERs unanswered by `now_ns`.
+    pub fn expire_exchanges(&mut self, now_ns: i128, out: &mut Vec<Finding>) {
+        out.extend(
+            self.transactions
+                .on_tick(now_ns)
+                .into_iter()
+                .map(Finding::Exchange),
+        );
+    }
+
+    /// The end of a capture (`analyze`): every release still pending is settled now, against
+    /// the lease table and the server ids learned anywhere in it.
+    pub fn finish(&mut self, end_ns: i128, out: &mut Vec<Finding>) {
+        let grace = nanos(self.config.grace);
+        self.expire_exchanges(end_ns + nanos(self.config.discover_timeout), out);
+        let last = self.correlator.last_deadline_ns().unwrap_or(end_ns);
+        let verdicts =
+            self.correlator
+                .on_tick(&self.table, last.max(end_ns + grace), &self.identity);
+        self.settle_all(verdicts, out);
+    }
+
+    fn settle_all(&mut self, verdicts: Vec<Verdict>, out: &mut Vec<Finding>) {
+        for verdict in verdicts {
+            self.settle(verdict, out);
+        }
+    }
+
+    /// A verdict from the file: settled, or first checked in the server's memory (a
+    /// hand-edited file drops the line while the server still holds the lease).
+    fn settle(&mut self, verdict: Verdict, out: &mut Vec<Finding>) {
+        if self.config.probe_memory
+            && matches!(verdict.outcome, Outcome::Honored | Outcome::NoLease)
+        {
+            out.push(Finding::CheckMemory(verdict));
+            return;
+        }
+        self.settled(verdict, out);
+    }
+
+    fn settled(&mut self, verdict: Verdict, out: &mut Vec<Finding>) {
+        let before = self.outstanding.len();
+        self.outstanding.on_verdict(&verdict);
+        self.repairs_due |= self.outstanding.len() > before || verdict.outcome != Outcome::Honored;
+        out.push(Finding::Settled(verdict));
+    }
+
+    /// The server's memory on a [`Finding::CheckMemory`]: `Some(true)` holds the lease (the
+    /// release was dropped after all, and the file diverges), `Some(false)` does not, `None`
+    /// the probe failed (the file's word stands).
+    pub fn on_memory_answer(
+        &mut self,
+        mut verdict: Verdict,
+        held: Option<bool>,
+        out: &mut Vec<Finding>,
+    ) {
+        if held == Some(true) {
+            let r = &verdict.release;
+            out.push(Finding::Divergence(Divergence {
+                kind: DivergenceKind::ServerHoldsLeaseMissingFromFile,
+                ip: r.ciaddr,
+                mac: Mac::from_slice(&r.chaddr),
+            }));
+            verdict.outcome = Outcome::Dropped(diagnose(r, verdict.lease.as_ref(), &self.identity));
+            verdict.in_memory_only = true;
+        }
+        self.settled(verdict, out);
+    }
+
+    /// The repairs due now (with `--remediate`): each outstanding release not tried yet whose
+    /// lease the table still shows as at the RELEASE, as far as the rate limit allows; the
+    /// rest wait for a later call. `retry`: time for those the rate limit held back.
+    pub fn plan_repairs(&mut self, now: Now, retry: bool, out: &mut Vec<Finding>) {
+        let Some(policy) = self.config.repair else {
+            return;
+        };
+        if !(self.repairs_due || retry) {
+            return;
+        }
+        self.repairs_due = false;
+        let identity = &self.identity;
+        let due = self.outstanding.due(
+            &self.table,
+            |ip| identity.expected_for(ip).map(|k| k.server_id),
+            &mut self.limit,
+            now.mono,
+            policy.dry_run,
+        );
+        out.extend(
+            due.into_iter()
+                .map(|(repair, step)| Finding::Repair(repair, step)),
+        );
+    }
+
+    /// What became of a repair.
+    pub fn on_repair_result(&mut self, repair: &Repair, result: RepairResult) {
+        if result == RepairResult::Remediated {
+            self.outstanding.remove(repair.ip);
+        }
+    }
+
+    /// Forgets the outstanding releases whose lease is gone, renewed or someone else's.
+    /// Returns whether any was.
+    pub fn refresh_outstanding(&mut self) -> bool {
+        let before = self.outstanding.len();
+        self.outstanding.refresh(&self.table);
+        self.outstanding.len() != before
+    }
+
+    /// What a divergence scan asks the server about: every lease the file lists, and every
+    /// address that left the file lately.
+    pub fn divergence_questions(&self) -> (Vec<(Ipv4Addr, Vec<u8>)>, Vec<Ipv4Addr>) {
+        let in_file = self
+            .table
+            .v4
+            .iter()
+            .map(|(ip, l)| (*ip, l.hwaddr.clone()))
+            .collect();
+        (in_file, self.correlator.recently_removed().collect())
+    }
+
+    /// The server's answers to a scan: a finding for each divergence not reported by the last
+    /// scan. Returns how many of each kind there are now.
+    pub fn on_divergence_scan(
+        &mut self,
+        found: Vec<Divergence>,
+        out: &mut Vec<Finding>,
+    ) -> [(DivergenceKind, usize); 2] {
+        let counts =
+            DivergenceKind::ALL.map(|kind| (kind, found.iter().filter(|d| d.kind == kind).count()));
+        let now: HashSet<_> = found.iter().map(|d| (d.kind, d.ip)).collect();
+        for divergence in found {
+            if !self.divergent.contains(&(divergence.kind, divergence.ip)) {
+                out.push(Finding::Divergence(divergence));
+            }
+        }
+        self.divergent = now;
+        counts
+    }
+
+    pub fn next_deadline_ns(&self) -> Option<i128> {
+        self.correlator.next_deadline_ns()
+    }
+
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    pub fn table_loaded(&self) -> bool {
+        self.table_loaded
+    }
+
+    pub fn identity(&self) -> &ServerIdentity {
+        &self.identity
+    }
+
+    /// Releases waiting for their verdict, with what is known of each (what a restart must
+    /// keep), including those a previous run left that wait for a lease table.
+    pub fn pending_records(&self) -> impl Iterator<Item = &Pending> {
+        self.correlator.pending_records().chain(&self.unresumed)
+    }
+
+    /// How many releases wait for their verdict.
+    pub fn pending(&self) -> usize {
+        self.correlator.pending()
+    }
+
+    pub fn outstanding(&self) -> &Outstanding {
+        &self.outstanding
+    }
+
+    /// Exchanges followed now.
+    pub fn exchanges_tracked(&self) -> usize {
+        self.transactions.tracked()
+    }
+}
+
+/// Which leases may leave the table now: expired ones, and those a pending RELEASE of their own
+/// client is about (see [`crate::leases::emptied`]).
+fn accounted_for(correlator: &Correlator, now_ns: i128) -> impl Fn(&Lease) -> bool + '_ {
+    let now_secs = u64::try_from(now_ns / 1_000_000_000).unwrap_or(0);
+    let mut released: std::collections::HashMap<Ipv4Addr, Vec<&Release>> =
+        std::collections::HashMap::new();
+    for (release, _) in correlator.pending_releases() {
+        released.entry(release.ciaddr).or_default().push(release);
+    }
+    move |lease| {
+        expired(lease, now_secs)
+            || matches!(lease.ip, std::net::IpAddr::V4(ip) if released
+                .get(&ip)
+                .is_some_and(|rs| rs.iter().any(|r| r.matches(lease))))
+    }
+}
