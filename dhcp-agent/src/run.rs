@@ -361,14 +361,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Releases seen within their grace before the last run stopped: judged once there is a
     // lease table (a missing file is no proof that their leases are gone).
     let pending = saved_pending(&std::mem::take(&mut state.pending));
-    if !pending.is_empty() && !matches!(first, Ok(_)) {
+    if !pending.is_empty() && first.is_err() {
         eprintln!(
             "{} pending releases from {} wait for the lease file",
             pending.len(),
             args.state_file.display()
         );
     }
-    observer.resume(pending, outstanding);
+    observer.resume(pending, outstanding, &args.state_file.display().to_string());
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;

@@ -190,6 +190,8 @@ pub struct Observer {
     unresumed: Vec<Pending>,
     /// Divergences reported by the last scan.
     divergent: HashSet<(DivergenceKind, Ipv4Addr)>,
+    /// Where the resumed releases come from (the state file), for the note.
+    resumed_from: String,
 }
 
 fn nanos(d: Duration) -> i128 {
@@ -212,16 +214,24 @@ impl Observer {
             repairs_due: false,
             unresumed: Vec::new(),
             divergent: HashSet::new(),
+            resumed_from: String::new(),
         }
     }
 
     /// Takes up what a previous run left: releases pending (judged once a lease table is
     /// taken: a missing file is no proof that their leases are gone) and dropped releases still
-    /// outstanding (checked against the next table).
-    pub fn resume(&mut self, pending: Vec<Pending>, outstanding: Vec<OutstandingRelease>) {
+    /// outstanding (checked against the next table). `source` names where they come from in
+    /// the note said when they are taken up.
+    pub fn resume(
+        &mut self,
+        pending: Vec<Pending>,
+        outstanding: Vec<OutstandingRelease>,
+        source: &str,
+    ) {
         self.outstanding = Outstanding::from_saved(outstanding);
         self.repairs_due = !self.outstanding.is_empty();
         self.unresumed = pending;
+        self.resumed_from = source.to_owned();
         if self.table_loaded {
             self.take_unresumed(&mut Vec::new());
         }
@@ -232,13 +242,13 @@ impl Observer {
             return;
         }
         let saved = std::mem::take(&mut self.unresumed);
-        let offered = saved.len();
         let resumed = saved
             .into_iter()
             .filter(|p| self.correlator.resume(p.clone()))
             .count();
         out.push(Finding::Note(format!(
-            "resuming {resumed} of {offered} pending releases from the last run"
+            "resuming {resumed} pending releases from {}",
+            self.resumed_from
         )));
     }
 

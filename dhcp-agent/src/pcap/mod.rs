@@ -1,6 +1,8 @@
 //! Capture files: what the agent captured, written as pcapng for tshark and Wireshark
 //! ([`writer`]), and captures taken anywhere, read back as Ethernet frames for the decoder
-//! ([`reader`]). The file formats are `pcap-file`'s; the link-layer conversions are ours.
+//! ([`reader`]). `pcap-file` writes pcapng and reads the pcap file header; pcap records, the
+//! pcapng blocks (unknown ones and unknown options skipped and counted, as tshark passes them)
+//! and the link-layer conversions are read by our own code.
 pub mod reader;
 pub mod writer;
 
