@@ -587,3 +587,232 @@ fn accounted_for(correlator: &Correlator, now_ns: i128) -> impl Fn(&Lease) -> bo
                 .is_some_and(|rs| rs.iter().any(|r| r.matches(lease))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dhcp_wire::test_support::release_packet;
+
+    use super::*;
+    use crate::leases::Expiry;
+
+    const SECOND: i128 = 1_000_000_000;
+
+    fn lease(ip: Ipv4Addr, mac: [u8; 6]) -> Lease {
+        Lease {
+            ip: ip.into(),
+            hwaddr: mac.to_vec(),
+            htype: 1,
+            client_id: None,
+            hostname: None,
+            expiry: Expiry::Never,
+            iaid: None,
+        }
+    }
+
+    fn table(leases: &[Lease]) -> LeaseTable {
+        let mut table = LeaseTable::default();
+        for l in leases {
+            table.insert(l.clone());
+        }
+        table
+    }
+
+    fn at(start: Instant, unix_ns: i128) -> Now {
+        Now {
+            unix_ns,
+            mono: start + Duration::from_nanos(u64::try_from(unix_ns.max(0)).unwrap()),
+        }
+    }
+
+    fn settled(findings: &[Finding]) -> Vec<&Verdict> {
+        findings
+            .iter()
+            .filter_map(|f| match f {
+                Finding::Settled(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// dnsmasq listening on the VIP of 172.29.101.0/24 (a redundant VR).
+    fn identity() -> ServerIdentity {
+        let config = crate::dnsmasq_conf::DnsmasqConfig {
+            listen_addresses: vec![Ipv4Addr::new(172, 29, 101, 1).into()],
+            ranges: vec![crate::dnsmasq_conf::DhcpRange {
+                start: Ipv4Addr::new(172, 29, 101, 100),
+                end: Some(Ipv4Addr::new(172, 29, 101, 200)),
+                netmask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            }],
+            ..Default::default()
+        };
+        ServerIdentity::from_config(&config, &[])
+    }
+
+    /// `dhcp_release`'s RELEASE (primary address as server id) for a lease the table holds.
+    fn dropped_release(config: ObserverConfig) -> (Observer, Vec<Finding>, Instant) {
+        let packet = release_packet();
+        let m = packet.dhcpv4().unwrap().clone();
+        let start = Instant::now();
+        let mut observer = Observer::new(config, identity());
+        let mut out = Vec::new();
+        let held = table(&[lease(m.ciaddr, m.chaddr.clone().try_into().unwrap())]);
+        observer.on_lease_file(LeaseFileRead::Table(held), at(start, 0), &mut out);
+        assert_eq!(out, [Finding::LeaseFile(ReloadResult::Ok), Finding::Ready]);
+        out.clear();
+        assert!(observer.on_packet(&packet, &mut out));
+        assert!(out.is_empty(), "nothing settles within the grace: {out:?}");
+        observer.on_tick(at(start, 3 * SECOND), &mut out);
+        (observer, out, start)
+    }
+
+    #[test]
+    fn a_dropped_release_is_settled_then_planned_for_repair_under_the_rate_limit() {
+        let config = ObserverConfig {
+            repair: Some(RepairPolicy {
+                per_minute: 1,
+                dry_run: false,
+            }),
+            ..ObserverConfig::default()
+        };
+        let (mut observer, mut out, start) = dropped_release(config);
+        let verdicts = settled(&out);
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].outcome.name(), "dropped");
+        assert_eq!(
+            verdicts[0].expected_server_id,
+            Some(Ipv4Addr::new(172, 29, 101, 1))
+        );
+        out.clear();
+        observer.plan_repairs(at(start, 3 * SECOND), false, &mut out);
+        assert!(
+            matches!(out.as_slice(), [Finding::Repair(_, RepairStep::Send)]),
+            "{out:?}"
+        );
+        let Finding::Repair(repair, _) = out.remove(0) else {
+            unreachable!()
+        };
+        // Tried once: never planned again, even on the retry tick.
+        observer.plan_repairs(at(start, 4 * SECOND), true, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        observer.on_repair_result(&repair, RepairResult::Remediated);
+        assert!(observer.outstanding().is_empty());
+    }
+
+    #[test]
+    fn without_remediate_nothing_is_planned() {
+        let (mut observer, mut out, start) = dropped_release(ObserverConfig::default());
+        out.clear();
+        observer.plan_repairs(at(start, 3 * SECOND), true, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(observer.outstanding().len(), 1, "still reported as owed");
+    }
+
+    #[test]
+    fn a_release_the_file_honors_is_checked_in_memory_first() {
+        let config = ObserverConfig {
+            probe_memory: true,
+            ..ObserverConfig::default()
+        };
+        let packet = release_packet();
+        let m = packet.dhcpv4().unwrap().clone();
+        let start = Instant::now();
+        let mut observer = Observer::new(config, ServerIdentity::default());
+        let mut out = Vec::new();
+        let held = table(&[lease(m.ciaddr, m.chaddr.clone().try_into().unwrap())]);
+        observer.on_lease_file(LeaseFileRead::Table(held), at(start, 0), &mut out);
+        observer.on_packet(&packet, &mut out);
+        out.clear();
+        // The file drops the lease: honored by the file, to be confirmed in memory.
+        observer.on_lease_file(
+            LeaseFileRead::Table(LeaseTable::default()),
+            at(start, SECOND),
+            &mut out,
+        );
+        let Some(Finding::CheckMemory(verdict)) = out.pop() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(verdict.outcome, Outcome::Honored);
+        // The server still holds it: dropped after all, and the file diverges.
+        observer.on_memory_answer(verdict, Some(true), &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Finding::LeaseFile(ReloadResult::Ok),
+                    Finding::Divergence(Divergence {
+                        kind: DivergenceKind::ServerHoldsLeaseMissingFromFile,
+                        ..
+                    }),
+                    Finding::Settled(v)
+                ] if v.in_memory_only && v.outcome.name() == "dropped"
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_emptied_file_is_held_back_then_believed() {
+        let start = Instant::now();
+        let config = ObserverConfig {
+            empty_file_hold: Duration::from_secs(60),
+            ..ObserverConfig::default()
+        };
+        let mut observer = Observer::new(config, ServerIdentity::default());
+        let mut out = Vec::new();
+        let ip = Ipv4Addr::new(172, 29, 101, 150);
+        let full = table(&[lease(ip, [2, 0, 0, 0, 0, 1])]);
+        observer.on_lease_file(LeaseFileRead::Table(full), at(start, 0), &mut out);
+        out.clear();
+        observer.on_lease_file(
+            LeaseFileRead::Table(LeaseTable::default()),
+            at(start, SECOND),
+            &mut out,
+        );
+        assert_eq!(out[0], Finding::LeaseFile(ReloadResult::Empty));
+        assert_eq!(observer.table().v4.len(), 1, "not believed yet");
+        out.clear();
+        observer.on_tick(at(start, 30 * SECOND), &mut out);
+        assert_eq!(observer.table().v4.len(), 1, "still within the hold");
+        observer.on_tick(at(start, 62 * SECOND), &mut out);
+        assert!(observer.table().v4.is_empty(), "believed after the hold");
+        assert!(
+            out.iter()
+                .any(|f| matches!(f, Finding::Note(n) if n.contains("believing it"))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn each_divergence_is_reported_once_until_resolved() {
+        let mut observer = Observer::new(ObserverConfig::default(), ServerIdentity::default());
+        let divergence = Divergence {
+            kind: DivergenceKind::FileListsLeaseServerDoesNotHold,
+            ip: Ipv4Addr::new(172, 29, 101, 150),
+            mac: None,
+        };
+        let mut out = Vec::new();
+        let counts = observer.on_divergence_scan(vec![divergence.clone()], &mut out);
+        assert_eq!(
+            counts[1],
+            (DivergenceKind::FileListsLeaseServerDoesNotHold, 1)
+        );
+        assert_eq!(out.len(), 1);
+        observer.on_divergence_scan(vec![divergence.clone()], &mut out);
+        assert_eq!(out.len(), 1, "not again while it lasts");
+        observer.on_divergence_scan(Vec::new(), &mut out);
+        observer.on_divergence_scan(vec![divergence], &mut out);
+        assert_eq!(out.len(), 2, "again once it came back");
+    }
+
+    #[test]
+    fn the_label_sets_name_every_value() {
+        assert_eq!(
+            ReloadResult::ALL.map(ReloadResult::name),
+            ReloadResult::NAMES
+        );
+        assert_eq!(
+            DivergenceKind::ALL.map(DivergenceKind::name),
+            DivergenceKind::NAMES
+        );
+    }
+}
