@@ -4,21 +4,7 @@ use std::net::IpAddr;
 
 use dhcp_wire::{Body, Packet};
 
-/// A MAC address given on the command line (`aa:bb:cc:dd:ee:ff` or with `-`).
-pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(format!(
-            "{text:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
-        ));
-    }
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        *byte = u8::from_str_radix(part, 16)
-            .map_err(|_| format!("{text:?} is not a MAC address (bad byte {part:?})"))?;
-    }
-    Ok(mac)
-}
+pub use dhcp_wire::parse_mac;
 
 /// A message type name, DHCPv4 (`release`, `DHCPACK`) or DHCPv6 (`solicit`, `relay-forw`).
 pub fn parse_type(text: &str) -> Result<String, String> {
