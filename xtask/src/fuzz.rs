@@ -144,7 +144,11 @@ fn cargo_fuzz(root: &Path, target_dir: &Path, args: &[&str]) -> Command {
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN");
-    eprintln!("xtask: cargo +nightly fuzz {}", args.join(" "));
+    eprintln!(
+        "xtask: cargo +{} fuzz {}",
+        crate::setup::NIGHTLY,
+        args.join(" ")
+    );
     cmd
 }
 
