@@ -260,7 +260,6 @@ fn client_event(interface: &str, client: &[u8], xid: u32, at_ns: i128) -> Client
 fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> ReleaseRow {
     let release = &verdict.release;
     let identity = observer.identity();
-    let expected = identity.expected_for(release.ciaddr).map(|k| k.server_id);
     let (outcome, cause, evidence) = if with_file {
         let cause = match &verdict.outcome {
             Outcome::Dropped(cause) => Some(cause.name()),
@@ -280,7 +279,7 @@ fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> Relea
         mac: hex_colon(&release.chaddr),
         xid: format!("0x{:08x}", release.xid),
         received_server_id: release.server_id.map(|a| a.to_string()),
-        expected_server_id: expected.map(|a| a.to_string()),
+        expected_server_id: verdict.expected_server_id.map(|a| a.to_string()),
         outcome,
         cause,
         evidence,

@@ -68,21 +68,28 @@ impl Pipeline<'_> {
         // Counted and logged here; whatever else the packet led to stays for the daemon.
         let mut kept = start;
         for i in start..findings.len() {
-            match &findings[i] {
-                Finding::Exchange(done) => self.metrics.transaction(done),
-                Finding::ServerLearned(known) => eprintln!(
-                    "server id {} for {} learned on {}",
-                    known.server_id,
-                    known.subnet,
-                    known.interface.as_deref().unwrap_or("?")
-                ),
-                _ => {
-                    findings.swap(kept, i);
-                    kept += 1;
-                }
+            if !account(self.metrics, &findings[i]) {
+                findings.swap(kept, i);
+                kept += 1;
             }
         }
         findings.truncate(kept);
         Ok(release)
     }
+}
+
+/// Handles a finding that only needs counting or logging (an exchange, a server id learned);
+/// returns whether it was one. The daemon leaves the rest to its own fan-out.
+pub fn account(metrics: &Metrics, finding: &Finding) -> bool {
+    match finding {
+        Finding::Exchange(done) => metrics.transaction(done),
+        Finding::ServerLearned(known) => eprintln!(
+            "server id {} for {} learned on {}",
+            known.server_id,
+            known.subnet,
+            known.interface.as_deref().unwrap_or("?")
+        ),
+        _ => return false,
+    }
+    true
 }

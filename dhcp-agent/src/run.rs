@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use dhcp_engine::{
     Finding, Observer, ObserverConfig,
-    correlate::Verdict,
+    correlate::{Outcome, Verdict},
     leases::LeaseFormatName,
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
     outstanding::{Repair, RepairResult, RepairStep},
@@ -31,7 +31,7 @@ use crate::{
     events::{DivergenceEvent, ReleaseEvent, RemediationEvent, emit},
     leases::{DEFAULT_LEASE_FILE, LeaseFollower, LoadError},
     metrics::{Metrics, http::Readiness},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, account},
     remediate, server_query,
     service::{InterfaceNames, shutdown_signal, start_capture},
     state::{DEFAULT_STATE_FILE, PendingRelease, StateFile},
@@ -121,6 +121,8 @@ type RepairDone = (Repair, RepairResult, Option<String>);
 struct Daemon {
     args: RunArgs,
     metrics: Arc<Metrics>,
+    /// `/healthz`: ready once the first lease table is taken.
+    readiness: Arc<Readiness>,
     state: StateFile,
     repairs: tokio::sync::mpsc::Sender<RepairDone>,
     checks: tokio::sync::mpsc::Sender<(Verdict, Option<bool>)>,
@@ -133,16 +135,28 @@ impl Daemon {
     /// file before it is printed: a flag anyone has seen survives the agent being killed right
     /// after (SIGKILL, OOM, power loss).
     fn fan_out(&mut self, observer: &Observer, findings: &mut Vec<Finding>) -> anyhow::Result<()> {
+        // Every flagged release of the lot is kept first, and the file written once.
+        let mut flagged = false;
+        for finding in findings.iter() {
+            if let Finding::Settled(verdict) = finding
+                && matches!(verdict.outcome, Outcome::Dropped(_))
+            {
+                StateFile::remember(&mut self.state.flagged, ReleaseEvent::new(verdict));
+                flagged = true;
+            }
+        }
+        if flagged {
+            self.save_state(observer);
+        }
         for finding in findings.drain(..) {
+            if account(&self.metrics, &finding) {
+                continue;
+            }
             match finding {
                 Finding::Settled(verdict) => {
                     self.metrics.release_settled(&verdict);
-                    let event = ReleaseEvent::new(&verdict);
                     self.unsaved = true;
-                    if event.flagged {
-                        StateFile::remember(&mut self.state.flagged, event.clone());
-                        self.save_state(observer);
-                    }
+                    let event = ReleaseEvent::new(&verdict);
                     emit(self.args.json, &event, event.text())?;
                 }
                 Finding::CheckMemory(verdict) => {
@@ -184,18 +198,9 @@ impl Daemon {
                 Finding::LeaseFile(result) => {
                     self.metrics.lease_file_reload(result, now_seconds());
                 }
-                Finding::Exchange(done) => self.metrics.transaction(&done),
-                Finding::ServerLearned(known) => eprintln!(
-                    "server id {} for {} learned on {}",
-                    known.server_id,
-                    known.subnet,
-                    known.interface.as_deref().unwrap_or("?")
-                ),
-                Finding::Ready | Finding::Note(_) => {
-                    if let Finding::Note(note) = finding {
-                        eprintln!("{note}");
-                    }
-                }
+                Finding::Ready => self.readiness.set_ready(),
+                Finding::Note(note) => eprintln!("{note}"),
+                Finding::Exchange(_) | Finding::ServerLearned(_) => {} // accounted for above
             }
         }
         Ok(())
@@ -338,16 +343,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
     let mut findings = Vec::new();
-    let first = follower.load().await;
-    match &first {
-        Err(LoadError::Missing(path)) => eprintln!(
+    let first = match follower.load().await {
+        Err(err @ (LoadError::Read { .. } | LoadError::Parse { .. })) => return Err(err.into()),
+        first => first,
+    };
+    if let Err(LoadError::Missing(path)) = &first {
+        eprintln!(
             "lease file {} does not exist yet; waiting for it",
             path.display()
-        ),
-        Err(err @ (LoadError::Read { .. } | LoadError::Parse { .. })) => {
-            anyhow::bail!("{err}")
-        }
-        Ok(_) => {}
+        );
     }
     let mut state = resume_state(&args.state_file);
     let outstanding = std::mem::take(&mut state.outstanding);
@@ -368,7 +372,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.state_file.display()
         );
     }
-    observer.resume(pending, outstanding, &args.state_file.display().to_string());
+    let source = args.state_file.display().to_string();
+    observer.resume(pending, outstanding, &source, &mut findings);
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
@@ -387,6 +392,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut daemon = Daemon {
         args,
         metrics: Arc::clone(&metrics),
+        readiness,
         state,
         repairs: repairs_tx,
         checks: checks_tx,
@@ -406,9 +412,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     tokio::pin!(shutdown);
     loop {
-        if observer.table_loaded() {
-            readiness.set_ready();
-        }
         // Dropped releases just settled are repaired when asked.
         observer.plan_repairs(now(), false, &mut findings);
         daemon.fan_out(&observer, &mut findings)?;

@@ -227,13 +227,14 @@ impl Observer {
         pending: Vec<Pending>,
         outstanding: Vec<OutstandingRelease>,
         source: &str,
+        out: &mut Vec<Finding>,
     ) {
         self.outstanding = Outstanding::from_saved(outstanding);
         self.repairs_due = !self.outstanding.is_empty();
         self.unresumed = pending;
         self.resumed_from = source.to_owned();
         if self.table_loaded {
-            self.take_unresumed(&mut Vec::new());
+            self.take_unresumed(out);
         }
     }
 
@@ -435,9 +436,9 @@ impl Observer {
     }
 
     fn settled(&mut self, verdict: Verdict, out: &mut Vec<Finding>) {
-        let before = self.outstanding.len();
         self.outstanding.on_verdict(&verdict);
-        self.repairs_due |= self.outstanding.len() > before || verdict.outcome != Outcome::Honored;
+        // A dropped release may leave a new entry to repair (or replace one already tried).
+        self.repairs_due |= matches!(verdict.outcome, Outcome::Dropped(_));
         out.push(Finding::Settled(verdict));
     }
 
@@ -542,10 +543,6 @@ impl Observer {
         &self.table
     }
 
-    pub fn table_loaded(&self) -> bool {
-        self.table_loaded
-    }
-
     pub fn identity(&self) -> &ServerIdentity {
         &self.identity
     }
@@ -610,11 +607,7 @@ mod tests {
     }
 
     fn table(leases: &[Lease]) -> LeaseTable {
-        let mut table = LeaseTable::default();
-        for l in leases {
-            table.insert(l.clone());
-        }
-        table
+        leases.iter().cloned().collect()
     }
 
     fn at(start: Instant, unix_ns: i128) -> Now {

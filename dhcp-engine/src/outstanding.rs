@@ -296,11 +296,7 @@ mod tests {
     }
 
     fn table(leases: &[Lease]) -> LeaseTable {
-        let mut table = LeaseTable::default();
-        for l in leases {
-            table.insert(l.clone());
-        }
-        table
+        leases.iter().cloned().collect()
     }
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 1, 2, 3];

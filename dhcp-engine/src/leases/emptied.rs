@@ -133,11 +133,7 @@ mod tests {
     }
 
     fn table(leases: &[Lease]) -> LeaseTable {
-        let mut table = LeaseTable::default();
-        for l in leases {
-            table.insert(l.clone());
-        }
-        table
+        leases.iter().cloned().collect()
     }
 
     const HOLD: Duration = Duration::from_secs(60);

@@ -73,6 +73,16 @@ impl LeaseTable {
     }
 }
 
+impl FromIterator<Lease> for LeaseTable {
+    fn from_iter<I: IntoIterator<Item = Lease>>(leases: I) -> LeaseTable {
+        let mut table = LeaseTable::default();
+        for lease in leases {
+            table.insert(lease);
+        }
+        table
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LeaseFileError {
     /// The file ends in the middle of a line: a writer is still at work. Read again later.
