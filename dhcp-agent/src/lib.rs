@@ -5,19 +5,21 @@
 //!
 //! # Layout
 //! Lower modules first; a module imports only modules above it in this list, never below.
-//! - [`system`], [`capture`]: privileges and clocks; the kernel programs, their attachment and
-//!   the ring buffer ([`capture::reconcile`] follows interfaces coming and going).
-//! - [`args`]: arguments several commands share (capture, pcap), and value parsers.
+//! - [`system`], [`trusted`], [`capture`]: privileges and clocks; which files may steer the
+//!   agent; the kernel programs, their attachment and the ring buffer ([`capture::reconcile`]
+//!   follows interfaces coming and going).
 //! - [`conf_files`], [`leases`]: dnsmasq's configuration and the lease file from disk (the
 //!   latter followed with inotify).
 //! - [`server_query`], [`remediate`]: the server over UDP (memory probe, repair).
 //! - [`pcap`], [`output`], [`filter`], [`timeline`], [`events`], [`metrics`], [`state`]: what
 //!   comes out (capture files, packet lines and JSON, the daemon's events, the Prometheus
 //!   registry and HTTP endpoint, the state file).
+//! - [`args`]: arguments several commands share (capture, pcap), and value parsers.
 //! - [`service`], [`pipeline`]: what capturing commands share; the daemon's per-event work.
 //! - Commands, one module each: [`watch`], [`run`], [`analyze`], [`release`], [`leases_view`]
-//!   (`dhcp-agent leases`), and [`config`] (`run --config`).
-//! - [`cli`]: the command line that names them all (the binary's `main.rs` dispatches).
+//!   (`dhcp-agent leases`).
+//! - [`cli`]: the command line that names them all (the binary's `main.rs` dispatches), and
+//!   [`config`] (`run --config`), which reads a file in terms of that command line.
 pub mod analyze;
 pub mod args;
 pub mod capture;
@@ -40,4 +42,5 @@ pub mod service;
 pub mod state;
 pub mod system;
 pub mod timeline;
+pub mod trusted;
 pub mod watch;

@@ -285,7 +285,7 @@ fn now() -> Now {
 fn resume_state(path: &std::path::Path) -> StateFile {
     // Its outstanding releases drive repairs: a file that others can change must not.
     if path.exists()
-        && let Err(err) = crate::config::check_trusted(path)
+        && let Err(err) = crate::trusted::check_trusted(path)
     {
         eprintln!("state file not resumed: {err}");
         return StateFile::default();
