@@ -31,14 +31,20 @@ impl RawEvent {
         if record.len() < EVENT_HEADER_BYTES {
             return None;
         }
+        // The fields of the repr(C) PacketEvent where dhcp-common's definition puts them.
+        use std::mem::offset_of;
         let u16_at = |at: usize| u16::from_ne_bytes([record[at], record[at + 1]]);
         let u32_at =
             |at: usize| u32::from_ne_bytes(record[at..at + 4].try_into().expect("4 bytes"));
-        // Offsets of the repr(C) fields of PacketEvent.
-        let boot_ns = u64::from_ne_bytes(record[0..8].try_into().expect("8 bytes"));
-        let (ifindex, wire_len, cap_len) = (u32_at(8), u32_at(12), usize::from(u16_at(16)));
-        let (vlan_id, vlan_inner_id, hook, flags) =
-            (u16_at(18), u16_at(20), record[22], record[23]);
+        let at = offset_of!(PacketEvent, timestamp_ns);
+        let boot_ns = u64::from_ne_bytes(record[at..at + 8].try_into().expect("8 bytes"));
+        let ifindex = u32_at(offset_of!(PacketEvent, ifindex));
+        let wire_len = u32_at(offset_of!(PacketEvent, wire_len));
+        let cap_len = usize::from(u16_at(offset_of!(PacketEvent, cap_len)));
+        let vlan_id = u16_at(offset_of!(PacketEvent, vlan_id));
+        let vlan_inner_id = u16_at(offset_of!(PacketEvent, vlan_inner_id));
+        let hook = record[offset_of!(PacketEvent, hook)];
+        let flags = record[offset_of!(PacketEvent, flags)];
         let hook = Hook::from_u8(hook)?;
         let cap_len = cap_len.min(CAPTURE_BYTES);
         let frame = record
@@ -58,8 +64,8 @@ impl RawEvent {
     }
 }
 
-const _: () = assert!(std::mem::offset_of!(PacketEvent, cap_len) == 16);
-const _: () = assert!(std::mem::offset_of!(PacketEvent, hook) == 22);
+// Every field read above lies within the header the length check covers.
+const _: () = assert!(std::mem::offset_of!(PacketEvent, flags) < EVENT_HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(PacketEvent, data) == EVENT_HEADER_BYTES);
 
 /// Async reader over the `EVENTS` ring buffer.
