@@ -11,8 +11,16 @@
 //! Real peers only: dnsmasq serves, dhclient asks, `dhcp_release` releases. Everything lives
 //! in namespaces and a scratch directory named after this process, and is removed on drop,
 //! also when a test fails. Used by `cargo xtask lab` and by the integration tests.
+//!
+//! Two more labs model the routers as their projects really build them, from a reading of their
+//! code: [`cloudstack::CloudStackRouter`] (a VPC virtual router, single or redundant, configured
+//! and driven as `CsDhcp.py` and `CsRedundant.py` do) and [`neutron::NeutronDhcp`] (a `qdhcp-`
+//! namespace with dnsmasq started and reloaded as `neutron/agent/linux/dhcp.py` does). In both,
+//! the router and the VMs are namespaces plugged into a [`Switch`], and each VM is a [`VmHandle`].
+pub mod cloudstack;
 pub mod frames;
 pub mod netns;
+pub mod neutron;
 pub mod prometheus;
 pub mod traffic;
 
@@ -156,11 +164,7 @@ pub struct Lab {
 impl Lab {
     pub fn start(config: LabConfig) -> anyhow::Result<Lab> {
         require_tools(&["ip", "dnsmasq", "dhclient", "dhcp_release"])?;
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            LAB_SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = next_lab_id();
         let dir = std::env::temp_dir().join(format!("dhcp-lab-{id}"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let router = Netns::create(&format!("dhcpobs-r-{id}"))?;
@@ -377,16 +381,12 @@ impl Lab {
     /// Whether dnsmasq holds a lease for `ip` in its memory (asked with its own
     /// `dhcp_lease_time`, which prints nothing when there is none).
     pub fn dnsmasq_holds(&self, ip: Ipv4Addr) -> bool {
-        self.router
-            .command("dhcp_lease_time")
-            .arg(ip.to_string())
-            .output()
-            .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+        dnsmasq_holds_in(&self.router, ip)
     }
 
     /// Whether the lease file lists `ip`.
     pub fn lease_file_has(&self, ip: Ipv4Addr) -> bool {
-        fs::read_to_string(self.lease_file()).is_ok_and(|s| s.lines().any(|l| is_lease_of(l, ip)))
+        lease_file_lists(&self.lease_file(), ip)
     }
 
     /// Edits the lease file behind dnsmasq's back, as some orchestration tools do after
@@ -423,6 +423,222 @@ impl Drop for Lab {
 /// Whether a dnsmasq lease line is about `ip` (the address is its third field).
 fn is_lease_of(line: &str, ip: Ipv4Addr) -> bool {
     line.split_ascii_whitespace().nth(2) == Some(ip.to_string().as_str())
+}
+
+/// Whether the lease file at `path` lists `ip`.
+fn lease_file_lists(path: &Path, ip: Ipv4Addr) -> bool {
+    fs::read_to_string(path).is_ok_and(|s| s.lines().any(|l| is_lease_of(l, ip)))
+}
+
+/// Whether the dnsmasq serving namespace `ns` holds a lease for `ip` in memory: its own
+/// `dhcp_lease_time` sends a DHCPINFORM to 127.0.0.1 and prints the remaining time, or nothing
+/// when there is no lease (or, after its 3 s alarm, when no dnsmasq answers).
+fn dnsmasq_holds_in(ns: &Netns, ip: Ipv4Addr) -> bool {
+    ns.command("dhcp_lease_time")
+        .arg(ip.to_string())
+        .output()
+        .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+}
+
+/// A fresh id for a lab, this process's pid and a sequence number: namespaces and scratch
+/// directories are named after it, so parallel tests and concurrent runs never collide.
+fn next_lab_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        LAB_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An Ethernet segment: a namespace holding one Linux bridge, `br0`, so a router and any number
+/// of VMs share a broadcast domain, as on a hypervisor's guest bridge. STP is off, so a new port
+/// forwards at once.
+pub struct Switch {
+    pub ns: Netns,
+    ports: AtomicU32,
+}
+
+impl Switch {
+    pub fn create(name: &str) -> anyhow::Result<Switch> {
+        let ns = Netns::create(name)?;
+        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        Ok(Switch {
+            ns,
+            ports: AtomicU32::new(0),
+        })
+    }
+
+    /// Cables a new interface `iface` of `ns` to a new bridge port (a veth pair). The port is
+    /// up; `iface` is left down for its owner to configure.
+    pub fn plug(&self, ns: &Netns, iface: &str) -> anyhow::Result<()> {
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        netns::veth_pair(&self.ns, &port, ns, iface)?;
+        self.ns
+            .ip(&["link", "set", &port, "master", "br0", "up"])
+            .map(drop)
+    }
+}
+
+/// A VM an orchestrator deployed on a [`Switch`]: its namespace and dhclient ([`Vm`], whose
+/// files live in the lab's scratch directory), and the address and name its host line gives it.
+pub struct VmHandle {
+    pub vm: Vm,
+    pub ip: Ipv4Addr,
+    pub hostname: String,
+}
+
+impl VmHandle {
+    /// Creates VM namespace `name` with `eth0` (MAC `mac`) plugged into `switch`, not booted.
+    fn plug(
+        switch: &Switch,
+        name: &str,
+        mac: &str,
+        dir: PathBuf,
+        ip: Ipv4Addr,
+        hostname: &str,
+    ) -> anyhow::Result<VmHandle> {
+        let ns = Netns::create(name)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_dhclient_script(&dir.join("dhclient-script"))?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        switch.plug(&ns, VM_IFACE)?;
+        ns.ip(&["link", "set", VM_IFACE, "address", mac, "up"])?;
+        let vm = Vm {
+            ns,
+            mac: mac.to_owned(),
+            iface: VM_IFACE.to_owned(),
+            dir,
+        };
+        Ok(VmHandle {
+            vm,
+            ip,
+            hostname: hostname.to_owned(),
+        })
+    }
+
+    pub fn mac(&self) -> &str {
+        &self.vm.mac
+    }
+
+    /// Destroys the VM as a hypervisor does: dhclient is killed (SIGKILL: it sends nothing, no
+    /// DHCPRELEASE) and the NIC is unplugged from the switch. The namespace stays until drop.
+    fn power_off(&self) -> anyhow::Result<()> {
+        if let Ok(pid) = fs::read_to_string(self.vm.dir.join("dhclient.pid")) {
+            let _ = Command::new("kill")
+                .args(["-9", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.vm.ns.ip(&["link", "del", VM_IFACE]).map(drop)
+    }
+}
+
+/// A dnsmasq this crate started in a namespace. It runs with `--keep-in-foreground`, as our
+/// child, so that it is reaped when it exits (this sandbox's init reaps no orphans: a
+/// daemonized dnsmasq would linger as a zombie and look alive).
+struct Dnsmasq {
+    child: Child,
+    pid_file: PathBuf,
+}
+
+impl Dnsmasq {
+    /// Runs `dnsmasq ARGS` in `ns` (ARGS must include `--keep-in-foreground` and put the pid
+    /// file at `pid_file`), stderr to `stderr`; returns once dnsmasq has written its pid file,
+    /// which it does after binding its sockets.
+    fn spawn(
+        ns: &Netns,
+        args: &[String],
+        pid_file: &Path,
+        stderr: &Path,
+    ) -> anyhow::Result<Dnsmasq> {
+        // A stale pid file would end the wait below at once.
+        match fs::remove_file(pid_file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).context("removing a stale dnsmasq pid file");
+            }
+            _ => {}
+        }
+        let child = ns
+            .command("dnsmasq")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                fs::File::create(stderr)
+                    .with_context(|| format!("creating {}", stderr.display()))?,
+            ))
+            .spawn()
+            .context("starting dnsmasq")?;
+        let mut dnsmasq = Dnsmasq {
+            child,
+            pid_file: pid_file.to_owned(),
+        };
+        let mut exited = None;
+        wait_for(Duration::from_secs(10), || {
+            exited = dnsmasq.child.try_wait().ok().flatten();
+            exited.is_some() || pid_file.exists()
+        })
+        .context("dnsmasq did not write its pid file")?;
+        if let Some(status) = exited {
+            bail!("dnsmasq exited ({status})");
+        }
+        Ok(dnsmasq)
+    }
+
+    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("dnsmasq's pid")?;
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!(
+                "signal {signal} to dnsmasq: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+
+    /// Sends SIGHUP and waits until dnsmasq has read `hosts_file` again (it logs `read PATH` to
+    /// `log`), so a client that asks next is answered from the new file.
+    fn reload(&self, log: &Path, hosts_file: &Path) -> anyhow::Result<()> {
+        let marker = format!("read {}", hosts_file.display());
+        let reads = || {
+            fs::read_to_string(log)
+                .map(|text| text.lines().filter(|l| l.ends_with(&marker)).count())
+                .unwrap_or(0)
+        };
+        let before = reads();
+        self.signal(libc::SIGHUP)?;
+        wait_for(Duration::from_secs(10), || reads() > before)
+            .context("dnsmasq did not reload its hosts file after SIGHUP")
+    }
+
+    /// SIGTERM, then waits for the exit, as `systemctl stop` does. dnsmasq writes nothing on the
+    /// way out: its lease file is what it last wrote after a change.
+    fn stop(mut self) -> anyhow::Result<()> {
+        self.signal(libc::SIGTERM)?;
+        self.child.wait().context("waiting for dnsmasq to exit")?;
+        let _ = fs::remove_file(&self.pid_file);
+        Ok(())
+    }
+
+    /// Whether dnsmasq still runs: its process exists and is not a zombie waiting for us.
+    fn running(&self) -> bool {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        // The state follows the parenthesized command name, which may itself hold spaces.
+        stat.is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        // Once `stop` has reaped the child, `kill` sends nothing and `wait` returns at once.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// dhclient's hook: configure what it was given, nothing else (never touches resolv.conf).
