@@ -12,6 +12,7 @@ use dhcp_wire::{MessageType, Packet};
 
 use crate::{
     leases::{Lease, LeaseTable},
+    provenance::Origin,
     server_identity::ServerIdentity,
 };
 
@@ -30,17 +31,21 @@ pub enum Cause {
     SubnetNotServed,
     /// The lease belongs to another client (chaddr / client id differ).
     ClientMismatch,
+    /// No server was running (or answering) when the RELEASE was sent: a redundant router's
+    /// BACKUP, a server stopped or crashed. The lease comes back with the server.
+    NoServer,
     Unknown,
 }
 
 impl Cause {
     /// Every cause's [`Cause::name`] (the metrics' label set).
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "server_id_mismatch",
         "missing_server_id",
         "requested_ip_present",
         "subnet_not_served",
         "client_mismatch",
+        "no_server",
         "unknown",
     ];
 
@@ -51,6 +56,7 @@ impl Cause {
             Cause::RequestedIpPresent => "requested_ip_present",
             Cause::SubnetNotServed => "subnet_not_served",
             Cause::ClientMismatch => "client_mismatch",
+            Cause::NoServer => "no_server",
             Cause::Unknown => "unknown",
         }
     }
@@ -87,6 +93,9 @@ pub struct Release {
     pub client_id: Option<Vec<u8>>,
     pub server_id: Option<Ipv4Addr>,
     pub requested_ip: Option<Ipv4Addr>,
+    /// Who sent it (the router, a guest, or a forger): only the router's are repaired by
+    /// default, forged ones never.
+    pub origin: Origin,
 }
 
 impl Release {
@@ -102,6 +111,7 @@ impl Release {
             client_id: m.client_id.clone(),
             server_id: m.server_id,
             requested_ip: m.requested_ip,
+            origin: Origin::of(packet),
         })
     }
 
@@ -147,6 +157,9 @@ pub struct Pending {
     pub lease: Option<Lease>,
     /// The server ACKed this address to this client after the RELEASE.
     pub renewed_since: bool,
+    /// The server was down at some time between the RELEASE and now: a lease still there at
+    /// the deadline is then `no_server`, whatever the packet said.
+    pub server_down: bool,
     pub deadline_ns: i128,
 }
 
@@ -167,6 +180,8 @@ pub struct Correlator {
     /// and releases it before the agent has read the file in between never shows in the table;
     /// the ACK on the wire proves the lease existed, so its disappearance is `honored`.
     recent_acks: HashMap<Ipv4Addr, (Vec<u8>, i128)>,
+    /// The server is down now (see [`crate::liveness`]).
+    server_down: bool,
 }
 
 impl Correlator {
@@ -177,6 +192,18 @@ impl Correlator {
             pending: HashMap::new(),
             recently_removed: HashMap::new(),
             recent_acks: HashMap::new(),
+            server_down: false,
+        }
+    }
+
+    /// The server went down (or came back): releases pending now, and those seen while it
+    /// stays down, reached no server.
+    pub fn set_server_down(&mut self, down: bool) {
+        self.server_down = down;
+        if down {
+            for pending in self.pending.values_mut() {
+                pending.server_down = true;
+            }
         }
     }
 
@@ -228,6 +255,7 @@ impl Correlator {
         let pending = Pending {
             lease: table.get_v4(release.ciaddr).cloned(),
             renewed_since: false,
+            server_down: self.server_down,
             deadline_ns: release.seen_ns + self.grace_ns,
             release,
         };
@@ -364,6 +392,9 @@ fn decide(
         // of the file. Only at the deadline: until then the file may simply not list it yet.
         None if now_ns >= pending.deadline_ns && acked_before => Outcome::Honored,
         None if now_ns >= pending.deadline_ns => Outcome::NoLease,
+        Some(_) if now_ns >= pending.deadline_ns && pending.server_down => {
+            Outcome::Dropped(Cause::NoServer)
+        }
         Some(lease) if now_ns >= pending.deadline_ns => {
             Outcome::Dropped(diagnose(release, Some(lease), identity))
         }
@@ -390,7 +421,7 @@ pub fn wire_flag(release: &Release, identity: &ServerIdentity) -> Option<String>
         Cause::MissingServerId => Some("no server id (option 54): the server ignores it".into()),
         Cause::RequestedIpPresent => Some("option 50 present: the server looks up no lease".into()),
         Cause::SubnetNotServed => Some("address in no subnet the server serves".into()),
-        Cause::ClientMismatch | Cause::Unknown => None,
+        Cause::ClientMismatch | Cause::NoServer | Cause::Unknown => None,
     }
 }
 
@@ -477,6 +508,7 @@ mod tests {
             client_id: None,
             server_id,
             requested_ip: None,
+            origin: Origin::Router,
         }
     }
 
@@ -694,6 +726,7 @@ mod tests {
             release,
             lease: lease_then,
             renewed_since: false,
+            server_down: false,
         }
     }
 
@@ -811,6 +844,7 @@ mod tests {
             Cause::RequestedIpPresent,
             Cause::SubnetNotServed,
             Cause::ClientMismatch,
+            Cause::NoServer,
             Cause::Unknown,
         ];
         assert_eq!(causes.map(|c| c.name()), Cause::NAMES);

@@ -13,8 +13,15 @@
 //! - [`transactions`]: DISCOVER..ACK and REQUEST..ACK exchanges, NAKs, unanswered DISCOVERs.
 //! - [`leases`]: lease tables and the file formats' parsers (dnsmasq, Kea memfile); whether
 //!   to believe a file that suddenly lists nothing ([`leases::emptied`]).
-//! - [`outstanding`]: dropped releases still held, and the rate-limited repair plan.
+//! - [`outstanding`]: dropped releases still held and orphans owed a release, and the
+//!   rate-limited repair plan.
+//! - [`reconcile`]: the lease table against the declared hosts: orphans, blocked hosts.
+//! - [`liveness`]: whether the server runs and answers (a BACKUP's does not).
+//! - [`provenance`]: the agent's own packets (by xid), router, guest or forged releases,
+//!   rogue servers.
 //! - [`dnsmasq_conf`]: what dnsmasq's configuration says (read through [`ConfFiles`]).
+//! - [`declared`]: the hosts it declares (`dhcp-host`, hostsfiles, hostsdirs), matched to
+//!   leases the way dnsmasq finds a host for a client.
 //! - [`subnet`], [`time`]: small value types.
 //!
 //! Imports go one way: `dhcp-wire` below, nothing above; the agent owns every file, socket
@@ -22,10 +29,14 @@
 //!
 //! [`ConfFiles`]: dnsmasq_conf::ConfFiles
 pub mod correlate;
+pub mod declared;
 pub mod dnsmasq_conf;
 pub mod leases;
+pub mod liveness;
 pub mod observer;
 pub mod outstanding;
+pub mod provenance;
+pub mod reconcile;
 pub mod server_identity;
 pub mod subnet;
 pub mod time;

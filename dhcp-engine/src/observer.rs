@@ -15,7 +15,12 @@ use crate::{
         Lease, LeaseTable,
         emptied::{self, EmptyFileGuard, expired},
     },
-    outstanding::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairResult, RepairStep},
+    liveness::{Liveness, ServerCheck, ServerStatus},
+    outstanding::{
+        Basis, Outstanding, OutstandingRelease, RateLimit, Repair, RepairResult, RepairStep,
+    },
+    provenance::{OwnXids, RogueServer, rogue_reply},
+    reconcile::{Intent, ReconcileConfig, Reconciled, Reconciler},
     server_identity::{KnownServer, ServerIdentity},
     transactions::{TransactionEvent, Transactions},
 };
@@ -42,6 +47,10 @@ pub struct ObserverConfig {
     pub repair: Option<RepairPolicy>,
     /// How long a lease file that suddenly lists nothing is held back.
     pub empty_file_hold: Duration,
+    /// Orphans: when reported, when repairable.
+    pub reconcile: ReconcileConfig,
+    /// Seeds the xids of the agent's own packets (random per run).
+    pub own_xid_seed: u32,
 }
 
 impl Default for ObserverConfig {
@@ -52,6 +61,8 @@ impl Default for ObserverConfig {
             probe_memory: false,
             repair: None,
             empty_file_hold: emptied::EMPTY_FILE_HOLD,
+            reconcile: ReconcileConfig::default(),
+            own_xid_seed: 0,
         }
     }
 }
@@ -62,6 +73,31 @@ pub struct RepairPolicy {
     pub per_minute: u32,
     /// Report what would be repaired, send nothing.
     pub dry_run: bool,
+    /// Also repair releases guests sent from their own address (by default only the router's
+    /// own, `dhcp_release` over `lo`, are: a guest's could be a test, a mistake or hostile).
+    pub guest_releases: bool,
+    /// Release orphan leases past their settle time.
+    pub orphans: bool,
+}
+
+impl RepairPolicy {
+    /// Only the router's dropped releases and orphans, `per_minute`.
+    pub fn new(per_minute: u32) -> RepairPolicy {
+        RepairPolicy {
+            per_minute,
+            dry_run: false,
+            guest_releases: false,
+            orphans: true,
+        }
+    }
+
+    fn allows(&self, basis: Basis) -> bool {
+        match basis {
+            Basis::RouterRelease => true,
+            Basis::GuestRelease => self.guest_releases,
+            Basis::Orphan => self.orphans,
+        }
+    }
 }
 
 /// One read of the lease file, as the agent got it.
@@ -165,6 +201,16 @@ pub enum Finding {
     Divergence(Divergence),
     /// A read of the lease file and what was done with it.
     LeaseFile(ReloadResult),
+    /// The server came up or went down (or its role changed).
+    Server(ServerStatus),
+    /// Reconciliation of the table with the declared hosts found an orphan or a blocked host
+    /// (or one ended).
+    Reconciled(Reconciled),
+    /// A server reply arrived on a guest network from a host that is not this router.
+    Rogue(RogueServer),
+    /// One of the agent's own probes or repairs (or the server's answer to it), recognised by
+    /// its xid: neither judged nor counted as clients' traffic.
+    OwnPacket,
     /// The first lease table was taken: the observer can judge releases.
     Ready,
     /// What the observer decided and why, for the operator's log.
@@ -192,6 +238,11 @@ pub struct Observer {
     divergent: HashSet<(DivergenceKind, Ipv4Addr)>,
     /// Where the resumed releases come from (the state file), for the note.
     resumed_from: String,
+    reconciler: Reconciler,
+    liveness: Liveness,
+    own_xids: OwnXids,
+    /// Rogue servers seen, by interface and MAC.
+    rogues: HashSet<(String, Option<Mac>)>,
 }
 
 fn nanos(d: Duration) -> i128 {
@@ -201,6 +252,7 @@ fn nanos(d: Duration) -> i128 {
 impl Observer {
     pub fn new(config: ObserverConfig, identity: ServerIdentity) -> Observer {
         let per_minute = config.repair.map_or(0, |r| r.per_minute);
+        let (config_reconcile, own_xid_seed) = (config.reconcile, config.own_xid_seed);
         Observer {
             transactions: Transactions::new(config.discover_timeout),
             correlator: Correlator::new(nanos(config.grace)),
@@ -215,6 +267,10 @@ impl Observer {
             unresumed: Vec::new(),
             divergent: HashSet::new(),
             resumed_from: String::new(),
+            reconciler: Reconciler::new(config_reconcile),
+            liveness: Liveness::default(),
+            own_xids: OwnXids::new(own_xid_seed),
+            rogues: HashSet::new(),
         }
     }
 
@@ -253,20 +309,44 @@ impl Observer {
         )));
     }
 
+    /// Whether `packet` is one of the agent's own (or the server's answer to one).
+    pub fn is_own(&self, packet: &Packet) -> bool {
+        packet.dhcpv4().is_some_and(|m| self.own_xids.is_own(m.xid))
+    }
+
     /// One decoded packet. Returns whether it was a RELEASE (it opened a pending record).
     pub fn on_packet(&mut self, packet: &Packet, out: &mut Vec<Finding>) -> bool {
+        if self.is_own(packet) {
+            out.push(Finding::OwnPacket);
+            return false;
+        }
         if let Some(done) = self.transactions.on_packet(packet) {
             out.push(Finding::Exchange(done));
         }
         if let Some(known) = self.identity.observe(packet) {
             out.push(Finding::ServerLearned(known.clone()));
         }
+        let rogue = rogue_reply(packet);
+        let from_rogue = rogue.is_some();
+        if let Some((interface, mac, mut rogue)) = rogue {
+            rogue.first = self.rogues.insert((interface, mac));
+            out.push(Finding::Rogue(rogue));
+        }
         let Some(m) = packet.dhcpv4() else {
             return false;
         };
-        if m.op == 2 && m.message_type == Some(MessageType::Ack) && !m.yiaddr.is_unspecified() {
+        // An ACK from this router's server: the client renewed (or got the address again).
+        if m.op == 2
+            && m.message_type == Some(MessageType::Ack)
+            && !m.yiaddr.is_unspecified()
+            && !from_rogue
+        {
             self.correlator
                 .on_ack(m.yiaddr, &m.chaddr, packet.meta.unix_ns);
+            self.outstanding.on_renewed(m.yiaddr, &m.chaddr);
+            let mut found = Vec::new();
+            self.reconciler.on_ack(m.yiaddr, &m.chaddr, &mut found);
+            out.extend(found.into_iter().map(Finding::Reconciled));
         }
         let Some(release) = Release::from_packet(packet) else {
             return false;
@@ -302,7 +382,7 @@ impl Observer {
             &self.table,
             &new,
             now.mono,
-            accounted_for(&self.correlator, now.unix_ns),
+            accounted_for(&self.correlator, &self.outstanding, now.unix_ns),
         );
         let held = matches!(verdict, emptied::Verdict::Hold { .. });
         out.push(Finding::LeaseFile(if held {
@@ -368,6 +448,49 @@ impl Observer {
             self.correlator
                 .on_table(&previous, &self.table, now.unix_ns, &self.identity);
         self.settle_all(verdicts, out);
+        self.reconcile(now, out);
+    }
+
+    /// The declared hosts (read at start-up and after every change of the host files or the
+    /// configuration): the table is reconciled with them at once.
+    pub fn on_intent(&mut self, intent: Intent, now: Now, out: &mut Vec<Finding>) {
+        self.reconciler.set_intent(intent);
+        self.reconcile(now, out);
+    }
+
+    fn reconcile(&mut self, now: Now, out: &mut Vec<Finding>) {
+        if !self.table_loaded {
+            return; // no table to judge yet
+        }
+        let mut found = Vec::new();
+        self.reconciler
+            .reconcile(&self.table, now.unix_ns, &mut found);
+        for finding in &found {
+            if let Reconciled::OrphanEnded { ip, reason, .. } = finding
+                && *reason != "released"
+            {
+                // Declared again or renewed: not owed any more (unless tried already).
+                self.outstanding.forget_if(*ip, Basis::Orphan);
+            }
+        }
+        self.repairs_due |= !found.is_empty();
+        out.extend(found.into_iter().map(Finding::Reconciled));
+    }
+
+    /// A look at the server (socket on port 67, probe answered). While it is down, releases
+    /// settle as `no_server` and no repair is planned; when it comes back, the repairs owed
+    /// run.
+    pub fn on_server_check(&mut self, check: ServerCheck, now: Now, out: &mut Vec<Finding>) {
+        if let Some(status) = self.liveness.on_check(check, now.mono) {
+            self.repairs_due |= status.up;
+            out.push(Finding::Server(status));
+        }
+        self.correlator.set_server_down(self.liveness.is_down());
+    }
+
+    /// An xid for a packet the agent sends now (a probe): recognised when it is captured.
+    pub fn own_xid(&mut self, now: Now) -> u32 {
+        self.own_xids.issue(now.unix_ns)
     }
 
     /// Releases past their grace are settled (the agent wakes up at
@@ -383,11 +506,15 @@ impl Observer {
     /// their grace.
     pub fn on_tick(&mut self, now: Now, out: &mut Vec<Finding>) {
         self.expire_exchanges(now.unix_ns, out);
+        let mut found = Vec::new();
+        self.reconciler.on_tick(now.unix_ns, &mut found);
+        self.repairs_due |= !found.is_empty();
+        out.extend(found.into_iter().map(Finding::Reconciled));
         if let Some(held_since) = self.empty_file.held_since()
             && let Some(verdict) = self.empty_file.recheck(
                 &self.table,
                 now.mono,
-                accounted_for(&self.correlator, now.unix_ns),
+                accounted_for(&self.correlator, &self.outstanding, now.unix_ns),
             )
         {
             return self.take_judged(verdict, Some(held_since), LeaseTable::default(), now, out);
@@ -437,7 +564,7 @@ impl Observer {
 
     fn settled(&mut self, verdict: Verdict, out: &mut Vec<Finding>) {
         self.outstanding.on_verdict(&verdict);
-        // A dropped release may leave a new entry to repair (or replace one already tried).
+        // A dropped release may leave a new entry to repair.
         self.repairs_due |= matches!(verdict.outcome, Outcome::Dropped(_));
         out.push(Finding::Settled(verdict));
     }
@@ -465,28 +592,49 @@ impl Observer {
     }
 
     /// The repairs due now (with `--remediate`): each outstanding release not tried yet whose
-    /// lease the table still shows as at the RELEASE, as far as the rate limit allows; the
-    /// rest wait for a later call. `retry`: time for those the rate limit held back.
+    /// lease the table still shows as at the RELEASE, and each orphan past its settle time, as
+    /// far as the rate limit allows; the rest wait for a later call. `retry`: time for those
+    /// the rate limit held back. Never a lease whose client a host line declares, never one
+    /// the policy leaves alone, nothing while the server is down (they wait for it).
     pub fn plan_repairs(&mut self, now: Now, retry: bool, out: &mut Vec<Finding>) {
         let Some(policy) = self.config.repair else {
             return;
         };
-        if !(self.repairs_due || retry) {
+        if !(self.repairs_due || retry) || self.liveness.is_down() {
             return;
         }
         self.repairs_due = false;
-        let identity = &self.identity;
+        if policy.orphans {
+            let settled: Vec<OutstandingRelease> = self
+                .reconciler
+                .settled_orphans(now.unix_ns)
+                .filter_map(|(lease, since)| OutstandingRelease::orphan(lease, since))
+                .collect();
+            for entry in settled {
+                self.outstanding.add(entry);
+            }
+        }
+        let (identity, reconciler) = (&self.identity, &self.reconciler);
+        let repairable = |entry: &OutstandingRelease| {
+            let lease = entry.as_lease();
+            policy.allows(entry.basis)
+                && !reconciler.declares(&lease)
+                && (entry.basis != Basis::Orphan
+                    || reconciler.is_settled_orphan(&lease, now.unix_ns))
+        };
         let due = self.outstanding.due(
             &self.table,
             |ip| identity.expected_for(ip).map(|k| k.server_id),
+            repairable,
             &mut self.limit,
             now.mono,
             policy.dry_run,
         );
-        out.extend(
-            due.into_iter()
-                .map(|(repair, step)| Finding::Repair(repair, step)),
-        );
+        for (mut repair, step) in due {
+            repair.xid = self.own_xids.issue(now.unix_ns);
+            repair.probe_xid = self.own_xids.issue(now.unix_ns);
+            out.push(Finding::Repair(repair, step));
+        }
     }
 
     /// What became of a repair.
@@ -562,15 +710,27 @@ impl Observer {
         &self.outstanding
     }
 
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
+    }
+
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
     /// Exchanges followed now.
     pub fn exchanges_tracked(&self) -> usize {
         self.transactions.tracked()
     }
 }
 
-/// Which leases may leave the table now: expired ones, and those a pending RELEASE of their own
-/// client is about (see [`crate::leases::emptied`]).
-fn accounted_for(correlator: &Correlator, now_ns: i128) -> impl Fn(&Lease) -> bool + '_ {
+/// Which leases may leave the table now: expired ones, those a pending RELEASE of their own
+/// client is about, and those the agent repaired (see [`crate::leases::emptied`]).
+fn accounted_for<'a>(
+    correlator: &'a Correlator,
+    outstanding: &'a Outstanding,
+    now_ns: i128,
+) -> impl Fn(&Lease) -> bool + 'a {
     let now_secs = u64::try_from(now_ns / 1_000_000_000).unwrap_or(0);
     let mut released: std::collections::HashMap<Ipv4Addr, Vec<&Release>> =
         std::collections::HashMap::new();
@@ -578,7 +738,8 @@ fn accounted_for(correlator: &Correlator, now_ns: i128) -> impl Fn(&Lease) -> bo
         released.entry(release.ciaddr).or_default().push(release);
     }
     move |lease| {
-        expired(lease, now_secs)
+        outstanding.was_repaired(lease)
+            || expired(lease, now_secs)
             || matches!(lease.ip, std::net::IpAddr::V4(ip) if released
                 .get(&ip)
                 .is_some_and(|rs| rs.iter().any(|r| r.matches(lease))))
@@ -661,10 +822,7 @@ mod tests {
     #[test]
     fn a_dropped_release_is_settled_then_planned_for_repair_under_the_rate_limit() {
         let config = ObserverConfig {
-            repair: Some(RepairPolicy {
-                per_minute: 1,
-                dry_run: false,
-            }),
+            repair: Some(RepairPolicy::new(1)),
             ..ObserverConfig::default()
         };
         let (mut observer, mut out, start) = dropped_release(config);

@@ -1,7 +1,9 @@
-//! What the observer owes: the dropped releases whose lease the server still holds, and when
-//! to repair each under the rate limit. Planning only: the agent sends the RELEASE and verifies
-//! it (`dhcp-agent`'s `remediate`), then tells the observer the result. Only ever for a release
-//! the agent saw being dropped, never more often than the rate limit allows.
+//! What the observer owes: the dropped releases whose lease the server still holds, the orphan
+//! leases reconciliation found (no host line declares their client), and when to repair each
+//! under the rate limit. Planning only: the agent sends the RELEASE and verifies it
+//! (`dhcp-agent`'s `remediate`), then tells the observer the result. Only ever for a release
+//! the agent saw being dropped or an orphan past its settle time, never more often than the
+//! rate limit allows, and never the same lease twice.
 use std::{net::Ipv4Addr, time::Instant};
 
 use dhcp_wire::{HexBytes, Mac};
@@ -9,8 +11,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     correlate::{Cause, Outcome, Verdict},
-    leases::{Expiry, LeaseTable},
+    leases::{Expiry, Lease, LeaseTable},
+    provenance::Origin,
 };
+
+/// Why a lease is owed a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// A RELEASE the router sent (over `lo`: `dhcp_release`) was dropped.
+    RouterRelease,
+    /// A RELEASE a guest sent from its own address was dropped (repaired only when asked).
+    GuestRelease,
+    /// No host line declares the lease's client, in a range that serves only declared hosts.
+    Orphan,
+}
+
+impl Basis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::RouterRelease => "router_release",
+            Basis::GuestRelease => "guest_release",
+            Basis::Orphan => "orphan",
+        }
+    }
+}
+
+/// What state files written before [`Basis`] existed mean: the most careful reading (a guest's
+/// release, repaired only when asked), since a forged one cannot be told apart any more.
+fn unknown_basis() -> Basis {
+    Basis::GuestRelease
+}
 
 /// The result of one repair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +79,11 @@ pub struct Repair {
     pub mac: [u8; 6],
     pub server_id: Ipv4Addr,
     pub client_id: Option<Vec<u8>>,
+    pub basis: Basis,
+    /// The xid of the RELEASE, and of the probes that verify it: handed out by the observer,
+    /// which then knows these packets for its own.
+    pub xid: u32,
+    pub probe_xid: u32,
 }
 
 /// A dropped release whose lease the server still holds exactly as it was when the RELEASE was
@@ -66,8 +102,12 @@ pub struct OutstandingRelease {
     /// The server id the server expects, when it was known at the verdict.
     pub server_id: Option<Ipv4Addr>,
     pub seen: String,
-    /// A repair was started (or reported as a dry run) for it.
-    #[serde(skip)]
+    /// Why it is owed.
+    #[serde(default = "unknown_basis")]
+    pub basis: Basis,
+    /// A repair was started (or reported as a dry run) for it: never sent again, also not by
+    /// the next run (a repair the server refused once is the operator's to look at).
+    #[serde(default)]
     pub attempted: bool,
     /// A repair was refused by the rate limit (reported once, retried later).
     #[serde(skip)]
@@ -85,6 +125,12 @@ impl OutstandingRelease {
             return None;
         }
         let release = &verdict.release;
+        let basis = match release.origin {
+            Origin::Router => Basis::RouterRelease,
+            Origin::Guest => Basis::GuestRelease,
+            // Someone released another's lease, and the server rightly ignored it.
+            Origin::Forged => return None,
+        };
         let lease = verdict.lease.as_ref();
         if verdict.renewed_since || lease.is_some_and(|l| !release.matches(l)) {
             return None;
@@ -97,9 +143,46 @@ impl OutstandingRelease {
             expiry: lease.filter(|_| !verdict.in_memory_only).map(|l| l.expiry),
             server_id: verdict.expected_server_id,
             seen: crate::time::rfc3339(verdict.release.seen_ns),
+            basis,
             attempted: false,
             deferred: false,
         })
+    }
+
+    /// What an orphan lease leaves owed: that very lease (client, client id, expiry).
+    pub fn orphan(lease: &Lease, seen_ns: i128) -> Option<OutstandingRelease> {
+        let std::net::IpAddr::V4(ip) = lease.ip else {
+            return None;
+        };
+        Some(OutstandingRelease {
+            ip,
+            mac: Mac(lease.mac()?),
+            client_id: lease.client_id.clone().map(HexBytes),
+            expiry: Some(lease.expiry),
+            server_id: None,
+            seen: crate::time::rfc3339(seen_ns),
+            basis: Basis::Orphan,
+            attempted: false,
+            deferred: false,
+        })
+    }
+
+    /// The lease this entry is about, as far as it is known (what declared hosts are matched
+    /// against).
+    pub fn as_lease(&self) -> Lease {
+        Lease {
+            ip: self.ip.into(),
+            hwaddr: self.mac.0.to_vec(),
+            htype: 1,
+            client_id: self.client_id.as_ref().map(|id| id.0.clone()),
+            hostname: None,
+            expiry: self.expiry.unwrap_or(Expiry::Never),
+            iaid: None,
+        }
+    }
+
+    fn key(&self) -> (Ipv4Addr, Mac, Option<Expiry>) {
+        (self.ip, self.mac, self.expiry)
     }
 
     /// Whether `table` still shows the very lease the dropped RELEASE was for (for a lease only
@@ -119,14 +202,22 @@ impl OutstandingRelease {
             mac: self.mac.0,
             server_id: self.server_id.or(server_id)?,
             client_id: self.client_id.as_ref().map(|id| id.0.clone()),
+            basis: self.basis,
+            xid: 0,
+            probe_xid: 0,
         })
     }
 }
+
+/// How many repaired leases [`Outstanding`] remembers (so that none is repaired twice).
+const REPAIRED_MEMORY: usize = 4096;
 
 /// The dropped releases the server still holds, by address.
 #[derive(Debug, Default)]
 pub struct Outstanding {
     by_ip: std::collections::BTreeMap<Ipv4Addr, OutstandingRelease>,
+    /// The leases repaired in this run, oldest first: never owed again.
+    repaired: std::collections::VecDeque<(Ipv4Addr, Mac, Option<Expiry>)>,
 }
 
 impl Outstanding {
@@ -135,15 +226,55 @@ impl Outstanding {
     pub fn from_saved(saved: Vec<OutstandingRelease>) -> Outstanding {
         Outstanding {
             by_ip: saved.into_iter().map(|o| (o.ip, o)).collect(),
+            repaired: Default::default(),
+        }
+    }
+
+    /// Owes `entry` unless something is owed for its address already or that very lease was
+    /// repaired before. Returns whether it was added.
+    pub fn add(&mut self, entry: OutstandingRelease) -> bool {
+        if self.by_ip.contains_key(&entry.ip) || self.repaired.contains(&entry.key()) {
+            return false;
+        }
+        self.by_ip.insert(entry.ip, entry);
+        true
+    }
+
+    /// Whether the agent repaired this very lease (address and client) in this run.
+    pub fn was_repaired(&self, lease: &Lease) -> bool {
+        self.repaired
+            .iter()
+            .any(|(ip, mac, _)| lease.ip == std::net::IpAddr::V4(*ip) && lease.hwaddr == mac.0)
+    }
+
+    /// Whether something is owed for `ip`.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.by_ip.contains_key(&ip)
+    }
+
+    /// Forgets the entry for `ip` if it is of this basis (an orphan declared again).
+    pub fn forget_if(&mut self, ip: Ipv4Addr, basis: Basis) {
+        if self
+            .by_ip
+            .get(&ip)
+            .is_some_and(|o| o.basis == basis && !o.attempted)
+        {
+            self.by_ip.remove(&ip);
         }
     }
 
     /// Follows a settled release: a dropped one becomes outstanding, an honored one ends any.
     pub fn on_verdict(&mut self, verdict: &Verdict) {
         match OutstandingRelease::from_verdict(verdict) {
-            Some(entry) => {
+            // A new dropped release replaces what was owed for the address, unless that was
+            // tried already (never sent twice) or that very lease was repaired.
+            Some(entry)
+                if !self.repaired.contains(&entry.key())
+                    && !self.by_ip.get(&entry.ip).is_some_and(|o| o.attempted) =>
+            {
                 self.by_ip.insert(entry.ip, entry);
             }
+            Some(_) => {}
             None if verdict.outcome == Outcome::Honored => {
                 self.by_ip.remove(&verdict.release.ciaddr);
             }
@@ -151,9 +282,22 @@ impl Outstanding {
         }
     }
 
-    /// Forgets an entry (repaired).
+    /// Forgets an entry that was repaired, and remembers its lease as repaired.
     pub fn remove(&mut self, ip: Ipv4Addr) {
-        self.by_ip.remove(&ip);
+        if let Some(entry) = self.by_ip.remove(&ip) {
+            if self.repaired.len() == REPAIRED_MEMORY {
+                self.repaired.pop_front();
+            }
+            self.repaired.push_back(entry.key());
+        }
+    }
+
+    /// The server ACKed `ip` to `chaddr`: the client is alive, whatever was owed for that lease
+    /// is not any more (never released on the strength of an older RELEASE).
+    pub fn on_renewed(&mut self, ip: Ipv4Addr, chaddr: &[u8]) {
+        if self.by_ip.get(&ip).is_some_and(|o| o.mac.0 == chaddr) {
+            self.by_ip.remove(&ip);
+        }
     }
 
     /// Forgets every entry whose lease is gone, renewed or someone else's.
@@ -177,18 +321,25 @@ impl Outstanding {
     /// `table` first (a lease renewed, re-assigned or gone since the RELEASE is forgotten, never
     /// released), then the rate limit decides: a refused one is reported once and stays for a
     /// later call; an allowed one is marked tried, so it is never sent twice in this run.
-    /// `server_id_for` gives the server id of an address when the verdict did not know it.
+    /// `server_id_for` gives the server id of an address when the verdict did not know it;
+    /// `repairable` says whether an entry may be repaired now (policy, declared hosts): one it
+    /// refuses stays owed, untried.
     pub fn due(
         &mut self,
         table: &LeaseTable,
         server_id_for: impl Fn(Ipv4Addr) -> Option<Ipv4Addr>,
+        repairable: impl Fn(&OutstandingRelease) -> bool,
         limit: &mut RateLimit,
         now: Instant,
         dry_run: bool,
     ) -> Vec<(Repair, RepairStep)> {
         self.refresh(table);
         let mut due = Vec::new();
-        for entry in self.by_ip.values_mut().filter(|o| !o.attempted) {
+        for entry in self
+            .by_ip
+            .values_mut()
+            .filter(|o| !o.attempted && repairable(o))
+        {
             let Some(repair) = entry.repair(server_id_for(entry.ip)) else {
                 continue; // no server id known yet, or not an Ethernet client
             };
@@ -355,7 +506,14 @@ mod tests {
         let mut outstanding = Outstanding::default();
         outstanding.on_verdict(&verdict);
         let mut limit = RateLimit::new(60, 1);
-        let due = outstanding.due(&table(&[]), |_| None, &mut limit, Instant::now(), false);
+        let due = outstanding.due(
+            &table(&[]),
+            |_| None,
+            |_| true,
+            &mut limit,
+            Instant::now(),
+            false,
+        );
         assert_eq!(due.len(), 1, "{due:?}");
         assert_eq!((due[0].0.ip, due[0].0.mac), (verdict.release.ciaddr, MAC));
         assert_eq!(due[0].1, RepairStep::Send);

@@ -20,6 +20,7 @@ use dhcp_engine::{
     dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     leases::{Expiry, Lease, LeaseTable},
     outstanding::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairStep},
+    provenance::Origin,
     server_identity::ServerIdentity,
 };
 use proptest::prelude::*;
@@ -206,6 +207,7 @@ impl World {
                     client_id: None,
                     server_id: server_id.map(|vip| if vip { VIP } else { PRIMARY }),
                     requested_ip: None,
+                    origin: Origin::Router,
                 };
                 self.observed.push(Observed {
                     ip: ip(index),
@@ -264,6 +266,7 @@ impl World {
         let due = self.outstanding.due(
             &self.table,
             |ip| identity.expected_for(ip).map(|k| k.server_id),
+            |_| true,
             &mut self.limit,
             self.start + Duration::from_millis(self.now_ms),
             false,
