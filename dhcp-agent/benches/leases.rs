@@ -95,6 +95,7 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
             client_id: lease.client_id.clone(),
             server_id: Some(server_id),
             requested_ip: None,
+            origin: dhcp_engine::provenance::Origin::Guest,
         };
         match change(k) {
             Change::Gone => {

@@ -287,7 +287,7 @@ fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> Relea
 }
 
 pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
-    let identity = conf_files::server_identity(args.dnsmasq_conf.as_deref())?;
+    let identity = conf_files::server_identity(args.dnsmasq_conf.as_deref(), &[])?;
     let config = ObserverConfig {
         grace: args.grace,
         discover_timeout: args.discover_timeout,

@@ -21,14 +21,29 @@ impl ConfFiles for Fs {
             .filter(|p| p.is_file())
             .collect())
     }
+
+    fn modified_unix_ns(&self, path: &Path) -> Option<i128> {
+        modified_unix_ns(path)
+    }
 }
 
-/// The server identity seeded from the dnsmasq configuration at `path`, if one is given.
-pub fn server_identity(path: Option<&Path>) -> Result<ServerIdentity, ConfError> {
+/// A file's (or directory's) modification time, Unix ns.
+pub fn modified_unix_ns(path: &Path) -> Option<i128> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i128::try_from(since.as_nanos()).ok()
+}
+
+/// The server identity seeded from the dnsmasq configuration at `path`, if one is given;
+/// `local`: the router's own subnets (none offline).
+pub fn server_identity(
+    path: Option<&Path>,
+    local: &[dhcp_engine::subnet::Subnet],
+) -> Result<ServerIdentity, ConfError> {
     match path {
         Some(path) => Ok(ServerIdentity::from_config(
             &DnsmasqConfig::load(path, &Fs)?,
-            &[],
+            local,
         )),
         None => Ok(ServerIdentity::default()),
     }

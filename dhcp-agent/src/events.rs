@@ -4,8 +4,11 @@ use std::io::Write as _;
 
 use dhcp_engine::{
     correlate::{Cause, Outcome, Verdict},
+    liveness::ServerStatus,
     observer::{Divergence, DivergenceKind},
     outstanding::{Repair, RepairResult},
+    provenance::RogueServer,
+    reconcile::{BlockedHost, OrphanLease, Reconciled},
     time::rfc3339,
 };
 use dhcp_wire::hex_colon;
@@ -35,6 +38,9 @@ pub struct ReleaseEvent {
     pub mac: String,
     pub client_id: Option<String>,
     pub interface: String,
+    /// `router`, `guest` or `forged` (written by versions before it: absent).
+    #[serde(default)]
+    pub origin: String,
     pub xid: String,
     pub received_server_id: Option<String>,
     pub expected_server_id: Option<String>,
@@ -64,6 +70,7 @@ impl ReleaseEvent {
             mac: hex_colon(&r.chaddr),
             client_id: r.client_id.as_deref().map(hex_colon),
             interface: r.interface.clone(),
+            origin: r.origin.name().into(),
             xid: format!("0x{:08x}", r.xid),
             received_server_id: r.server_id.map(|a| a.to_string()),
             expected_server_id: expected.map(|a| a.to_string()),
@@ -93,6 +100,9 @@ impl ReleaseEvent {
             }
             line.push(')');
         }
+        if self.origin == "forged" {
+            line.push_str(" FORGED: sent from another Ethernet address than the client's");
+        }
         line
     }
 }
@@ -104,6 +114,9 @@ pub struct RemediationEvent {
     pub ip: String,
     pub mac: String,
     pub server_id: String,
+    /// Why the lease was owed a release: `router_release`, `guest_release` or `orphan`.
+    #[serde(default)]
+    pub basis: String,
     pub detail: Option<String>,
 }
 
@@ -115,17 +128,19 @@ impl RemediationEvent {
             ip: repair.ip.to_string(),
             mac: hex_colon(&repair.mac),
             server_id: repair.server_id.to_string(),
+            basis: repair.basis.name().into(),
             detail,
         }
     }
 
     pub fn text(&self) -> String {
         let mut line = format!(
-            "REPAIR {} {}: {} (server id {})",
+            "REPAIR {} {}: {} (server id {}, {})",
             self.ip,
             self.mac,
             self.result.to_uppercase(),
-            self.server_id
+            self.server_id,
+            self.basis
         );
         if let Some(detail) = &self.detail {
             line.push_str(&format!(": {detail}"));
@@ -164,6 +179,194 @@ impl DivergenceEvent {
             "DIVERGENCE {} {}: {what}",
             self.ip,
             self.mac.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// The server came up or went down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEvent {
+    pub event: String,
+    pub up: bool,
+    /// This router should serve (it holds its listen addresses: not a BACKUP).
+    pub should_serve: bool,
+    pub reason: Option<String>,
+}
+
+impl ServerEvent {
+    pub fn new(status: &ServerStatus) -> ServerEvent {
+        ServerEvent {
+            event: "server".into(),
+            up: status.up,
+            should_serve: status.should_serve,
+            reason: status.reason.map(str::to_owned),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match (self.up, self.should_serve) {
+            (true, _) => "SERVER UP".into(),
+            (false, true) => format!(
+                "SERVER DOWN ({}) on a router that should serve: releases reach no one, repairs wait",
+                self.reason.as_deref().unwrap_or("?")
+            ),
+            (false, false) => format!(
+                "SERVER DOWN ({}), as on a BACKUP router: repairs wait for a failover",
+                self.reason.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// What reconciliation of the lease table with the declared hosts found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileEvent {
+    /// `orphan`, `orphan_ended`, `blocked_host` or `unblocked_host`.
+    pub event: String,
+    pub ip: String,
+    /// The lease's client (the holder, for a blocked host).
+    pub mac: Option<String>,
+    pub client_id: Option<String>,
+    pub hostname: Option<String>,
+    /// An orphan: no host line declares its client since then at the latest.
+    pub undeclared_since: Option<String>,
+    /// An orphan that ended: `released`, `declared` or `renewed`.
+    pub reason: Option<String>,
+    /// A blocked host: its host line (`file:line`), and whether the holder is an orphan.
+    pub host: Option<String>,
+    pub holder_is_orphan: Option<bool>,
+}
+
+impl ReconcileEvent {
+    fn empty(event: &str, ip: std::net::Ipv4Addr) -> ReconcileEvent {
+        ReconcileEvent {
+            event: event.into(),
+            ip: ip.to_string(),
+            mac: None,
+            client_id: None,
+            hostname: None,
+            undeclared_since: None,
+            reason: None,
+            host: None,
+            holder_is_orphan: None,
+        }
+    }
+
+    pub fn new(found: &Reconciled) -> ReconcileEvent {
+        match found {
+            Reconciled::Orphan(OrphanLease {
+                lease,
+                undeclared_since_ns,
+            }) => {
+                let ip = match lease.ip {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+                };
+                ReconcileEvent {
+                    mac: Some(hex_colon(&lease.hwaddr)),
+                    client_id: lease.client_id.as_deref().map(hex_colon),
+                    hostname: lease.hostname.clone(),
+                    undeclared_since: Some(rfc3339(*undeclared_since_ns)),
+                    ..ReconcileEvent::empty("orphan", ip)
+                }
+            }
+            Reconciled::OrphanEnded { ip, mac, reason } => ReconcileEvent {
+                mac: mac.map(|m| m.to_string()),
+                reason: Some((*reason).into()),
+                ..ReconcileEvent::empty("orphan_ended", *ip)
+            },
+            Reconciled::Blocked(BlockedHost {
+                ip,
+                host_source,
+                hostname,
+                holder,
+                holder_is_orphan,
+            }) => ReconcileEvent {
+                mac: Some(hex_colon(&holder.hwaddr)),
+                client_id: holder.client_id.as_deref().map(hex_colon),
+                hostname: hostname.clone(),
+                host: Some(host_source.clone()),
+                holder_is_orphan: Some(*holder_is_orphan),
+                ..ReconcileEvent::empty("blocked_host", *ip)
+            },
+            Reconciled::Unblocked { ip, host_source } => ReconcileEvent {
+                host: Some(host_source.clone()),
+                ..ReconcileEvent::empty("unblocked_host", *ip)
+            },
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mac = self.mac.as_deref().unwrap_or("-");
+        match self.event.as_str() {
+            "orphan" => format!(
+                "ORPHAN {} {mac}{}: no host line declares this client (since {} at the latest)",
+                self.ip,
+                self.hostname
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default(),
+                self.undeclared_since.as_deref().unwrap_or("?")
+            ),
+            "orphan_ended" => format!(
+                "ORPHAN ENDED {} {mac}: {}",
+                self.ip,
+                self.reason.as_deref().unwrap_or("?")
+            ),
+            "blocked_host" => format!(
+                "BLOCKED HOST {}: declared at {}{} but leased to {mac}{}; that host gets no address",
+                self.ip,
+                self.host.as_deref().unwrap_or("?"),
+                self.hostname
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default(),
+                if self.holder_is_orphan == Some(true) {
+                    ", an orphan"
+                } else {
+                    ""
+                }
+            ),
+            _ => format!(
+                "UNBLOCKED HOST {} ({})",
+                self.ip,
+                self.host.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// A server reply from a host on a guest network that is not this router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RogueEvent {
+    pub event: String,
+    pub interface: String,
+    pub mac: Option<String>,
+    pub ip: Option<String>,
+    pub server_id: Option<String>,
+    pub message: String,
+}
+
+impl RogueEvent {
+    pub fn new(rogue: &RogueServer) -> RogueEvent {
+        RogueEvent {
+            event: "rogue_server".into(),
+            interface: rogue.interface.clone(),
+            mac: rogue.mac.map(|m| m.to_string()),
+            ip: rogue.ip.map(|a| a.to_string()),
+            server_id: rogue.server_id.map(|a| a.to_string()),
+            message: rogue.message.into(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "ROGUE SERVER on {}: {} from {} {} (server id {})",
+            self.interface,
+            self.message,
+            self.ip.as_deref().unwrap_or("-"),
+            self.mac.as_deref().unwrap_or("-"),
+            self.server_id.as_deref().unwrap_or("-")
         )
     }
 }

@@ -4,11 +4,15 @@ use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf
 
 use serde::Serialize;
 
-use dhcp_engine::leases::{Expiry, LeaseFormatName};
+use dhcp_engine::{
+    leases::{Expiry, LeaseFormatName},
+    reconcile::{ReconcileConfig, Reconciled, Reconciler},
+};
 use dhcp_wire::hex_colon;
 
 use crate::{
     args::parse_lease_format,
+    intent::{self, ConfSource},
     leases::{DEFAULT_LEASE_FILE, read_table},
     server_query,
     state::{DEFAULT_STATE_FILE, StateFile},
@@ -26,6 +30,14 @@ pub struct LeasesArgs {
     /// Also ask the server whether it holds each lease in memory.
     #[arg(long)]
     pub probe_memory: bool,
+    /// dnsmasq's configuration: each lease is shown as declared (a host line names its
+    /// client), orphan (none does, in a static-only range) or dynamic, and as blocking a
+    /// declared host when it holds that host's address.
+    #[arg(long)]
+    pub dnsmasq_conf: Option<PathBuf>,
+    /// The running dnsmasq's pid file, to read its configuration from its command line.
+    #[arg(long, conflicts_with = "dnsmasq_conf")]
+    pub dnsmasq_pid_file: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: SocketAddrV4,
     #[arg(long)]
@@ -44,6 +56,34 @@ pub struct Row {
     pub cause: Option<String>,
     /// Whether the server holds it in memory (with --probe-memory).
     pub in_server_memory: Option<bool>,
+    /// `declared`, `orphan`, `dynamic` (with a dnsmasq configuration).
+    pub declared: Option<&'static str>,
+    /// The host lines (`file:line`) whose address this lease holds though it is not theirs.
+    pub blocks: Vec<String>,
+}
+
+/// Reconciliation of `table` with the declared hosts of the configuration, if one is given.
+fn reconcile(
+    args: &LeasesArgs,
+    table: &dhcp_engine::leases::LeaseTable,
+) -> anyhow::Result<Option<(Reconciler, Vec<Reconciled>)>> {
+    let source = match (&args.dnsmasq_conf, &args.dnsmasq_pid_file) {
+        (Some(path), _) => ConfSource::File(path.clone()),
+        (None, Some(pid_file)) => ConfSource::Process {
+            pid_file: pid_file.clone(),
+        },
+        (None, None) => return Ok(None),
+    };
+    let config = intent::load_config(&source)?;
+    let (intent, _) = intent::load_intent(&source, config);
+    for problem in &intent.hosts.problems {
+        eprintln!("host line ignored: {problem}");
+    }
+    let mut reconciler = Reconciler::new(ReconcileConfig::default());
+    reconciler.set_intent(intent);
+    let mut found = Vec::new();
+    reconciler.reconcile(table, jiff::Timestamp::now().as_nanosecond(), &mut found);
+    Ok(Some((reconciler, found)))
 }
 
 pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
@@ -60,12 +100,28 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let reconciled = reconcile(args, &table)?;
+    let statuses: HashMap<std::net::Ipv4Addr, &'static str> = reconciled
+        .iter()
+        .flat_map(|(r, _)| r.statuses().map(|(ip, s)| (ip, s.name())))
+        .collect();
+    let mut blocks: HashMap<String, Vec<String>> = HashMap::new();
+    for found in reconciled.iter().flat_map(|(_, found)| found) {
+        if let Reconciled::Blocked(b) = found {
+            let host = match &b.hostname {
+                Some(name) => format!("{name} ({})", b.host_source),
+                None => b.host_source.clone(),
+            };
+            blocks.entry(b.ip.to_string()).or_default().push(host);
+        }
+    }
     let now = jiff::Timestamp::now().as_second();
     let mut leases: Vec<_> = table.v4.values().collect();
     leases.sort_by_key(|l| l.ip);
     let mut rows = Vec::new();
     for lease in leases {
         let ip = lease.ip.to_string();
+        let row_ip = ip.clone();
         let (state_name, cause) = if pending.contains_key(ip.as_str()) {
             ("release_pending", None)
         } else if let Some(cause) = dropped.get(&ip) {
@@ -74,8 +130,20 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
             ("leased", None)
         };
         let in_server_memory = match (args.probe_memory, lease.ip) {
-            (true, std::net::IpAddr::V4(v4)) => {
-                Some(server_query::probe(args.server, v4, server_query::PROBE_TIMEOUT)?.leased())
+            (true, std::net::IpAddr::V4(v4)) => Some(
+                server_query::probe(
+                    args.server,
+                    v4,
+                    server_query::PROBE_TIMEOUT,
+                    server_query::random_xid(),
+                )?
+                .leased(),
+            ),
+            _ => None,
+        };
+        let declared = match lease.ip {
+            std::net::IpAddr::V4(v4) if reconciled.is_some() => {
+                Some(statuses.get(&v4).copied().unwrap_or("unknown"))
             }
             _ => None,
         };
@@ -90,6 +158,8 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
             state: state_name,
             cause,
             in_server_memory,
+            declared,
+            blocks: blocks.remove(&row_ip).unwrap_or_default(),
         });
     }
     let mut out = std::io::stdout().lock();
@@ -101,8 +171,8 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<15} {:<17} {:<16} {:>9} {:<6} STATE",
-        "IP", "MAC", "HOSTNAME", "EXPIRES", "MEMORY"
+        "{:<15} {:<17} {:<16} {:>9} {:<6} {:<8} STATE",
+        "IP", "MAC", "HOSTNAME", "EXPIRES", "MEMORY", "DECLARED"
     )?;
     for row in &rows {
         let expires = row
@@ -111,18 +181,22 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
         let memory = row
             .in_server_memory
             .map_or("-", |held| if held { "yes" } else { "NO" });
-        let state = match &row.cause {
+        let mut state = match &row.cause {
             Some(cause) => format!("{} ({cause})", row.state),
             None => row.state.to_owned(),
         };
+        if !row.blocks.is_empty() {
+            state.push_str(&format!(", BLOCKS {}", row.blocks.join(", ")));
+        }
         writeln!(
             out,
-            "{:<15} {:<17} {:<16} {:>9} {:<6} {state}",
+            "{:<15} {:<17} {:<16} {:>9} {:<6} {:<8} {state}",
             row.ip,
             row.mac,
             row.hostname.as_deref().unwrap_or("-"),
             expires,
-            memory
+            memory,
+            row.declared.unwrap_or("-")
         )?;
     }
     for repair in &state.remediations {

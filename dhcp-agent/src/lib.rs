@@ -8,8 +8,9 @@
 //! - [`system`], [`trusted`], [`capture`]: privileges and clocks; which files may steer the
 //!   agent; the kernel programs, their attachment and the ring buffer ([`capture::reconcile`]
 //!   follows interfaces coming and going).
-//! - [`conf_files`], [`leases`]: dnsmasq's configuration and the lease file from disk (the
-//!   latter followed with inotify).
+//! - [`conf_files`], [`leases`], [`intent`]: dnsmasq's configuration, the lease file and the
+//!   declared hosts (host files, or a running dnsmasq's command line) from disk, followed with
+//!   inotify.
 //! - [`server_query`], [`remediate`]: the server over UDP (memory probe, repair).
 //! - [`pcap`], [`output`], [`filter`], [`timeline`], [`events`], [`metrics`], [`state`]: what
 //!   comes out (capture files, packet lines and JSON, the daemon's events, the Prometheus
@@ -28,6 +29,7 @@ pub mod conf_files;
 pub mod config;
 pub mod events;
 pub mod filter;
+pub mod intent;
 pub mod leases;
 pub mod leases_view;
 pub mod metrics;

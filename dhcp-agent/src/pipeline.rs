@@ -62,6 +62,11 @@ impl Pipeline<'_> {
         if let Some(file) = &mut self.pcap {
             file.write(&packet.meta, &event.frame)?;
         }
+        // The agent's own probes and repairs are not clients' traffic.
+        if self.observer.is_own(&packet) {
+            self.metrics.own_packet();
+            return Ok(false);
+        }
         self.metrics.packet(&packet);
         let start = findings.len();
         let release = self.observer.on_packet(&packet, findings);
@@ -83,6 +88,7 @@ impl Pipeline<'_> {
 pub fn account(metrics: &Metrics, finding: &Finding) -> bool {
     match finding {
         Finding::Exchange(done) => metrics.transaction(done),
+        Finding::OwnPacket => metrics.own_packet(),
         Finding::ServerLearned(known) => eprintln!(
             "server id {} for {} learned on {}",
             known.server_id,

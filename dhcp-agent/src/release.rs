@@ -40,8 +40,13 @@ fn parse_client_id(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn probe(args: &ReleaseArgs) -> anyhow::Result<LeaseState> {
-    server_query::probe(args.server, args.ip, server_query::PROBE_TIMEOUT)
-        .with_context(|| format!("asking the server about {}", args.ip))
+    server_query::probe(
+        args.server,
+        args.ip,
+        server_query::PROBE_TIMEOUT,
+        server_query::random_xid(),
+    )
+    .with_context(|| format!("asking the server about {}", args.ip))
 }
 
 pub fn run(args: &ReleaseArgs) -> anyhow::Result<()> {
@@ -60,12 +65,17 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<()> {
     let server_id = before
         .server_id
         .context("the server's answer has no server identifier")?;
+    let release = server_query::ReleaseSpec {
+        ip: args.ip,
+        mac: args.mac,
+        server_id,
+        client_id: args.client_id.as_deref(),
+        xid: server_query::random_xid(),
+    };
     let gone = server_query::release_and_verify(
         args.server,
-        args.ip,
-        args.mac,
-        server_id,
-        args.client_id.as_deref(),
+        &release,
+        server_query::random_xid(),
         args.timeout,
     )
     .with_context(|| format!("checking {} after the RELEASE", args.ip))?;

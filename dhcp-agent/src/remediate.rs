@@ -13,20 +13,14 @@ pub fn execute(
     server: SocketAddrV4,
     timeout: Duration,
 ) -> (RepairResult, Option<String>) {
-    let Repair {
-        ip,
-        mac,
-        server_id,
-        client_id,
-    } = repair;
-    match server_query::release_and_verify(
-        server,
-        *ip,
-        *mac,
-        *server_id,
-        client_id.as_deref(),
-        timeout,
-    ) {
+    let release = server_query::ReleaseSpec {
+        ip: repair.ip,
+        mac: repair.mac,
+        server_id: repair.server_id,
+        client_id: repair.client_id.as_deref(),
+        xid: repair.xid,
+    };
+    match server_query::release_and_verify(server, &release, repair.probe_xid, timeout) {
         Ok(true) => (RepairResult::Remediated, None),
         Ok(false) => (
             RepairResult::Failed,

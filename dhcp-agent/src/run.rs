@@ -17,9 +17,13 @@ use anyhow::Context as _;
 use dhcp_engine::{
     Finding, Observer, ObserverConfig,
     correlate::{Outcome, Verdict},
+    dnsmasq_conf::DnsmasqConfig,
     leases::LeaseFormatName,
+    liveness::ServerCheck,
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
     outstanding::{Repair, RepairResult, RepairStep},
+    reconcile::ReconcileConfig,
+    server_identity::ServerIdentity,
     time::rfc3339,
 };
 use dhcp_wire::Mac;
@@ -27,8 +31,11 @@ use dhcp_wire::Mac;
 use crate::{
     args::{CaptureArgs, parse_duration, parse_lease_format},
     capture::LinkEvents,
-    conf_files,
-    events::{DivergenceEvent, ReleaseEvent, RemediationEvent, emit},
+    events::{
+        DivergenceEvent, ReconcileEvent, ReleaseEvent, RemediationEvent, RogueEvent, ServerEvent,
+        emit,
+    },
+    intent::{self, ConfSource, FilesFollower},
     leases::{DEFAULT_LEASE_FILE, LeaseFollower, LoadError},
     metrics::{Metrics, http::Readiness},
     pipeline::{Pipeline, account},
@@ -53,9 +60,15 @@ pub struct RunArgs {
     /// Format of the lease file.
     #[arg(long, default_value_t = LeaseFormatName::Dnsmasq, value_parser = parse_lease_format)]
     pub lease_format: LeaseFormatName,
-    /// dnsmasq's configuration: served subnets and listen addresses before any reply is seen.
+    /// dnsmasq's configuration: served subnets and listen addresses before any reply is seen,
+    /// and the declared hosts (dhcp-host, dhcp-hostsfile, dhcp-hostsdir) leases are reconciled
+    /// with.
     #[arg(long)]
     pub dnsmasq_conf: Option<PathBuf>,
+    /// The running dnsmasq's pid file: its configuration is read from its command line (as
+    /// OpenStack Neutron starts it), again whenever the pid file changes.
+    #[arg(long, conflicts_with = "dnsmasq_conf")]
+    pub dnsmasq_pid_file: Option<PathBuf>,
     /// How long the server has to drop a released lease before the release counts as dropped
     /// (e.g. 500ms, 2s).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -75,6 +88,18 @@ pub struct RunArgs {
     /// With --remediate: at most this many repairs per minute (bursts of up to 10).
     #[arg(long, default_value_t = 30)]
     pub remediation_rate: u32,
+    /// How long a host line must have been gone before its orphan lease is released (with
+    /// --remediate): orchestrators drop the line before they release, and rewrite host files
+    /// whole.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub orphan_settle: Duration,
+    /// With --remediate: also repair RELEASEs a guest sent from its own address (by default
+    /// only the router's own, `dhcp_release` over `lo`, are; forged ones never).
+    #[arg(long, requires = "remediate")]
+    pub repair_guest_releases: bool,
+    /// With --remediate: report orphan leases, never release them.
+    #[arg(long, requires = "remediate")]
+    pub no_orphan_repair: bool,
     /// Confirm in the server's memory (DHCPINFORM probe) that a lease the file dropped is really
     /// gone, and report divergences between the file and the server.
     #[arg(long)]
@@ -108,8 +133,26 @@ impl RunArgs {
             repair: self.remediate.then_some(RepairPolicy {
                 per_minute: self.remediation_rate,
                 dry_run: self.dry_run,
+                guest_releases: self.repair_guest_releases,
+                orphans: !self.no_orphan_repair,
             }),
+            reconcile: ReconcileConfig {
+                settle: self.orphan_settle,
+                ..ReconcileConfig::default()
+            },
+            own_xid_seed: server_query::random_xid(),
             ..ObserverConfig::default()
+        }
+    }
+
+    /// Where dnsmasq's configuration comes from, if anywhere.
+    pub fn conf_source(&self) -> Option<ConfSource> {
+        match (&self.dnsmasq_conf, &self.dnsmasq_pid_file) {
+            (Some(path), _) => Some(ConfSource::File(path.clone())),
+            (None, Some(pid_file)) => Some(ConfSource::Process {
+                pid_file: pid_file.clone(),
+            }),
+            (None, None) => None,
         }
     }
 }
@@ -134,7 +177,11 @@ impl Daemon {
     /// Acts on the observer's findings, in order. A flagged release is written to the state
     /// file before it is printed: a flag anyone has seen survives the agent being killed right
     /// after (SIGKILL, OOM, power loss).
-    fn fan_out(&mut self, observer: &Observer, findings: &mut Vec<Finding>) -> anyhow::Result<()> {
+    fn fan_out(
+        &mut self,
+        observer: &mut Observer,
+        findings: &mut Vec<Finding>,
+    ) -> anyhow::Result<()> {
         // Every flagged release of the lot is kept first, and the file written once.
         let mut flagged = false;
         for finding in findings.iter() {
@@ -155,17 +202,20 @@ impl Daemon {
             match finding {
                 Finding::Settled(verdict) => {
                     self.metrics.release_settled(&verdict);
+                    self.metrics.release_origin(verdict.release.origin);
                     self.unsaved = true;
                     let event = ReleaseEvent::new(&verdict);
                     emit(self.args.json, &event, event.text())?;
                 }
                 Finding::CheckMemory(verdict) => {
                     let (done, server) = (self.checks.clone(), self.args.server);
+                    let xid = observer.own_xid(now());
                     tokio::task::spawn_blocking(move || {
                         let held = server_query::probe(
                             server,
                             verdict.release.ciaddr,
                             server_query::PROBE_TIMEOUT,
+                            xid,
                         )
                         .map(|state| state.leased());
                         if let Err(err) = &held {
@@ -200,7 +250,25 @@ impl Daemon {
                 }
                 Finding::Ready => self.readiness.set_ready(),
                 Finding::Note(note) => eprintln!("{note}"),
-                Finding::Exchange(_) | Finding::ServerLearned(_) => {} // accounted for above
+                Finding::Server(status) => {
+                    self.metrics.server_status(&status);
+                    let event = ServerEvent::new(&status);
+                    emit(self.args.json, &event, event.text())?;
+                }
+                Finding::Reconciled(found) => {
+                    self.metrics.reconciled(&found);
+                    let event = ReconcileEvent::new(&found);
+                    emit(self.args.json, &event, event.text())?;
+                }
+                Finding::Rogue(rogue) => {
+                    self.metrics.rogue(&rogue);
+                    if rogue.first {
+                        let event = RogueEvent::new(&rogue);
+                        emit(self.args.json, &event, event.text())?;
+                    }
+                }
+                // Accounted for above.
+                Finding::Exchange(_) | Finding::ServerLearned(_) | Finding::OwnPacket => {}
             }
         }
         Ok(())
@@ -241,8 +309,13 @@ fn scan_divergences(
     server: SocketAddrV4,
     in_file: Vec<(std::net::Ipv4Addr, Vec<u8>)>,
     removed: Vec<std::net::Ipv4Addr>,
+    xids: Vec<u32>,
 ) -> Vec<Divergence> {
-    let held = |ip| server_query::probe(server, ip, Duration::from_millis(300)).map(|s| s.leased());
+    let mut xids = xids.into_iter();
+    let mut held = |ip| {
+        let xid = xids.next().unwrap_or_else(server_query::random_xid);
+        server_query::probe(server, ip, Duration::from_millis(300), xid).map(|s| s.leased())
+    };
     let mut found = Vec::new();
     for (ip, mac) in in_file {
         if let Ok(false) = held(ip) {
@@ -325,6 +398,174 @@ fn saved_pending(saved: &[PendingRelease]) -> Vec<dhcp_engine::correlate::Pendin
         .collect()
 }
 
+/// The configuration at start-up. A configuration file that cannot be read is an error (the
+/// operator named it); a dnsmasq that is not running (a BACKUP router) is not: its
+/// configuration is read when it starts.
+fn load_config_at_start(source: Option<&ConfSource>) -> anyhow::Result<Option<DnsmasqConfig>> {
+    match source {
+        None => Ok(None),
+        Some(source @ ConfSource::File(_)) => intent::load_config(source).map(Some),
+        Some(source @ ConfSource::Process { pid_file }) => match intent::load_config(source) {
+            Ok(config) => Ok(Some(config)),
+            Err(err) => {
+                eprintln!(
+                    "dnsmasq's configuration not read yet ({err:#}); waiting for {}",
+                    pid_file.display()
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// The declared hosts, followed: read again whenever a host file, host directory or the
+/// configuration changes, and handed to the observer.
+struct Declared {
+    source: Option<ConfSource>,
+    config: Option<DnsmasqConfig>,
+    watched: Vec<PathBuf>,
+    follower: Option<FilesFollower>,
+}
+
+impl Declared {
+    fn start(
+        source: Option<ConfSource>,
+        config: Option<DnsmasqConfig>,
+        observer: &mut Observer,
+        findings: &mut Vec<Finding>,
+    ) -> anyhow::Result<Declared> {
+        let mut declared = Declared {
+            source,
+            config,
+            watched: Vec::new(),
+            follower: None,
+        };
+        if let Some(ConfSource::Process { pid_file }) = &declared.source {
+            // Until dnsmasq runs, at least its pid file is followed.
+            declared.watched = vec![pid_file.clone()];
+            declared.follower = Some(FilesFollower::new(&declared.watched)?);
+        }
+        declared.take(observer, findings);
+        Ok(declared)
+    }
+
+    /// Reads the host lines of the configuration held and hands them over.
+    fn take(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
+        let (Some(source), Some(config)) = (&self.source, &self.config) else {
+            return;
+        };
+        let (intent, watched) = intent::load_intent(source, config.clone());
+        for problem in &intent.hosts.problems {
+            eprintln!("host line ignored: {problem}");
+        }
+        for path in &intent.hosts.unreadable {
+            eprintln!(
+                "host file {} not read: keeping what it declared before",
+                path.display()
+            );
+        }
+        if watched != self.watched {
+            match FilesFollower::new(&watched) {
+                Ok(follower) => self.follower = Some(follower),
+                Err(err) => eprintln!("host files not followed: {err}"),
+            }
+            self.watched = watched;
+        }
+        eprintln!(
+            "{} declared hosts from {}",
+            intent.hosts.len(),
+            match source {
+                ConfSource::File(path) => path.display().to_string(),
+                ConfSource::Process { pid_file } =>
+                    format!("the command line of the dnsmasq of {}", pid_file.display()),
+            }
+        );
+        observer.on_intent(intent, now(), findings);
+    }
+
+    /// Something followed changed: the configuration and its host lines are read again.
+    fn reload(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
+        let Some(source) = &self.source else { return };
+        match intent::load_config(source) {
+            Ok(config) => self.config = Some(config),
+            // A dnsmasq that stopped (its pid file gone) keeps the configuration it had.
+            Err(err) => eprintln!("dnsmasq's configuration not read again: {err:#}"),
+        }
+        self.take(observer, findings);
+    }
+
+    async fn changed(&mut self) -> std::io::Result<()> {
+        match &mut self.follower {
+            Some(follower) => follower.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// How often the server is asked whether it answers, in seconds (its socket is looked at
+/// every second).
+const PROBE_EVERY: u32 = 5;
+
+/// Whether the server runs (a socket on port 67) and answers (a DHCPINFORM about its own
+/// address), checked every second off the event loop.
+struct LivenessChecks {
+    server: SocketAddrV4,
+    answers_tx: tokio::sync::mpsc::Sender<bool>,
+    answers: tokio::sync::mpsc::Receiver<bool>,
+    /// The last probe's answer, until the next check takes it.
+    answered: Option<bool>,
+    ticks: u32,
+}
+
+impl LivenessChecks {
+    fn new(server: SocketAddrV4) -> LivenessChecks {
+        let (answers_tx, answers) = tokio::sync::mpsc::channel(4);
+        LivenessChecks {
+            server,
+            answers_tx,
+            answers,
+            answered: None,
+            ticks: 0,
+        }
+    }
+
+    fn check(
+        &mut self,
+        observer: &mut Observer,
+        config: Option<&DnsmasqConfig>,
+        findings: &mut Vec<Finding>,
+    ) {
+        let Some(listening) = system::udp_port_bound(server_query::SERVER_PORT) else {
+            return; // no /proc/net/udp: nothing known
+        };
+        let check = ServerCheck {
+            listening,
+            answered: self.answered.take(),
+            should_serve: config.is_none_or(intent::should_serve),
+        };
+        observer.on_server_check(check, now(), findings);
+        self.ticks = self.ticks.wrapping_add(1);
+        // The probe asks about an address of a served subnet (dnsmasq answers a DHCPINFORM only
+        // there): the server's own id.
+        let about = observer.identity().known().next().map(|k| k.server_id);
+        if listening
+            && self.ticks.is_multiple_of(PROBE_EVERY)
+            && let Some(ip) = about
+        {
+            let (done, server, xid) = (
+                self.answers_tx.clone(),
+                self.server,
+                observer.own_xid(now()),
+            );
+            tokio::task::spawn_blocking(move || {
+                let answered =
+                    server_query::probe(server, ip, server_query::PROBE_TIMEOUT, xid).is_ok();
+                let _ = done.blocking_send(answered);
+            });
+        }
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let metrics = Arc::new(Metrics::new(
@@ -338,7 +579,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Arc::clone(&readiness),
     ));
-    let identity = conf_files::server_identity(args.dnsmasq_conf.as_deref())?;
+    let source = args.conf_source();
+    let config = load_config_at_start(source.as_ref())?;
+    let identity = config
+        .as_ref()
+        .map_or_else(ServerIdentity::default, |config| {
+            ServerIdentity::from_config(config, &system::local_subnets())
+        });
     let mut observer = Observer::new(args.observer_config(), identity);
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
@@ -372,9 +619,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.state_file.display()
         );
     }
-    let source = args.state_file.display().to_string();
-    observer.resume(pending, outstanding, &source, &mut findings);
+    let state_source = args.state_file.display().to_string();
+    observer.resume(pending, outstanding, &state_source, &mut findings);
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
+    let mut declared = Declared::start(source, config, &mut observer, &mut findings)?;
+    let mut liveness = LivenessChecks::new(args.server);
+    liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
     let mut capture = start_capture(&args.capture)?;
@@ -414,7 +664,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         // Dropped releases just settled are repaired when asked.
         observer.plan_repairs(now(), false, &mut findings);
-        daemon.fan_out(&observer, &mut findings)?;
+        daemon.fan_out(&mut observer, &mut findings)?;
         // When the next pending release's grace ends.
         let settle_at = observer.next_deadline_ns().map(|deadline| {
             let wait = u64::try_from(deadline - now_ns()).unwrap_or(0);
@@ -446,6 +696,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 observer.on_lease_file(LoadError::read_result(loaded), now(), &mut findings);
             }
+            result = declared.changed() => {
+                result.context("following the host files")?;
+                declared.reload(&mut observer, &mut findings);
+            }
+            Some(answered) = liveness.answers.recv() => {
+                liveness.answered = Some(answered);
+            }
             result = link_events.changed() => {
                 result.context("following interface changes")?;
                 for change in capture.reconcile() {
@@ -463,11 +720,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     Err(err) => eprintln!("kernel counters not read: {err}"),
                 }
                 daemon.unsaved |= observer.refresh_outstanding();
+                liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
                 // Releases the rate limit held back, or resumed from the last run.
                 observer.plan_repairs(now(), true, &mut findings);
                 metrics.set_releases_pending(observer.pending());
                 metrics.set_releases_unresolved(observer.outstanding().len());
-                metrics.set_leases(observer.table(), &observer.identity().pools());
+                let pools = observer.identity().pools();
+                metrics.set_leases(observer.table(), &pools);
+                metrics.set_reconciliation(observer.reconciler(), &pools);
                 metrics.set_server_ids(observer.identity().known());
                 if daemon.unsaved {
                     daemon.save_state(&observer);
@@ -476,9 +736,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = divergence_scan.tick(), if args.probe_memory && !scanning => {
                 scanning = true;
                 let (in_file, removed) = observer.divergence_questions();
+                let xids = (0..in_file.len() + removed.len())
+                    .map(|_| observer.own_xid(now()))
+                    .collect();
                 let (done, server) = (scans_tx.clone(), args.server);
                 tokio::task::spawn_blocking(move || {
-                    let _ = done.blocking_send(scan_divergences(server, in_file, removed));
+                    let _ = done.blocking_send(scan_divergences(server, in_file, removed, xids));
                 });
             }
             Some(found) = scans_done.recv() => {
@@ -497,7 +760,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    daemon.fan_out(&observer, &mut findings)?;
+    daemon.fan_out(&mut observer, &mut findings)?;
     if daemon.unsaved {
         daemon.save_state(&observer);
     }
@@ -528,6 +791,7 @@ mod tests {
                 expiry: None,
                 server_id: None,
                 seen: "2026-11-25T00:00:00Z".into(),
+                basis: dhcp_engine::outstanding::Basis::RouterRelease,
                 attempted: false,
                 deferred: false,
             }],

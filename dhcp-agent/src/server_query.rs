@@ -46,11 +46,29 @@ fn encode(msg: &v4::Message) -> Vec<u8> {
     out
 }
 
-/// Asks the server at `server` (normally 127.0.0.1:67) what it holds for `ip`.
+/// A transaction id nobody can guess, for packets of a process the daemon does not know (the
+/// `release` command).
+pub fn random_xid() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != 4 {
+        // No entropy at all is no reason not to release: the time's nanoseconds will do.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ (t.as_secs() as u32);
+    }
+    u32::from_ne_bytes(bytes)
+}
+
+/// Asks the server at `server` (normally 127.0.0.1:67) what it holds for `ip`, in a DHCPINFORM
+/// carrying `xid` (one the daemon's observer handed out, so it knows the packet for its own).
 pub fn probe(
     server: SocketAddrV4,
     ip: Ipv4Addr,
     timeout: Duration,
+    xid: u32,
 ) -> Result<LeaseState, QueryError> {
     let socket = UdpSocket::bind((*server.ip(), 0))?;
     socket.set_read_timeout(Some(timeout))?;
@@ -62,9 +80,9 @@ pub fn probe(
         &[0; 6],
     );
     msg.set_htype(v4::HType::Eth);
+    msg.set_xid(xid);
     msg.opts_mut()
         .insert(v4::DhcpOption::MessageType(v4::MessageType::Inform));
-    let xid = msg.xid();
     socket.send_to(&encode(&msg), server)?;
     let mut buf = [0u8; 1500];
     let deadline = std::time::Instant::now() + timeout;
@@ -98,12 +116,14 @@ pub fn probe(
 
 /// A DHCPRELEASE as the server will accept it: ciaddr, chaddr, the server's own id in option 54,
 /// the client id when the lease has one, and no option 50.
-pub fn release_message(
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    server_id: Ipv4Addr,
-    client_id: Option<&[u8]>,
-) -> Vec<u8> {
+pub fn release_message(release: &ReleaseSpec<'_>) -> Vec<u8> {
+    let ReleaseSpec {
+        ip,
+        mac,
+        server_id,
+        client_id,
+        xid,
+    } = *release;
     let mut msg = v4::Message::new(
         ip,
         Ipv4Addr::UNSPECIFIED,
@@ -111,6 +131,7 @@ pub fn release_message(
         Ipv4Addr::UNSPECIFIED,
         &mac,
     );
+    msg.set_xid(xid);
     let opts = msg.opts_mut();
     opts.insert(v4::DhcpOption::MessageType(v4::MessageType::Release));
     opts.insert(v4::DhcpOption::ServerIdentifier(server_id));
@@ -120,37 +141,39 @@ pub fn release_message(
     encode(&msg)
 }
 
+/// A RELEASE to send: the lease, the server id the server uses, and the xid.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseSpec<'a> {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub server_id: Ipv4Addr,
+    pub client_id: Option<&'a [u8]>,
+    pub xid: u32,
+}
+
 /// Sends a RELEASE to the server at its own id (a local address: it travels over `lo`, as
 /// `dhcp_release`'s does).
-pub fn send_release(
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    server_id: Ipv4Addr,
-    client_id: Option<&[u8]>,
-) -> Result<(), QueryError> {
+pub fn send_release(release: &ReleaseSpec<'_>) -> Result<(), QueryError> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-    socket.send_to(
-        &release_message(ip, mac, server_id, client_id),
-        (server_id, SERVER_PORT),
-    )?;
+    socket.send_to(&release_message(release), (release.server_id, SERVER_PORT))?;
     Ok(())
 }
 
-/// Sends a RELEASE and polls the server's memory until the lease is gone (`Ok(true)`) or
-/// `timeout` passes with the server still holding it (`Ok(false)`). Blocking.
+/// Sends a RELEASE and polls the server's memory (probes with `probe_xid`) until the lease is
+/// gone (`Ok(true)`) or `timeout` passes with the server still holding it (`Ok(false)`).
+/// Blocking.
 pub fn release_and_verify(
     server: SocketAddrV4,
-    ip: Ipv4Addr,
-    mac: [u8; 6],
-    server_id: Ipv4Addr,
-    client_id: Option<&[u8]>,
+    release: &ReleaseSpec<'_>,
+    probe_xid: u32,
     timeout: Duration,
 ) -> Result<bool, QueryError> {
-    send_release(ip, mac, server_id, client_id)?;
+    send_release(release)?;
+    let ip = release.ip;
     let start = std::time::Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(20));
-        if !probe(server, ip, PROBE_TIMEOUT)?.leased() {
+        if !probe(server, ip, PROBE_TIMEOUT, probe_xid)?.leased() {
             return Ok(true);
         }
         if start.elapsed() >= timeout {
@@ -170,13 +193,15 @@ mod tests {
     fn the_release_carries_what_dnsmasq_checks_and_nothing_else() {
         let ip = Ipv4Addr::new(172, 29, 101, 150);
         let vip = Ipv4Addr::new(172, 29, 101, 1);
-        let payload = release_message(
+        let payload = release_message(&ReleaseSpec {
             ip,
-            [0x52, 0x54, 0, 1, 2, 3],
-            vip,
-            Some(&[1, 0x52, 0x54, 0, 1, 2, 3]),
-        );
+            mac: [0x52, 0x54, 0, 1, 2, 3],
+            server_id: vip,
+            client_id: Some(&[1, 0x52, 0x54, 0, 1, 2, 3]),
+            xid: 0x1234_5678,
+        });
         let msg = Dhcpv4::parse(&payload).unwrap();
+        assert_eq!(msg.xid, 0x1234_5678, "the xid the observer handed out");
         assert_eq!(msg.message_type, Some(MessageType::Release));
         assert_eq!(
             (msg.ciaddr, msg.server_id, msg.requested_ip),

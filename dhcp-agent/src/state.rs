@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use dhcp_engine::{
     correlate::{Pending, Release},
     leases::{Expiry, Lease},
+    provenance::Origin,
     time::rfc3339,
 };
 use dhcp_wire::{hex_colon, parse_hex_bytes};
@@ -53,6 +54,17 @@ pub struct PendingRelease {
     /// The server ACKed the address to the same client after the RELEASE.
     #[serde(default)]
     pub renewed_since: bool,
+    /// Who sent it; files written before lack it and mean the careful reading: a guest (its
+    /// release is repaired only when asked).
+    #[serde(default = "guest")]
+    pub origin: Origin,
+    /// The server was down while it was pending.
+    #[serde(default)]
+    pub server_down: bool,
+}
+
+fn guest() -> Origin {
+    Origin::Guest
 }
 
 /// A DHCPv4 lease as the table listed it (its address is the release's).
@@ -95,6 +107,8 @@ impl PendingRelease {
                 expiry: l.expiry,
             }),
             renewed_since: pending.renewed_since,
+            origin: r.origin,
+            server_down: pending.server_down,
         }
     }
 
@@ -138,9 +152,11 @@ impl PendingRelease {
                 client_id: hex_opt(&self.client_id, "client_id")?,
                 server_id: v4(&self.received_server_id, "received_server_id")?,
                 requested_ip: v4(&self.requested_ip, "requested_ip")?,
+                origin: self.origin,
             },
             lease,
             renewed_since: self.renewed_since,
+            server_down: self.server_down,
             deadline_ns: time(&self.deadline, "deadline")?,
         })
     }
@@ -234,9 +250,11 @@ mod tests {
                 client_id: Some(vec![1, 0x52, 0x54, 0, 0x10, 0, 1]),
                 server_id: Some(Ipv4Addr::new(172, 29, 101, 245)),
                 requested_ip: Some(Ipv4Addr::new(172, 29, 101, 150)),
+                origin: Origin::Forged,
             },
             lease,
             renewed_since: true,
+            server_down: true,
             deadline_ns: seen_ns + 5 * SECOND,
         }
     }

@@ -285,6 +285,79 @@ impl Default for BootClock {
     }
 }
 
+/// The IPv4 addresses of this network namespace's interfaces, with their prefix lengths
+/// (getifaddrs(3)): the router's own subnets, and whether it holds its VIP.
+pub fn local_ipv4() -> Vec<(std::net::Ipv4Addr, u8)> {
+    let mut found = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below; each entry's addr and netmask
+    // are either null or point at sockaddrs of the family `sa_family` says.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return found;
+        }
+        let mut entry = head;
+        while !entry.is_null() {
+            let ifa = &*entry;
+            if !ifa.ifa_addr.is_null()
+                && !ifa.ifa_netmask.is_null()
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+            {
+                let addr = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let mask = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+                let prefix = u32::from_be(mask.sin_addr.s_addr).leading_ones() as u8;
+                found.push((ip, prefix));
+            }
+            entry = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    found
+}
+
+/// This namespace's own subnets, loopback aside (dnsmasq ranges without a netmask, like
+/// CloudStack's `dhcp-range=set:interface-eth2-0,<VIP>,static`, take theirs).
+pub fn local_subnets() -> Vec<dhcp_engine::subnet::Subnet> {
+    let mut subnets: Vec<_> = local_ipv4()
+        .into_iter()
+        .filter(|(ip, _)| !ip.is_loopback())
+        .filter_map(|(ip, prefix)| dhcp_engine::subnet::Subnet::new(ip, prefix))
+        .collect();
+    subnets.sort();
+    subnets.dedup();
+    subnets
+}
+
+/// Whether a UDP socket of this network namespace is bound to local port `port`
+/// (`/proc/net/udp` and `udp6`: the DHCP server's socket on port 67). `None` when neither
+/// file can be read.
+pub fn udp_port_bound(port: u16) -> Option<bool> {
+    let mut readable = false;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        readable = true;
+        if udp_table_has_port(&text, port) {
+            return Some(true);
+        }
+    }
+    readable.then_some(false)
+}
+
+/// Whether a `/proc/net/udp` table lists a socket bound to local `port` (the local address
+/// field is `ADDR:PORT`, the port in hex).
+fn udp_table_has_port(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|line| {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            == Some(port)
+    })
+}
+
 /// The running kernel's release (`uname -r`), or `unknown`.
 pub fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; uname fills it and NUL-terminates its fields.
@@ -315,6 +388,15 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("CAP_BPF: "), "{err}");
+    }
+
+    #[test]
+    fn a_bound_dhcp_server_port_is_found_in_the_udp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                     \x20 12: 00000000:0043 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41720 2 0000000000000000 0\n";
+        assert!(udp_table_has_port(table, 67));
+        assert!(!udp_table_has_port(table, 68));
+        assert!(!udp_table_has_port("header only\n", 67));
     }
 
     #[test]

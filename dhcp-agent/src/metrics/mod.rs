@@ -18,8 +18,11 @@ use prometheus::{
 use dhcp_engine::{
     correlate::{Cause, Outcome, Verdict},
     leases::LeaseTable,
+    liveness::ServerStatus,
     observer::{DivergenceKind, ReloadResult},
     outstanding::RepairResult,
+    provenance::{Origin, RogueServer},
+    reconcile::{LeaseStatus, Reconciled, Reconciler},
     server_identity::{KnownServer, Pool},
     transactions::{Exchange, TransactionEvent},
 };
@@ -77,6 +80,9 @@ pub const REMEDIATION_RESULTS: &[&str] = &RepairResult::NAMES;
 pub const RELOAD_RESULTS: &[&str] = &ReloadResult::NAMES;
 pub const EXCHANGES: &[&str] = &["discover_ack", "request_ack"];
 pub const DIVERGENCE_KINDS: &[&str] = &DivergenceKind::NAMES;
+pub const ORIGINS: &[&str] = &Origin::NAMES;
+pub const LEASE_STATUSES: &[&str] = &LeaseStatus::NAMES;
+pub const RECONCILE_FINDINGS: &[&str] = &["orphan", "blocked_host"];
 /// The `subnet` label of leases outside every known pool.
 pub const OTHER_SUBNET: &str = "other";
 /// The `interface` label when the interface of a pool is not known yet.
@@ -117,6 +123,17 @@ pub struct Metrics {
     lease_file_last_reload: Gauge,
     interface_attached: IntGaugeVec,
     interface_reattachments: IntCounterVec,
+    server_up: IntGauge,
+    server_should_serve: IntGauge,
+    release_origins: IntCounterVec,
+    rogue_packets: IntCounterVec,
+    rogue_servers: IntGauge,
+    own_packets: prometheus::IntCounter,
+    leases_by_status: IntGaugeVec,
+    reconcile_found: IntCounterVec,
+    pool_declared_hosts: IntGaugeVec,
+    pool_orphans: IntGaugeVec,
+    pool_blocked_hosts: IntGaugeVec,
     /// Kernel counters as last added, to add only what is new.
     kernel_seen: Mutex<Vec<HookCounters>>,
 }
@@ -291,6 +308,67 @@ impl Metrics {
                 "Times the hooks were attached again to an interface that was deleted and came back.",
                 &["interface"],
             ),
+            server_up: simple_gauge(
+                "dhcp_server_up",
+                "1 while the DHCP server listens on port 67 and answers probes, 0 while not.",
+            ),
+            server_should_serve: simple_gauge(
+                "dhcp_server_should_serve",
+                "1 when this router should serve (it holds its listen addresses; 0 on a redundant router's BACKUP).",
+            ),
+            release_origins: counter(
+                r,
+                "dhcp_release_origins_total",
+                "RELEASEs settled, by who sent them: the router itself, a guest, or forged (another Ethernet address than the client's).",
+                &["origin"],
+            ),
+            rogue_packets: counter(
+                r,
+                "dhcp_rogue_server_packets_total",
+                "OFFER/ACK/NAK that arrived on an interface from a server that is not this router's.",
+                &["interface"],
+            ),
+            rogue_servers: simple_gauge(
+                "dhcp_rogue_servers",
+                "Distinct rogue servers (interface and MAC) seen since the agent started.",
+            ),
+            own_packets: register(
+                r,
+                prometheus::IntCounter::new(
+                    "dhcp_agent_own_packets_total",
+                    "The agent's own probes and repairs (and the answers), recognised by xid and not counted as clients' traffic.",
+                ),
+            ),
+            leases_by_status: gauge(
+                r,
+                "dhcp_leases_by_status",
+                "Leases by what the declared hosts say of them: declared, orphan (no host line, static-only range), dynamic, unknown (no configuration).",
+                &["status"],
+            ),
+            reconcile_found: counter(
+                r,
+                "dhcp_reconcile_findings_total",
+                "Orphan leases and blocked hosts found (each counted once).",
+                &["kind"],
+            ),
+            pool_declared_hosts: gauge(
+                r,
+                "dhcp_pool_declared_hosts",
+                "Host lines with a fixed address in the pool (a static-only pool's capacity).",
+                &["interface", "subnet"],
+            ),
+            pool_orphans: gauge(
+                r,
+                "dhcp_pool_orphan_leases",
+                "Leases in the pool whose client no host line declares (static-only pools).",
+                &["interface", "subnet"],
+            ),
+            pool_blocked_hosts: gauge(
+                r,
+                "dhcp_pool_blocked_hosts",
+                "Declared hosts of the pool whose address another client holds: they get no address.",
+                &["interface", "subnet"],
+            ),
             kernel_seen: Mutex::new(vec![HookCounters::default(); HOOKS.len()]),
             registry,
         };
@@ -302,8 +380,13 @@ impl Metrics {
             (&metrics.releases_dropped, CAUSES),
             (&metrics.remediations, REMEDIATION_RESULTS),
             (&metrics.lease_file_reloads, RELOAD_RESULTS),
+            (&metrics.release_origins, ORIGINS),
+            (&metrics.reconcile_found, RECONCILE_FINDINGS),
         ] {
             zero(metric, set);
+        }
+        for status in LEASE_STATUSES {
+            metrics.leases_by_status.with_label_values(&[status]).set(0);
         }
         for kind in DIVERGENCE_KINDS {
             metrics.divergences.with_label_values(&[kind]).set(0);
@@ -362,6 +445,105 @@ impl Metrics {
             && let Some(cause) = fixed(CAUSES, cause.name())
         {
             self.releases_dropped.with_label_values(&[cause]).inc();
+        }
+    }
+
+    pub fn release_origin(&self, origin: Origin) {
+        if let Some(origin) = fixed(ORIGINS, origin.name()) {
+            self.release_origins.with_label_values(&[origin]).inc();
+        }
+    }
+
+    pub fn server_status(&self, status: &ServerStatus) {
+        self.server_up.set(i64::from(status.up));
+        self.server_should_serve.set(i64::from(status.should_serve));
+    }
+
+    /// A rogue server's reply (`first`: a new sender).
+    pub fn rogue(&self, rogue: &RogueServer) {
+        self.rogue_packets
+            .with_label_values(&[rogue.interface.as_str()])
+            .inc();
+        if rogue.first {
+            self.rogue_servers.inc();
+        }
+    }
+
+    pub fn own_packet(&self) {
+        self.own_packets.inc();
+    }
+
+    pub fn reconciled(&self, found: &Reconciled) {
+        let kind = match found {
+            Reconciled::Orphan(_) => "orphan",
+            Reconciled::Blocked(_) => "blocked_host",
+            _ => return,
+        };
+        self.reconcile_found.with_label_values(&[kind]).inc();
+    }
+
+    /// Leases by status, and per pool: declared hosts, orphans, blocked hosts.
+    pub fn set_reconciliation(&self, reconciler: &Reconciler, pools: &[Pool]) {
+        let counts = reconciler.counts();
+        for (status, n) in [
+            ("declared", counts.declared_leased),
+            ("orphan", counts.orphans),
+            ("dynamic", counts.dynamic),
+            ("unknown", counts.unknown),
+        ] {
+            self.leases_by_status
+                .with_label_values(&[status])
+                .set(n as i64);
+        }
+        if !reconciler.has_intent() {
+            return;
+        }
+        let pool_of = |ip: std::net::Ipv4Addr| {
+            pools
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.subnet.contains(ip))
+                .max_by_key(|(_, p)| p.subnet.prefix())
+                .map(|(i, _)| i)
+        };
+        let mut per_pool = vec![[0i64; 3]; pools.len()];
+        for ip in reconciler.declared_ips() {
+            if let Some(i) = pool_of(ip) {
+                per_pool[i][0] += 1;
+            }
+        }
+        for (ip, status) in reconciler.statuses() {
+            if status == LeaseStatus::Orphan
+                && let Some(i) = pool_of(ip)
+            {
+                per_pool[i][1] += 1;
+            }
+        }
+        for ip in reconciler.blocked_ips() {
+            if let Some(i) = pool_of(ip) {
+                per_pool[i][2] += 1;
+            }
+        }
+        for metric in [
+            &self.pool_declared_hosts,
+            &self.pool_orphans,
+            &self.pool_blocked_hosts,
+        ] {
+            metric.reset();
+        }
+        for (pool, [declared, orphans, blocked]) in pools.iter().zip(per_pool) {
+            let interface = pool
+                .interface
+                .clone()
+                .unwrap_or_else(|| UNKNOWN_INTERFACE.into());
+            let labels = [interface.as_str(), &pool.subnet.to_string()];
+            self.pool_declared_hosts
+                .with_label_values(&labels)
+                .set(declared);
+            self.pool_orphans.with_label_values(&labels).set(orphans);
+            self.pool_blocked_hosts
+                .with_label_values(&labels)
+                .set(blocked);
         }
     }
 
@@ -719,6 +901,41 @@ mod tests {
         }
         metrics.set_leases(&table, &identity.pools());
         metrics.set_server_ids(identity.known());
+        // A static pool whose host file declares one of the leases.
+        let files = dhcp_engine::dnsmasq_conf::MemoryFiles::default()
+            .with(
+                "/dnsmasq.conf",
+                "dhcp-range=172.29.101.0,static,255.255.255.0\ndhcp-hostsfile=/hosts\n",
+            )
+            .with("/hosts", "02:00:00:00:00:09,172.29.101.151,vm\n");
+        let config = DnsmasqConfig::load(std::path::Path::new("/dnsmasq.conf"), &files).unwrap();
+        let mut reconciler = Reconciler::new(Default::default());
+        reconciler.set_intent(dhcp_engine::reconcile::Intent {
+            hosts: dhcp_engine::declared::DeclaredHosts::load(&config, &files),
+            config,
+            local: Vec::new(),
+        });
+        let mut found = Vec::new();
+        reconciler.reconcile(&table, 0, &mut found);
+        for finding in &found {
+            metrics.reconciled(finding);
+        }
+        metrics.set_reconciliation(&reconciler, &identity.pools());
+        metrics.release_origin(Origin::Forged);
+        metrics.server_status(&ServerStatus {
+            up: true,
+            should_serve: true,
+            reason: None,
+        });
+        metrics.rogue(&RogueServer {
+            interface: "guest0".into(),
+            mac: None,
+            ip: None,
+            server_id: None,
+            message: "OFFER",
+            first: true,
+        });
+        metrics.own_packet();
         metrics
     }
 
@@ -799,7 +1016,10 @@ mod tests {
                         ("dhcp_remediations_total", "result") => REMEDIATION_RESULTS.to_vec(),
                         ("dhcp_lease_file_reloads_total", "result") => RELOAD_RESULTS.to_vec(),
                         (_, "exchange") => EXCHANGES.to_vec(),
+                        ("dhcp_reconcile_findings_total", "kind") => RECONCILE_FINDINGS.to_vec(),
                         (_, "kind") => DIVERGENCE_KINDS.to_vec(),
+                        (_, "status") => LEASE_STATUSES.to_vec(),
+                        (_, "origin") => ORIGINS.to_vec(),
                         (_, "source") => vec!["observed", "configured"],
                         // What the operator configured or the machine is.
                         (_, "interface") => vec!["guest0", UNKNOWN_INTERFACE],

@@ -1,0 +1,210 @@
+//! What the orchestrator declared, from disk: dnsmasq's configuration (a file, or the command
+//! line of the running dnsmasq, which is where OpenStack Neutron puts it), every host file and
+//! host directory it names, and the router's own subnets. Followed with inotify: CloudStack
+//! rewrites `/etc/dhcphosts.txt` on every VM change, Neutron its `host` file on every port
+//! change. What it all means is the engine's ([`dhcp_engine::reconcile`]).
+use std::{
+    collections::HashMap,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use inotify::{EventStream, Inotify, WatchDescriptor, WatchMask};
+
+use dhcp_engine::{declared::DeclaredHosts, dnsmasq_conf::DnsmasqConfig, reconcile::Intent};
+
+use crate::{
+    conf_files::{Fs, modified_unix_ns},
+    system,
+};
+
+/// Where dnsmasq's configuration is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfSource {
+    /// A configuration file (`--dnsmasq-conf`): CloudStack's `/etc/dnsmasq.conf`.
+    File(PathBuf),
+    /// The command line of the dnsmasq whose pid file this is (`--dnsmasq-pid-file`): Neutron
+    /// starts dnsmasq with its whole configuration as options.
+    Process { pid_file: PathBuf },
+}
+
+impl ConfSource {
+    /// The file whose change means the configuration may have changed.
+    fn watched(&self) -> &Path {
+        match self {
+            ConfSource::File(path) => path,
+            ConfSource::Process { pid_file } => pid_file,
+        }
+    }
+}
+
+/// Reads the configuration.
+pub fn load_config(source: &ConfSource) -> anyhow::Result<DnsmasqConfig> {
+    match source {
+        ConfSource::File(path) => Ok(DnsmasqConfig::load(path, &Fs)?),
+        ConfSource::Process { pid_file } => {
+            let text = std::fs::read_to_string(pid_file)
+                .with_context(|| format!("reading {}", pid_file.display()))?;
+            let pid: u32 = text.trim().parse().with_context(|| {
+                format!("{}: {:?} is not a pid", pid_file.display(), text.trim())
+            })?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .with_context(|| format!("reading the command line of dnsmasq (pid {pid})"))?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Ok(DnsmasqConfig::from_args(&args, &Fs)
+                .with_context(|| format!("the command line of dnsmasq (pid {pid})"))?)
+        }
+    }
+}
+
+/// Whether this router should serve now: every non-loopback address dnsmasq is told to listen
+/// on is its own (a redundant router's BACKUP lacks the VIP), or none is configured.
+pub fn should_serve(config: &DnsmasqConfig) -> bool {
+    let local: Vec<std::net::Ipv4Addr> =
+        system::local_ipv4().into_iter().map(|(ip, _)| ip).collect();
+    config.listen_addresses.iter().all(|addr| match addr {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || local.contains(v4),
+        std::net::IpAddr::V6(_) => true,
+    })
+}
+
+/// The declared hosts now, and the paths to follow for changes.
+pub fn load_intent(source: &ConfSource, config: DnsmasqConfig) -> (Intent, Vec<PathBuf>) {
+    let mut hosts = DeclaredHosts::load(&config, &Fs);
+    let mut watched = DeclaredHosts::watched(&config);
+    watched.push(source.watched().to_owned());
+    // The newest change of anything that declares hosts: a line absent now was absent then.
+    hosts.newest_change_unix_ns = watched.iter().filter_map(|p| modified_unix_ns(p)).max();
+    let intent = Intent {
+        hosts,
+        config,
+        local: system::local_subnets(),
+    };
+    (intent, watched)
+}
+
+/// How long a change must stay quiet before it is read (an orchestrator rewriting a file).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Follows a set of files and directories with inotify: a change of a watched file (written,
+/// created, deleted, renamed over) or of anything inside a watched directory.
+pub struct FilesFollower {
+    events: EventStream<Vec<u8>>,
+    /// Per watched directory: the names in it that count (`None`: every name).
+    dirs: HashMap<WatchDescriptor, Option<Vec<OsString>>>,
+    settle_at: Option<tokio::time::Instant>,
+}
+
+impl FilesFollower {
+    /// Follows `paths`: a directory is followed whole, a file through its parent directory
+    /// (so that a file replaced by rename, or created later, is seen). Paths whose directory
+    /// does not exist are skipped with a note.
+    pub fn new(paths: &[PathBuf]) -> std::io::Result<FilesFollower> {
+        let inotify = Inotify::init()?;
+        let mask = WatchMask::MODIFY
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_TO
+            | WatchMask::MOVED_FROM;
+        let mut by_dir: HashMap<PathBuf, Option<Vec<OsString>>> = HashMap::new();
+        for path in paths {
+            if path.is_dir() {
+                by_dir.insert(path.clone(), None);
+                continue;
+            }
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let name = path.file_name().map(OsString::from).unwrap_or_default();
+            // (`None`: the whole directory is followed already.)
+            if let Some(names) = by_dir.entry(dir).or_insert_with(|| Some(Vec::new())) {
+                names.push(name);
+            }
+        }
+        let mut dirs = HashMap::new();
+        for (dir, names) in by_dir {
+            match inotify.watches().add(&dir, mask) {
+                Ok(wd) => {
+                    dirs.insert(wd, names);
+                }
+                Err(err) => eprintln!("not following {}: {err}", dir.display()),
+            }
+        }
+        Ok(FilesFollower {
+            events: inotify.into_event_stream(vec![0u8; 4096])?,
+            dirs,
+            settle_at: None,
+        })
+    }
+
+    /// Waits until something followed changed and then stayed quiet for the debounce time.
+    /// Cancel-safe, like [`crate::leases::LeaseFollower::changed`].
+    pub async fn changed(&mut self) -> std::io::Result<()> {
+        loop {
+            let event = match self.settle_at {
+                Some(at) => tokio::select! {
+                    event = self.events.next() => event,
+                    () = tokio::time::sleep_until(at) => {
+                        self.settle_at = None;
+                        return Ok(());
+                    }
+                },
+                None => self.events.next().await,
+            };
+            let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
+            let counts = match self.dirs.get(&event.wd) {
+                Some(None) => true,
+                Some(Some(names)) => event
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| names.iter().any(|w| w == n)),
+                None => false,
+            };
+            if counts {
+                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    async fn next_change(follower: &mut FilesFollower) {
+        tokio::time::timeout(Duration::from_secs(5), follower.changed())
+            .await
+            .expect("a change")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_hosts_file_and_a_new_file_in_a_hosts_dir_are_changes() {
+        let dir = std::env::temp_dir().join(format!("intent-follow-{}", std::process::id()));
+        let hostsdir = dir.join("hosts.d");
+        fs::create_dir_all(&hostsdir).unwrap();
+        let hosts = dir.join("dhcphosts.txt");
+        fs::write(&hosts, "02:00:00:00:00:01,10.1.1.50,vm-1,infinite\n").unwrap();
+        let mut follower = FilesFollower::new(&[hosts.clone(), hostsdir.clone()]).unwrap();
+        fs::write(&hosts, "").unwrap();
+        next_change(&mut follower).await;
+        fs::write(hostsdir.join("vm-2"), "02:00:00:00:00:02,10.1.1.51\n").unwrap();
+        next_change(&mut follower).await;
+        // Another file beside the hosts file is not a change.
+        fs::write(dir.join("other"), "x").unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(500), follower.changed()).await;
+        assert!(quiet.is_err(), "no change of a followed file");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
