@@ -96,6 +96,7 @@ fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlato
             server_id: Some(server_id),
             requested_ip: None,
             origin: dhcp_engine::provenance::Origin::Guest,
+            sender: None,
         };
         match change(k) {
             Change::Gone => {

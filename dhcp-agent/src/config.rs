@@ -359,6 +359,11 @@ mod tests {
         ("orphan_settle", r#""90s""#, ""),
         ("repair_guest_releases", "true", "remediate = true\n"),
         ("no_orphan_repair", "true", "remediate = true\n"),
+        (
+            "trusted_servers",
+            r#"["fa:16:3e:00:00:01", "10.0.0.3"]"#,
+            "",
+        ),
         ("grace", r#""7s""#, ""),
         ("json", "true", ""),
         ("state_file", r#""/tmp/state.json""#, ""),

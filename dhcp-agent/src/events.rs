@@ -41,6 +41,9 @@ pub struct ReleaseEvent {
     /// `router`, `guest` or `forged` (written by versions before it: absent).
     #[serde(default)]
     pub origin: String,
+    /// The frame's Ethernet source: who sent it (for a forged one, not the client `mac` names).
+    #[serde(default)]
+    pub sender_mac: Option<String>,
     pub xid: String,
     pub received_server_id: Option<String>,
     pub expected_server_id: Option<String>,
@@ -71,6 +74,7 @@ impl ReleaseEvent {
             client_id: r.client_id.as_deref().map(hex_colon),
             interface: r.interface.clone(),
             origin: r.origin.name().into(),
+            sender_mac: r.sender.map(|m| m.to_string()),
             xid: format!("0x{:08x}", r.xid),
             received_server_id: r.server_id.map(|a| a.to_string()),
             expected_server_id: expected.map(|a| a.to_string()),
@@ -101,7 +105,10 @@ impl ReleaseEvent {
             line.push(')');
         }
         if self.origin == "forged" {
-            line.push_str(" FORGED: sent from another Ethernet address than the client's");
+            line.push_str(&format!(
+                " FORGED: sent from {}, not the client",
+                self.sender_mac.as_deref().unwrap_or("?")
+            ));
         }
         line
     }

@@ -22,6 +22,7 @@ use dhcp_engine::{
     liveness::ServerCheck,
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
     outstanding::{Repair, RepairResult, RepairStep},
+    provenance::TrustedServer,
     reconcile::ReconcileConfig,
     server_identity::ServerIdentity,
     time::rfc3339,
@@ -100,6 +101,11 @@ pub struct RunArgs {
     /// With --remediate: report orphan leases, never release them.
     #[arg(long, requires = "remediate")]
     pub no_orphan_repair: bool,
+    /// A DHCP server besides this router's that may answer on its networks (another DHCP
+    /// agent of a Neutron network), by MAC or address: its replies are not reported as a
+    /// rogue server's. Repeat for several.
+    #[arg(long = "trusted-server", value_name = "MAC_OR_IP")]
+    pub trusted_servers: Vec<TrustedServer>,
     /// Confirm in the server's memory (DHCPINFORM probe) that a lease the file dropped is really
     /// gone, and report divergences between the file and the server.
     #[arg(long)]
@@ -141,6 +147,7 @@ impl RunArgs {
                 ..ReconcileConfig::default()
             },
             own_xid_seed: server_query::random_xid(),
+            trusted_servers: self.trusted_servers.clone(),
             ..ObserverConfig::default()
         }
     }

@@ -61,6 +61,9 @@ pub struct PendingRelease {
     /// The server was down while it was pending.
     #[serde(default)]
     pub server_down: bool,
+    /// The frame's Ethernet source.
+    #[serde(default)]
+    pub sender: Option<dhcp_wire::Mac>,
 }
 
 fn guest() -> Origin {
@@ -109,6 +112,7 @@ impl PendingRelease {
             renewed_since: pending.renewed_since,
             origin: r.origin,
             server_down: pending.server_down,
+            sender: r.sender,
         }
     }
 
@@ -153,6 +157,7 @@ impl PendingRelease {
                 server_id: v4(&self.received_server_id, "received_server_id")?,
                 requested_ip: v4(&self.requested_ip, "requested_ip")?,
                 origin: self.origin,
+                sender: self.sender,
             },
             lease,
             renewed_since: self.renewed_since,
@@ -251,6 +256,7 @@ mod tests {
                 server_id: Some(Ipv4Addr::new(172, 29, 101, 245)),
                 requested_ip: Some(Ipv4Addr::new(172, 29, 101, 150)),
                 origin: Origin::Forged,
+                sender: Some(dhcp_wire::Mac([2, 0, 0, 0, 0, 0x66])),
             },
             lease,
             renewed_since: true,

@@ -209,7 +209,7 @@ fn prometheus_sees_the_dropped_release_alerts_and_sees_the_repair() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert_eq!(loaded.len(), 10, "{rules}");
+    assert_eq!(loaded.len(), 15, "{rules}");
     for rule in loaded {
         assert_ne!(rule["health"], "err", "{rule}");
     }

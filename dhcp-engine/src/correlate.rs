@@ -8,7 +8,7 @@
 //! records.
 use std::{collections::HashMap, net::Ipv4Addr};
 
-use dhcp_wire::{MessageType, Packet};
+use dhcp_wire::{Mac, MessageType, Packet};
 
 use crate::{
     leases::{Lease, LeaseTable},
@@ -96,6 +96,8 @@ pub struct Release {
     /// Who sent it (the router, a guest, or a forger): only the router's are repaired by
     /// default, forged ones never.
     pub origin: Origin,
+    /// The frame's Ethernet source (who sent a forged one), when it had one.
+    pub sender: Option<Mac>,
 }
 
 impl Release {
@@ -112,6 +114,7 @@ impl Release {
             server_id: m.server_id,
             requested_ip: m.requested_ip,
             origin: Origin::of(packet),
+            sender: packet.src_mac.map(Mac),
         })
     }
 
@@ -509,6 +512,7 @@ mod tests {
             server_id,
             requested_ip: None,
             origin: Origin::Router,
+            sender: None,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::{
     outstanding::{
         Basis, Outstanding, OutstandingRelease, RateLimit, Repair, RepairResult, RepairStep,
     },
-    provenance::{OwnXids, RogueServer, rogue_reply},
+    provenance::{OwnXids, RogueServer, TrustedServer, rogue_reply},
     reconcile::{Intent, ReconcileConfig, Reconciled, Reconciler},
     server_identity::{KnownServer, ServerIdentity},
     transactions::{TransactionEvent, Transactions},
@@ -51,6 +51,8 @@ pub struct ObserverConfig {
     pub reconcile: ReconcileConfig,
     /// Seeds the xids of the agent's own packets (random per run).
     pub own_xid_seed: u32,
+    /// Servers besides this router's that may answer on its networks (not rogue).
+    pub trusted_servers: Vec<TrustedServer>,
 }
 
 impl Default for ObserverConfig {
@@ -63,6 +65,7 @@ impl Default for ObserverConfig {
             empty_file_hold: emptied::EMPTY_FILE_HOLD,
             reconcile: ReconcileConfig::default(),
             own_xid_seed: 0,
+            trusted_servers: Vec::new(),
         }
     }
 }
@@ -326,7 +329,12 @@ impl Observer {
         if let Some(known) = self.identity.observe(packet) {
             out.push(Finding::ServerLearned(known.clone()));
         }
-        let rogue = rogue_reply(packet);
+        // A reply carrying this router's own server id comes from the other router of a
+        // redundant pair (the MASTER, seen from the BACKUP): not a rogue's.
+        let rogue = rogue_reply(packet).filter(|(_, _, r)| {
+            !r.server_id.is_some_and(|id| self.identity.is_server_id(id))
+                && !self.config.trusted_servers.iter().any(|t| t.is(r))
+        });
         let from_rogue = rogue.is_some();
         if let Some((interface, mac, mut rogue)) = rogue {
             rogue.first = self.rogues.insert((interface, mac));

@@ -101,6 +101,40 @@ pub fn rogue_reply(packet: &Packet) -> Option<(String, Option<Mac>, RogueServer)
     ))
 }
 
+/// A server that may answer on the guest networks besides this router's: another DHCP agent
+/// of the same Neutron network, a relay's server. By MAC, or by address (its server id or the
+/// IP source of its replies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedServer {
+    Mac(Mac),
+    Address(std::net::Ipv4Addr),
+}
+
+impl std::str::FromStr for TrustedServer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TrustedServer, String> {
+        if let Ok(ip) = text.parse() {
+            return Ok(TrustedServer::Address(ip));
+        }
+        dhcp_wire::parse_mac(text)
+            .map(|m| TrustedServer::Mac(Mac(m)))
+            .map_err(|_| format!("{text:?} is neither a MAC nor an IPv4 address"))
+    }
+}
+
+impl TrustedServer {
+    /// Whether `rogue` is this server.
+    pub fn is(&self, rogue: &RogueServer) -> bool {
+        match self {
+            TrustedServer::Mac(mac) => rogue.mac == Some(*mac),
+            TrustedServer::Address(ip) => {
+                rogue.server_id == Some(*ip) || rogue.ip == Some(std::net::IpAddr::V4(*ip))
+            }
+        }
+    }
+}
+
 /// How long an xid handed out stays recognised (a repair's verification polls for 2 s; a
 /// divergence scan of a full table takes longer, but each probe's xid is issued just before).
 const XID_LIFETIME_NS: i128 = 300 * 1_000_000_000;

@@ -152,6 +152,11 @@ impl ServerIdentity {
         Some(self.served.iter().any(|s| s.contains(ip)) || self.expected_for(ip).is_some())
     }
 
+    /// Whether `id` is a server id this router's server uses (learned or configured).
+    pub fn is_server_id(&self, id: Ipv4Addr) -> bool {
+        self.by_subnet.values().any(|k| k.server_id == id)
+    }
+
     pub fn known(&self) -> impl Iterator<Item = &KnownServer> {
         self.by_subnet.values()
     }

@@ -560,6 +560,40 @@ fn a_rogue_servers_offers_are_reported_once_and_counted_each() {
 }
 
 #[test]
+fn the_other_router_of_the_pair_and_a_trusted_server_are_not_rogues() {
+    let mut offer = test_support::v4_packet(
+        dhcproto::v4::MessageType::Offer,
+        9,
+        MAC,
+        0,
+        dhcp_common::Hook::TcIngress,
+    );
+    offer.src_mac = Some([2, 0xba, 0xd0, 0, 0, 1]);
+    // Seen from the BACKUP: the MASTER answers with the VIP, this router's own server id.
+    let mut master = offer.clone();
+    if let Body::V4(m) = &mut master.body {
+        m.server_id = Some(VIP);
+    }
+    let mut router = Router::new(None, 5);
+    router.packet(master, 1);
+    assert!(!router.take().iter().any(|f| matches!(f, Finding::Rogue(_))));
+    // Another DHCP agent of a Neutron network, named by the operator.
+    let mut observer = Observer::new(
+        ObserverConfig {
+            trusted_servers: vec!["02:ba:d0:00:00:01".parse().unwrap()],
+            ..ObserverConfig::default()
+        },
+        ServerIdentity::default(),
+    );
+    let mut out = Vec::new();
+    observer.on_packet(&offer, &mut out);
+    assert!(
+        !out.iter().any(|f| matches!(f, Finding::Rogue(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn without_remediate_orphans_are_reported_and_nothing_is_planned() {
     let mut router = Router::new(None, 0);
     router.server(true, 0);

@@ -208,6 +208,7 @@ impl World {
                     server_id: server_id.map(|vip| if vip { VIP } else { PRIMARY }),
                     requested_ip: None,
                     origin: Origin::Router,
+                    sender: None,
                 };
                 self.observed.push(Observed {
                     ip: ip(index),

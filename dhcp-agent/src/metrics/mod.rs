@@ -388,6 +388,9 @@ impl Metrics {
         for status in LEASE_STATUSES {
             metrics.leases_by_status.with_label_values(&[status]).set(0);
         }
+        // Until the first check (a second after start): a router serves unless it knows it
+        // is a BACKUP, so no alert is silenced meanwhile.
+        metrics.server_should_serve.set(1);
         for kind in DIVERGENCE_KINDS {
             metrics.divergences.with_label_values(&[kind]).set(0);
         }
@@ -586,6 +589,11 @@ impl Metrics {
             .with_label_values(&[interface])
             .set(i64::from(attached));
         self.interface_reattachments.with_label_values(&[interface]);
+        // Rogue servers show up on guest interfaces; the series exists from the start so that
+        // the first rogue packet is an increase.
+        if interface != "lo" {
+            self.rogue_packets.with_label_values(&[interface]);
+        }
     }
 
     /// What [`crate::capture::Capture::reconcile`] did about an interface.
