@@ -114,7 +114,8 @@ impl Release {
             server_id: m.server_id,
             requested_ip: m.requested_ip,
             origin: Origin::of(packet),
-            sender: packet.src_mac.map(Mac),
+            // `lo` frames carry zero addresses.
+            sender: packet.src_mac.filter(|m| *m != [0; 6]).map(Mac),
         })
     }
 
