@@ -117,6 +117,9 @@ pub struct ReleaseRow {
     pub ip: String,
     pub mac: String,
     pub xid: String,
+    /// `router` (captured on `lo`), `guest`, or `forged` (from another Ethernet address than
+    /// the client's, no relay).
+    pub origin: &'static str,
     pub received_server_id: Option<String>,
     pub expected_server_id: Option<String>,
     /// With a lease file, the daemon's outcome: `dropped` (the server ignored it: the file
@@ -278,6 +281,7 @@ fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> Relea
         ip: release.ciaddr.to_string(),
         mac: hex_colon(&release.chaddr),
         xid: format!("0x{:08x}", release.xid),
+        origin: release.origin.name(),
         received_server_id: release.server_id.map(|a| a.to_string()),
         expected_server_id: verdict.expected_server_id.map(|a| a.to_string()),
         outcome,
@@ -529,6 +533,9 @@ pub fn text(report: &Report) -> String {
         }
         if let Some(evidence) = r.evidence {
             line.push_str(&format!(" [{evidence}]"));
+        }
+        if r.origin == "forged" {
+            line.push_str(" FORGED");
         }
         out.push(line);
     }

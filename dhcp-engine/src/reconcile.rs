@@ -261,7 +261,7 @@ impl Reconciler {
                         .hosts
                         .unreadable
                         .iter()
-                        .any(|p| h.source.starts_with(&*p.to_string_lossy()))
+                        .any(|p| h.source.starts_with(&format!("{}:", p.display())))
                 })
                 .cloned();
             intent.hosts.hosts.extend(kept.collect::<Vec<_>>());
