@@ -89,9 +89,10 @@ pub struct RunArgs {
     /// With --remediate: at most this many repairs per minute (bursts of up to 10).
     #[arg(long, default_value_t = 30)]
     pub remediation_rate: u32,
-    /// How long a host line must have been gone before its orphan lease is released (with
-    /// --remediate): orchestrators drop the line before they release, and rewrite host files
-    /// whole.
+    /// How long a client must have been undeclared (its host line gone, counted from the host
+    /// files' last change at the latest) before any lease of it is released, an orphan's or a
+    /// dropped release's (with --remediate): orchestrators drop the line before they release,
+    /// and rewrite host files in place, so a file read mid-rewrite declares no one for a moment.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub orphan_settle: Duration,
     /// With --remediate: also repair RELEASEs a guest sent from its own address (by default
@@ -264,6 +265,8 @@ impl Daemon {
                 }
                 Finding::Reconciled(found) => {
                     self.metrics.reconciled(&found);
+                    // A renewed orphan is kept in the state file (never released later).
+                    self.unsaved = true;
                     let event = ReconcileEvent::new(&found);
                     emit(self.args.json, &event, event.text())?;
                 }
@@ -303,6 +306,11 @@ impl Daemon {
             .map(PendingRelease::new)
             .collect();
         self.state.outstanding = observer.outstanding().iter().cloned().collect();
+        self.state.renewed_orphans = observer
+            .reconciler()
+            .renewed_orphans()
+            .map(|(ip, mac)| crate::state::RenewedOrphan { ip, mac })
+            .collect();
         if let Err(err) = self.state.write(&self.args.state_file) {
             eprintln!("state file not written: {err:#}");
         }
@@ -627,7 +635,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let state_source = args.state_file.display().to_string();
-    observer.resume(pending, outstanding, &state_source, &mut findings);
+    let renewed = std::mem::take(&mut state.renewed_orphans)
+        .into_iter()
+        .map(|r| (r.ip, r.mac))
+        .collect();
+    observer.resume(pending, outstanding, renewed, &state_source, &mut findings);
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
     let mut declared = Declared::start(source, config, &mut observer, &mut findings)?;
     let mut liveness = LivenessChecks::new(args.server);

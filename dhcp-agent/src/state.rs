@@ -179,6 +179,17 @@ pub struct StateFile {
     /// with `--remediate`) by the next run.
     #[serde(default)]
     pub outstanding: Vec<dhcp_engine::outstanding::OutstandingRelease>,
+    /// Orphan leases the server renewed to their client: alive, never released, also by the
+    /// next run.
+    #[serde(default)]
+    pub renewed_orphans: Vec<RenewedOrphan>,
+}
+
+/// An orphan lease the server renewed (see [`StateFile::renewed_orphans`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenewedOrphan {
+    pub ip: Ipv4Addr,
+    pub mac: dhcp_wire::Mac,
 }
 
 impl StateFile {

@@ -278,16 +278,19 @@ impl Observer {
     }
 
     /// Takes up what a previous run left: releases pending (judged once a lease table is
-    /// taken: a missing file is no proof that their leases are gone) and dropped releases still
-    /// outstanding (checked against the next table). `source` names where they come from in
+    /// taken: a missing file is no proof that their leases are gone), dropped releases still
+    /// outstanding (checked against the next table) and orphans that renewed (alive: never
+    /// released). `source` names where they come from in
     /// the note said when they are taken up.
     pub fn resume(
         &mut self,
         pending: Vec<Pending>,
         outstanding: Vec<OutstandingRelease>,
+        renewed_orphans: Vec<(Ipv4Addr, Mac)>,
         source: &str,
         out: &mut Vec<Finding>,
     ) {
+        self.reconciler.resume_renewed(renewed_orphans);
         self.outstanding = Outstanding::from_saved(outstanding);
         self.repairs_due = !self.outstanding.is_empty();
         self.unresumed = pending;
@@ -622,11 +625,16 @@ impl Observer {
                 self.outstanding.add(entry);
             }
         }
+        for entry in self.outstanding.iter() {
+            self.reconciler.note_client(&entry.as_lease(), now.unix_ns);
+        }
         let (identity, reconciler) = (&self.identity, &self.reconciler);
+        // Whatever the reason to release a lease, its client must have been undeclared for the
+        // settle time (a hosts file read mid-rewrite declares no one for a moment).
         let repairable = |entry: &OutstandingRelease| {
             let lease = entry.as_lease();
             policy.allows(entry.basis)
-                && !reconciler.declares(&lease)
+                && reconciler.undeclared_for_settle(&lease, now.unix_ns)
                 && (entry.basis != Basis::Orphan
                     || reconciler.is_settled_orphan(&lease, now.unix_ns))
         };

@@ -217,7 +217,21 @@ const REPAIRED_MEMORY: usize = 4096;
 pub struct Outstanding {
     by_ip: std::collections::BTreeMap<Ipv4Addr, OutstandingRelease>,
     /// The leases repaired in this run, oldest first: never owed again.
-    repaired: std::collections::VecDeque<(Ipv4Addr, Mac, Option<Expiry>)>,
+    repaired: std::collections::VecDeque<LeaseKey>,
+    /// The leases a repair was tried for in this run and that are owed no more (repaired,
+    /// renewed, gone): never tried again, whatever RELEASE comes next for the same lease.
+    tried: std::collections::VecDeque<LeaseKey>,
+}
+
+/// A lease as far as repairs tell leases apart: address, client, expiry.
+type LeaseKey = (Ipv4Addr, Mac, Option<Expiry>);
+
+/// Remembers `key` in a bounded history.
+fn remember(history: &mut std::collections::VecDeque<LeaseKey>, key: LeaseKey) {
+    if history.len() == REPAIRED_MEMORY {
+        history.pop_front();
+    }
+    history.push_back(key);
 }
 
 impl Outstanding {
@@ -227,13 +241,28 @@ impl Outstanding {
         Outstanding {
             by_ip: saved.into_iter().map(|o| (o.ip, o)).collect(),
             repaired: Default::default(),
+            tried: Default::default(),
+        }
+    }
+
+    /// Whether that very lease was tried (or repaired) in this run.
+    fn was_tried(&self, key: &LeaseKey) -> bool {
+        self.tried.contains(key)
+    }
+
+    /// Forgets the entry for `ip`, remembering its lease if a repair was tried for it.
+    fn forget(&mut self, ip: Ipv4Addr) {
+        if let Some(entry) = self.by_ip.remove(&ip)
+            && entry.attempted
+        {
+            remember(&mut self.tried, entry.key());
         }
     }
 
     /// Owes `entry` unless something is owed for its address already or that very lease was
     /// repaired before. Returns whether it was added.
     pub fn add(&mut self, entry: OutstandingRelease) -> bool {
-        if self.by_ip.contains_key(&entry.ip) || self.repaired.contains(&entry.key()) {
+        if self.by_ip.contains_key(&entry.ip) || self.was_tried(&entry.key()) {
             return false;
         }
         self.by_ip.insert(entry.ip, entry);
@@ -269,15 +298,13 @@ impl Outstanding {
             // A new dropped release replaces what was owed for the address, unless that was
             // tried already (never sent twice) or that very lease was repaired.
             Some(entry)
-                if !self.repaired.contains(&entry.key())
+                if !self.was_tried(&entry.key())
                     && !self.by_ip.get(&entry.ip).is_some_and(|o| o.attempted) =>
             {
                 self.by_ip.insert(entry.ip, entry);
             }
             Some(_) => {}
-            None if verdict.outcome == Outcome::Honored => {
-                self.by_ip.remove(&verdict.release.ciaddr);
-            }
+            None if verdict.outcome == Outcome::Honored => self.forget(verdict.release.ciaddr),
             None => {}
         }
     }
@@ -285,10 +312,8 @@ impl Outstanding {
     /// Forgets an entry that was repaired, and remembers its lease as repaired.
     pub fn remove(&mut self, ip: Ipv4Addr) {
         if let Some(entry) = self.by_ip.remove(&ip) {
-            if self.repaired.len() == REPAIRED_MEMORY {
-                self.repaired.pop_front();
-            }
-            self.repaired.push_back(entry.key());
+            remember(&mut self.repaired, entry.key());
+            remember(&mut self.tried, entry.key());
         }
     }
 
@@ -296,13 +321,21 @@ impl Outstanding {
     /// is not any more (never released on the strength of an older RELEASE).
     pub fn on_renewed(&mut self, ip: Ipv4Addr, chaddr: &[u8]) {
         if self.by_ip.get(&ip).is_some_and(|o| o.mac.0 == chaddr) {
-            self.by_ip.remove(&ip);
+            self.forget(ip);
         }
     }
 
     /// Forgets every entry whose lease is gone, renewed or someone else's.
     pub fn refresh(&mut self, table: &LeaseTable) {
-        self.by_ip.retain(|_, o| o.still_held(table));
+        let gone: Vec<Ipv4Addr> = self
+            .by_ip
+            .values()
+            .filter(|o| !o.still_held(table))
+            .map(|o| o.ip)
+            .collect();
+        for ip in gone {
+            self.forget(ip);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -205,11 +205,26 @@ impl HostIndex {
     }
 }
 
+/// A client as host lines tell clients apart: hardware address and client id.
+type ClientKey = (Vec<u8>, Option<Vec<u8>>);
+
+fn client_key(lease: &Lease) -> ClientKey {
+    (lease.hwaddr.clone(), lease.client_id.clone())
+}
+
 #[derive(Debug, Default)]
 pub struct Reconciler {
     config: ReconcileConfig,
     intent: Option<Intent>,
     index: HostIndex,
+    /// Since when each client seen lately has been undeclared (at the latest): no lease of a
+    /// client is released until it has been undeclared for the settle time, whatever the
+    /// reason to release it. A hosts file read while the orchestrator rewrites it (empty, or
+    /// half) must not make a declared client's lease releasable.
+    undeclared_since: HashMap<ClientKey, i128>,
+    /// Orphans the server renewed to their client (address, hardware address): alive, never
+    /// released, also after a restart (the daemon keeps them in its state file).
+    renewed: HashSet<(Ipv4Addr, Vec<u8>)>,
     orphans: HashMap<Ipv4Addr, OrphanState>,
     blocked: HashSet<(Ipv4Addr, String)>,
     counts: ReconcileCounts,
@@ -301,24 +316,23 @@ impl Reconciler {
             };
             return;
         };
-        // The host lines were all there when the files last changed: a line absent now has
-        // been absent since then at least (unless a file could not be read).
-        let bound = intent
-            .hosts
-            .newest_change_unix_ns
-            .filter(|_| intent.hosts.unreadable.is_empty())
-            .map_or(now_ns, |at| at.min(now_ns));
+        let bound = undeclared_bound(intent, now_ns);
         let mut counts = ReconcileCounts {
             declared_hosts: intent.hosts.len(),
             ..ReconcileCounts::default()
         };
         let mut orphans_now = HashSet::new();
+        let mut seen = HashSet::new();
         for (ip, lease) in &table.v4 {
+            let client = client_key(lease);
             if self.index.declares(&intent.hosts, lease) {
                 counts.declared_leased += 1;
                 self.statuses.insert(*ip, LeaseStatus::Declared);
+                self.undeclared_since.remove(&client);
                 continue;
             }
+            self.undeclared_since.entry(client.clone()).or_insert(bound);
+            seen.insert(client);
             if !intent.static_only(*ip) {
                 counts.dynamic += 1;
                 self.statuses.insert(*ip, LeaseStatus::Dynamic);
@@ -327,11 +341,12 @@ impl Reconciler {
             counts.orphans += 1;
             self.statuses.insert(*ip, LeaseStatus::Orphan);
             orphans_now.insert(*ip);
+            let renewed = self.renewed.contains(&(*ip, lease.hwaddr.clone()));
             let state = self.orphans.entry(*ip).or_insert_with(|| OrphanState {
                 lease: lease.clone(),
                 since_ns: bound,
                 reported: false,
-                alive: false,
+                alive: renewed,
             });
             if !same_client(&state.lease, lease) {
                 // Another client on the address: a new orphan (the old one was released).
@@ -344,11 +359,17 @@ impl Reconciler {
                     lease: lease.clone(),
                     since_ns: bound,
                     reported: false,
-                    alive: false,
+                    alive: renewed,
                 };
             }
             state.lease = lease.clone();
         }
+        // Clients with no lease any more are forgotten (a lease only the server's memory
+        // holds is noted when a repair asks: [`Reconciler::note_client`]).
+        self.undeclared_since
+            .retain(|client, _| seen.contains(client));
+        self.renewed
+            .retain(|(ip, hwaddr)| table.get_v4(*ip).is_some_and(|l| l.hwaddr == *hwaddr));
         let config = self.config;
         self.orphans.retain(|ip, state| {
             if orphans_now.contains(ip) {
@@ -411,6 +432,7 @@ impl Reconciler {
             && !state.alive
         {
             state.alive = true;
+            self.renewed.insert((ip, chaddr.to_vec()));
             if state.reported {
                 out.push(Reconciled::OrphanEnded {
                     ip,
@@ -443,6 +465,47 @@ impl Reconciler {
         }) && !self.declares(lease)
     }
 
+    /// Notes a client a repair is about (its lease may be one only the server's memory
+    /// holds): from now on it counts as undeclared since the host files' last change at the
+    /// latest.
+    pub fn note_client(&mut self, lease: &Lease, now_ns: i128) {
+        let Some(intent) = &self.intent else { return };
+        if !self.index.declares(&intent.hosts, lease) {
+            let bound = undeclared_bound(intent, now_ns);
+            self.undeclared_since
+                .entry(client_key(lease))
+                .or_insert(bound);
+        }
+    }
+
+    /// Whether `lease`'s client has been undeclared for the settle time: only then may any
+    /// lease of it be released. `true` when nothing is known of the declared hosts (no
+    /// configuration: the rules of dropped releases alone apply); `false` for a client not
+    /// noted yet.
+    pub fn undeclared_for_settle(&self, lease: &Lease, now_ns: i128) -> bool {
+        if self.intent.is_none() {
+            return true;
+        }
+        !self.declares(lease)
+            && self
+                .undeclared_since
+                .get(&client_key(lease))
+                .is_some_and(|since| now_ns - since >= nanos(self.config.settle))
+    }
+
+    /// Orphans the server renewed (what the state file keeps).
+    pub fn renewed_orphans(&self) -> impl Iterator<Item = (Ipv4Addr, Mac)> + '_ {
+        self.renewed
+            .iter()
+            .filter_map(|(ip, hwaddr)| Some((*ip, Mac::from_slice(hwaddr)?)))
+    }
+
+    /// Takes up the renewed orphans a previous run kept.
+    pub fn resume_renewed(&mut self, renewed: impl IntoIterator<Item = (Ipv4Addr, Mac)>) {
+        self.renewed
+            .extend(renewed.into_iter().map(|(ip, mac)| (ip, mac.0.to_vec())));
+    }
+
     pub fn counts(&self) -> ReconcileCounts {
         self.counts
     }
@@ -467,6 +530,17 @@ impl Reconciler {
                 .filter_map(|h| h.ip)
         })
     }
+}
+
+/// Since when a client undeclared now has been undeclared at the latest: the host lines were
+/// all there when the files last changed, so a line absent now has been absent since then (now,
+/// when a file could not be read or the change time is unknown).
+fn undeclared_bound(intent: &Intent, now_ns: i128) -> i128 {
+    intent
+        .hosts
+        .newest_change_unix_ns
+        .filter(|_| intent.hosts.unreadable.is_empty())
+        .map_or(now_ns, |at| at.min(now_ns))
 }
 
 /// Reports the orphans undeclared for long enough, once each, in address order.

@@ -342,7 +342,9 @@ impl Lab {
 
     /// The options every `dhcp-agent run` on this lab's router gets, after `run`: JSON events,
     /// the guest interface and `lo`, a 1 s grace, the lab's lease file and dnsmasq
-    /// configuration. The state file and anything else are the caller's.
+    /// configuration, and a 1 s settle time (the configuration was written just before the
+    /// agent starts, and no lease is released until its client has been undeclared that long).
+    /// The state file and anything else are the caller's.
     pub fn agent_run_options(&self) -> Vec<String> {
         let mut options: Vec<String> = [
             "--json",
@@ -351,6 +353,8 @@ impl Lab {
             "--iface",
             "lo",
             "--grace",
+            "1s",
+            "--orphan-settle",
             "1s",
         ]
         .map(str::to_owned)
