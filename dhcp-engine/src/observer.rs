@@ -625,9 +625,10 @@ impl Observer {
                 self.outstanding.add(entry);
             }
         }
-        for entry in self.outstanding.iter() {
-            self.reconciler.note_client(&entry.as_lease(), now.unix_ns);
-        }
+        self.reconciler.note_clients(
+            self.outstanding.iter().map(OutstandingRelease::as_lease),
+            now.unix_ns,
+        );
         let (identity, reconciler) = (&self.identity, &self.reconciler);
         // Whatever the reason to release a lease, its client must have been undeclared for the
         // settle time (a hosts file read mid-rewrite declares no one for a moment).

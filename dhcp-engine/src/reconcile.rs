@@ -225,6 +225,15 @@ pub struct Reconciler {
     /// Orphans the server renewed to their client (address, hardware address): alive, never
     /// released, also after a restart (the daemon keeps them in its state file).
     renewed: HashSet<(Ipv4Addr, Vec<u8>)>,
+    /// Clients of owed repairs whose lease the table may not list (kept in `undeclared_since`
+    /// while they are owed).
+    noted: HashSet<ClientKey>,
+    /// The next reconciliation follows a new read of the host files: only then does the host
+    /// files' change time bound how long an undeclared client has been so. A lease that shows
+    /// up in the table later may be newer than the host files as read (CloudStack writes a new
+    /// VM's lease and its host line one after the other, and the agent may read them in either
+    /// order): it counts as undeclared from when it was seen.
+    intent_fresh: bool,
     orphans: HashMap<Ipv4Addr, OrphanState>,
     blocked: HashSet<(Ipv4Addr, String)>,
     counts: ReconcileCounts,
@@ -283,6 +292,7 @@ impl Reconciler {
         }
         self.index = HostIndex::new(&intent.hosts);
         self.intent = Some(intent);
+        self.intent_fresh = true;
     }
 
     /// Whether a host line declares `lease`'s client (`false` when none are known).
@@ -316,7 +326,11 @@ impl Reconciler {
             };
             return;
         };
-        let bound = undeclared_bound(intent, now_ns);
+        let bound = if std::mem::take(&mut self.intent_fresh) {
+            undeclared_bound(intent, now_ns)
+        } else {
+            now_ns
+        };
         let mut counts = ReconcileCounts {
             declared_hosts: intent.hosts.len(),
             ..ReconcileCounts::default()
@@ -366,8 +380,9 @@ impl Reconciler {
         }
         // Clients with no lease any more are forgotten (a lease only the server's memory
         // holds is noted when a repair asks: [`Reconciler::note_client`]).
+        let noted = &self.noted;
         self.undeclared_since
-            .retain(|client, _| seen.contains(client));
+            .retain(|client, _| seen.contains(client) || noted.contains(client));
         self.renewed
             .retain(|(ip, hwaddr)| table.get_v4(*ip).is_some_and(|l| l.hwaddr == *hwaddr));
         let config = self.config;
@@ -465,16 +480,21 @@ impl Reconciler {
         }) && !self.declares(lease)
     }
 
-    /// Notes a client a repair is about (its lease may be one only the server's memory
-    /// holds): from now on it counts as undeclared since the host files' last change at the
-    /// latest.
-    pub fn note_client(&mut self, lease: &Lease, now_ns: i128) {
+    /// Notes the clients owed repairs are about (their lease may be one only the server's
+    /// memory holds): one not known yet counts as undeclared from now.
+    pub fn note_clients(&mut self, leases: impl IntoIterator<Item = Lease>, now_ns: i128) {
         let Some(intent) = &self.intent else { return };
-        if !self.index.declares(&intent.hosts, lease) {
-            let bound = undeclared_bound(intent, now_ns);
-            self.undeclared_since
-                .entry(client_key(lease))
-                .or_insert(bound);
+        self.noted.clear();
+        for lease in leases {
+            let client = client_key(&lease);
+            if self.index.declares(&intent.hosts, &lease) {
+                self.undeclared_since.remove(&client);
+            } else {
+                self.undeclared_since
+                    .entry(client.clone())
+                    .or_insert(now_ns);
+                self.noted.insert(client);
+            }
         }
     }
 

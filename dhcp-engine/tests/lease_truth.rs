@@ -605,3 +605,24 @@ fn without_remediate_orphans_are_reported_and_nothing_is_planned() {
         [Reconciled::Orphan(_)]
     ));
 }
+
+#[test]
+fn a_new_vms_lease_read_before_its_host_line_is_not_released() {
+    // CloudStack seeds a new VM's lease and writes its host line one after the other; the
+    // agent may read the lease file first. The host files last changed an hour ago.
+    let mut router = Router::new(remediate(), 30);
+    router.server(true, 0);
+    let live = host_line(LIVE_MAC, LIVE_IP, "live");
+    router.leases(&[lease(LIVE_IP, LIVE_MAC)], 0);
+    router.hosts(intent(&live, router.ns(-3600)), 0);
+    router.leases(&[lease(LIVE_IP, LIVE_MAC), lease(IP, MAC)], 10);
+    for secs in 11..15 {
+        assert!(router.tick(secs).is_empty(), "new since 10 s: not settled");
+    }
+    // Its host line is read.
+    let both = live + &host_line(MAC, IP, "new");
+    router.hosts(intent(&both, router.ns(14)), 14);
+    for secs in 15..120 {
+        assert!(router.tick(secs).is_empty(), "declared: never released");
+    }
+}
