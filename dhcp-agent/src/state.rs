@@ -58,9 +58,12 @@ pub struct PendingRelease {
     /// release is repaired only when asked).
     #[serde(default = "guest")]
     pub origin: Origin,
-    /// The server was down while it was pending.
+    /// The server was down when it was seen.
     #[serde(default)]
     pub server_down: bool,
+    /// The server went down while it was pending.
+    #[serde(default)]
+    pub server_went_down: bool,
     /// The frame's Ethernet source.
     #[serde(default)]
     pub sender: Option<dhcp_wire::Mac>,
@@ -112,6 +115,7 @@ impl PendingRelease {
             renewed_since: pending.renewed_since,
             origin: r.origin,
             server_down: pending.server_down,
+            server_went_down: pending.server_went_down,
             sender: r.sender,
         }
     }
@@ -162,6 +166,7 @@ impl PendingRelease {
             lease,
             renewed_since: self.renewed_since,
             server_down: self.server_down,
+            server_went_down: self.server_went_down,
             deadline_ns: time(&self.deadline, "deadline")?,
         })
     }
@@ -272,6 +277,7 @@ mod tests {
             lease,
             renewed_since: true,
             server_down: true,
+            server_went_down: true,
             deadline_ns: seen_ns + 5 * SECOND,
         }
     }

@@ -161,9 +161,14 @@ pub struct Pending {
     pub lease: Option<Lease>,
     /// The server ACKed this address to this client after the RELEASE.
     pub renewed_since: bool,
-    /// The server was down at some time between the RELEASE and now: a lease still there at
-    /// the deadline is then `no_server`, whatever the packet said.
+    /// The server was known to be down when the RELEASE was seen: a lease still there at the
+    /// deadline is then `no_server`, whatever the packet said.
     pub server_down: bool,
+    /// The server went down while the RELEASE waited: a lease still there at the deadline is
+    /// `no_server` only when the packet itself shows nothing the server would refuse (after
+    /// every expunge CloudStack restarts dnsmasq right after `dhcp_release`: its RELEASE met a
+    /// running server, which ignored it for its server id).
+    pub server_went_down: bool,
     pub deadline_ns: i128,
 }
 
@@ -200,15 +205,15 @@ impl Correlator {
         }
     }
 
-    /// The server went down (or came back): releases pending now, and those seen while it
-    /// stays down, reached no server.
+    /// The server went down (or came back): releases seen while it stays down reached no
+    /// server; those pending when it went down may have (see [`Pending::server_went_down`]).
     pub fn set_server_down(&mut self, down: bool) {
-        self.server_down = down;
-        if down {
+        if down && !self.server_down {
             for pending in self.pending.values_mut() {
-                pending.server_down = true;
+                pending.server_went_down = true;
             }
         }
+        self.server_down = down;
     }
 
     pub fn pending(&self) -> usize {
@@ -260,6 +265,7 @@ impl Correlator {
             lease: table.get_v4(release.ciaddr).cloned(),
             renewed_since: false,
             server_down: self.server_down,
+            server_went_down: false,
             deadline_ns: release.seen_ns + self.grace_ns,
             release,
         };
@@ -400,7 +406,10 @@ fn decide(
             Outcome::Dropped(Cause::NoServer)
         }
         Some(lease) if now_ns >= pending.deadline_ns => {
-            Outcome::Dropped(diagnose(release, Some(lease), identity))
+            Outcome::Dropped(match diagnose(release, Some(lease), identity) {
+                Cause::Unknown if pending.server_went_down => Cause::NoServer,
+                cause => cause,
+            })
         }
         _ => return None,
     };
@@ -732,6 +741,7 @@ mod tests {
             lease: lease_then,
             renewed_since: false,
             server_down: false,
+            server_went_down: false,
         }
     }
 

@@ -626,3 +626,24 @@ fn a_new_vms_lease_read_before_its_host_line_is_not_released() {
         assert!(router.tick(secs).is_empty(), "declared: never released");
     }
 }
+
+#[test]
+fn a_release_the_running_server_ignored_keeps_its_cause_when_the_server_restarts_meanwhile() {
+    // CloudStack's expunge: dhcp_release, then `systemctl restart dnsmasq` at once; the liveness
+    // check lands in the restart.
+    let mut router = Router::new(None, 5);
+    router.server(true, 0);
+    router.leases(&[lease(IP, MAC)], 0);
+    router.packet(dhcp_release(), 1);
+    router.server(false, 1);
+    router.server(true, 2);
+    router.tick(3);
+    assert_eq!(
+        verdicts(&router.take()),
+        [(
+            "dropped".into(),
+            Some("server_id_mismatch".into()),
+            Origin::Router
+        )]
+    );
+}
