@@ -279,3 +279,13 @@ pub fn from_vm(spec: &dhcp_lab::frames::Dhcpv4Spec, src_mac: [u8; 6]) -> Vec<u8>
     )
     .expect("frame")
 }
+
+/// One scrape of the agent's metrics at the default address ([`METRICS_URL`]) inside `ns`
+/// (each lab's router namespace has its own loopback, so agents of different labs never
+/// collide on the port).
+pub fn scrape_in(ns: &Netns) -> String {
+    let (status, body) =
+        dhcp_lab::prometheus::http_get(ns.name(), METRICS_URL, &[]).expect("scrape");
+    assert_eq!(status, 200, "{body}");
+    body
+}
