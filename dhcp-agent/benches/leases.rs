@@ -14,6 +14,11 @@
 //!   `Correlator::on_table` against the previous table (which finds the removed leases and
 //!   settles the 500 releases pending on them as honored).
 //!
+//! * `reconcile`: `Reconciler::reconcile` of a CloudStack VPC router at its `dhcp-lease-max`
+//!   (2,100 leases in a static-only range) against its 2,100 host lines, 2,000 of which declare
+//!   a leased client (the other 100 leases are orphans, the other 100 host lines blocked by
+//!   them), as every reload of the lease or host files does.
+//!
 //! The tables returned are dropped outside the timing; the state a reload starts from (the
 //! correlator having seen the previous table and the pending releases, the outstanding list)
 //! is rebuilt before each iteration, outside the timing.
@@ -31,8 +36,11 @@ use criterion::{BatchSize, Criterion, SamplingMode};
 use dhcp_agent::leases::{LoadError, read_table};
 use dhcp_engine::{
     correlate::{Correlator, Outcome, Release, Verdict},
-    leases::{LeaseTable, dnsmasq::Dnsmasq},
+    declared::DeclaredHosts,
+    dnsmasq_conf::{DnsmasqConfig, MemoryFiles},
+    leases::{Expiry, Lease, LeaseTable, dnsmasq::Dnsmasq},
     outstanding::{Outstanding, OutstandingRelease},
+    reconcile::{Intent, ReconcileConfig, Reconciler},
     server_identity::ServerIdentity,
 };
 use dhcp_lab::traffic::{client_ip, dnsmasq_lease_line};
@@ -236,8 +244,72 @@ fn leases(c: &mut Criterion) {
     group.finish();
 }
 
+/// CloudStack's `dhcp-lease-max`.
+const ROUTER_LEASES: u32 = 2_100;
+
+/// A VPC router at its lease limit: the table, and the declared hosts where the last 100
+/// leases' clients have been replaced by new VMs' (orphans blocking them).
+fn router_at_lease_max() -> (LeaseTable, Intent) {
+    let ip = |k: u32| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 1, 0, 0)) + k);
+    let mac = |k: u32, new: bool| {
+        let [_, _, a, b] = k.to_be_bytes();
+        [0x02, u8::from(new), 0, 0, a, b]
+    };
+    let hex = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    let mut hosts = String::new();
+    let mut table = LeaseTable::default();
+    for k in 0..ROUTER_LEASES {
+        let expunged = k >= ROUTER_LEASES - 100;
+        let _ = writeln!(hosts, "{},{},vm-{k},infinite", hex(mac(k, expunged)), ip(k));
+        table.insert(Lease {
+            ip: ip(k).into(),
+            hwaddr: mac(k, false).to_vec(),
+            htype: 1,
+            client_id: None,
+            hostname: Some(format!("vm-{k}")),
+            expiry: Expiry::Never,
+            iaid: None,
+        });
+    }
+    let files = MemoryFiles::default()
+        .with(
+            "/etc/dnsmasq.conf",
+            "dhcp-hostsfile=/etc/dhcphosts.txt\nlisten-address=127.0.0.1,10.1.0.1\n\
+             dhcp-range=set:interface-eth2-0,10.1.0.1,static,255.255.0.0\n",
+        )
+        .with("/etc/dhcphosts.txt", hosts);
+    let config = DnsmasqConfig::load(Path::new("/etc/dnsmasq.conf"), &files).expect("config");
+    let intent = Intent {
+        hosts: DeclaredHosts::load(&config, &files),
+        config,
+        local: Vec::new(),
+    };
+    (table, intent)
+}
+
+fn reconcile(c: &mut Criterion) {
+    let (table, intent) = router_at_lease_max();
+    let mut reconciler = Reconciler::new(ReconcileConfig::default());
+    reconciler.set_intent(intent);
+    let mut found = Vec::new();
+    reconciler.reconcile(&table, T0, &mut found);
+    let counts = reconciler.counts();
+    assert_eq!((counts.orphans, counts.blocked), (100, 100), "{counts:?}");
+    assert_eq!(counts.declared_leased, ROUTER_LEASES as usize - 100);
+    let mut group = c.benchmark_group("leases");
+    group.bench_function("reconcile", |b| {
+        b.iter(|| {
+            found.clear();
+            reconciler.reconcile(&table, T0, &mut found);
+            found.len()
+        });
+    });
+    group.finish();
+}
+
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     leases(&mut criterion);
+    reconcile(&mut criterion);
     criterion.final_summary();
 }
