@@ -79,7 +79,10 @@ pub fn should_serve(config: &DnsmasqConfig) -> bool {
 pub fn load_intent(source: &ConfSource, config: DnsmasqConfig) -> (Intent, Vec<PathBuf>) {
     let mut hosts = DeclaredHosts::load(&config, &Fs);
     let mut watched = DeclaredHosts::watched(&config);
+    watched.extend(config.conf_paths.iter().cloned());
     watched.push(source.watched().to_owned());
+    watched.sort();
+    watched.dedup();
     // The newest change of anything that declares hosts: a line absent now was absent then.
     hosts.newest_change_unix_ns = watched.iter().filter_map(|p| modified_unix_ns(p)).max();
     let intent = Intent {

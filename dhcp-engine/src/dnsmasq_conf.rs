@@ -169,6 +169,9 @@ pub struct DnsmasqConfig {
     pub ignore_unknown: bool,
     /// `dhcp-host` lines that did not parse.
     pub bad_lines: Vec<BadLine>,
+    /// Every configuration file read and every `conf-dir` listed (what to follow for changes:
+    /// CloudStack writes its ranges and host-file names into `/etc/dnsmasq.d/cloud.conf`).
+    pub conf_paths: Vec<PathBuf>,
 }
 
 /// The "file" of options given on a command line; their "line" is their index in `args`.
@@ -178,7 +181,7 @@ impl DnsmasqConfig {
     pub fn load(path: &Path, files: &dyn ConfFiles) -> Result<DnsmasqConfig, ConfError> {
         let mut loader = Loader::new(files);
         loader.read_file(path, 0)?;
-        Ok(loader.config)
+        Ok(loader.finish())
     }
 
     /// A dnsmasq command line, as OpenStack Neutron starts it (`dnsmasq --no-hosts
@@ -218,7 +221,7 @@ impl DnsmasqConfig {
         if let Some(file) = first_conf_file {
             loader.read_file(Path::new(file), 1)?;
         }
-        Ok(loader.config)
+        Ok(loader.finish())
     }
 
     /// The listen address inside `subnet`: with `listen-address` on a secondary address (a VIP),
@@ -269,6 +272,14 @@ impl<'a> Loader<'a> {
             read: BTreeSet::new(),
             config: DnsmasqConfig::default(),
         }
+    }
+
+    /// The configuration, with the files read among its [`DnsmasqConfig::conf_paths`].
+    fn finish(mut self) -> DnsmasqConfig {
+        self.config.conf_paths.extend(self.read);
+        self.config.conf_paths.sort();
+        self.config.conf_paths.dedup();
+        self.config
     }
 
     fn read_file(&mut self, path: &Path, depth: usize) -> Result<(), ConfError> {
@@ -369,6 +380,7 @@ impl<'a> Loader<'a> {
         if dir.as_os_str().is_empty() {
             return Ok(());
         }
+        self.config.conf_paths.push(dir.clone());
         let (mut include, mut exclude) = (Vec::new(), Vec::new());
         for part in parts.filter(|p| !p.is_empty() && *p != "*") {
             match part.strip_prefix('*') {
@@ -716,6 +728,17 @@ mod tests {
             ]
         );
         assert_eq!(config.interfaces, vec!["eth0".to_owned()]);
+        // What to follow for changes: every file read and the conf-dir itself.
+        assert_eq!(
+            config.conf_paths,
+            [
+                "/etc/dnsmasq.conf",
+                "/etc/dnsmasq.d",
+                "/etc/dnsmasq.d/a.conf",
+                "/etc/extra"
+            ]
+            .map(PathBuf::from)
+        );
         assert_eq!(
             config.lease_file,
             Some(PathBuf::from("/var/lib/misc/dnsmasq.leases"))
