@@ -26,6 +26,12 @@ pub fn execute(
             RepairResult::Failed,
             Some("the server still holds the lease".into()),
         ),
+        // Sent, then the server went quiet (stopped or restarting): the lease file tells
+        // whether it took; a failure it is not.
+        Err(err @ server_query::QueryError::NoAnswer(..)) => (
+            RepairResult::Unverified,
+            Some(format!("sent; {err} to check it")),
+        ),
         Err(err) => (RepairResult::Failed, Some(err.to_string())),
     }
 }

@@ -50,17 +50,28 @@ pub enum RepairResult {
     Failed,
     DryRun,
     RateLimited,
+    /// Sent, but the server stopped answering before the lease could be checked (a BACKUP
+    /// taking over, `systemctl restart dnsmasq`): not a failure; the lease file tells. Not sent
+    /// again.
+    Unverified,
 }
 
 impl RepairResult {
-    pub const ALL: [RepairResult; 4] = [
+    pub const ALL: [RepairResult; 5] = [
         RepairResult::Remediated,
         RepairResult::Failed,
         RepairResult::DryRun,
         RepairResult::RateLimited,
+        RepairResult::Unverified,
     ];
     /// Every result's [`RepairResult::name`] (the metrics' label set).
-    pub const NAMES: [&'static str; 4] = ["remediated", "failed", "dry_run", "rate_limited"];
+    pub const NAMES: [&'static str; 5] = [
+        "remediated",
+        "failed",
+        "dry_run",
+        "rate_limited",
+        "unverified",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +79,7 @@ impl RepairResult {
             RepairResult::Failed => "failed",
             RepairResult::DryRun => "dry_run",
             RepairResult::RateLimited => "rate_limited",
+            RepairResult::Unverified => "unverified",
         }
     }
 }

@@ -804,12 +804,7 @@ mod tests {
                 settled_ns: 0,
             });
         }
-        for result in [
-            RepairResult::Remediated,
-            RepairResult::Failed,
-            RepairResult::DryRun,
-            RepairResult::RateLimited,
-        ] {
+        for result in RepairResult::ALL {
             metrics.remediation(result);
         }
         for result in ReloadResult::ALL {
