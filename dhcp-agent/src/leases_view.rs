@@ -208,3 +208,80 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use dhcp_engine::{
+        leases::{Lease, LeaseTable},
+        reconcile::LeaseStatus,
+    };
+
+    use super::*;
+
+    #[test]
+    fn each_lease_is_declared_orphan_or_blocking_from_the_files_on_disk() {
+        let dir = std::env::temp_dir().join(format!("leases-view-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dnsmasq.d")).unwrap();
+        let hosts = dir.join("dhcphosts.txt");
+        // CloudStack's layout: the range and the hosts file named in conf-dir's cloud.conf.
+        std::fs::write(
+            dir.join("dnsmasq.conf"),
+            format!("conf-dir={}\n", dir.join("dnsmasq.d").display()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("dnsmasq.d/cloud.conf"),
+            format!(
+                "dhcp-hostsfile={}\ndhcp-range=set:interface-eth2-0,10.1.1.1,static,255.255.255.0\n",
+                hosts.display()
+            ),
+        )
+        .unwrap();
+        // vm-1 is declared; vm-3 was given the expunged vm-2's address.
+        std::fs::write(
+            &hosts,
+            "02:00:00:00:00:01,10.1.1.50,vm-1,infinite\n02:00:00:00:00:03,10.1.1.51,vm-3,infinite\n",
+        )
+        .unwrap();
+        let lease = |ip: &str, mac: u8| Lease {
+            ip: ip.parse().unwrap(),
+            hwaddr: vec![2, 0, 0, 0, 0, mac],
+            htype: 1,
+            client_id: None,
+            hostname: None,
+            expiry: Expiry::Never,
+            iaid: None,
+        };
+        let table: LeaseTable = [lease("10.1.1.50", 1), lease("10.1.1.51", 2)]
+            .into_iter()
+            .collect();
+        let args = LeasesArgs {
+            leases: dir.join("dnsmasq.leases"),
+            lease_format: LeaseFormatName::Dnsmasq,
+            state_file: dir.join("state.json"),
+            probe_memory: false,
+            dnsmasq_conf: Some(dir.join("dnsmasq.conf")),
+            dnsmasq_pid_file: None,
+            server: "127.0.0.1:67".parse().unwrap(),
+            json: true,
+        };
+        let (reconciler, found) = reconcile(&args, &table).unwrap().unwrap();
+        let mut statuses: Vec<_> = reconciler.statuses().collect();
+        statuses.sort_by_key(|(ip, _)| *ip);
+        assert_eq!(
+            statuses,
+            [
+                ("10.1.1.50".parse().unwrap(), LeaseStatus::Declared),
+                ("10.1.1.51".parse().unwrap(), LeaseStatus::Orphan)
+            ]
+        );
+        assert!(
+            found.iter().any(|f| matches!(f, Reconciled::Blocked(b)
+                if b.hostname.as_deref() == Some("vm-3")
+                    && b.host_source == format!("{}:2", hosts.display())
+                    && b.holder_is_orphan)),
+            "{found:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
