@@ -11,13 +11,13 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
 use inotify::{EventStream, Inotify, WatchDescriptor, WatchMask};
 
 use dhcp_engine::{declared::DeclaredHosts, dnsmasq_conf::DnsmasqConfig, reconcile::Intent};
 
 use crate::{
     conf_files::{Fs, modified_unix_ns},
+    leases::settled_change,
     system,
 };
 
@@ -152,30 +152,21 @@ impl FilesFollower {
     /// Waits until something followed changed and then stayed quiet for the debounce time.
     /// Cancel-safe, like [`crate::leases::LeaseFollower::changed`].
     pub async fn changed(&mut self) -> std::io::Result<()> {
-        loop {
-            let event = match self.settle_at {
-                Some(at) => tokio::select! {
-                    event = self.events.next() => event,
-                    () = tokio::time::sleep_until(at) => {
-                        self.settle_at = None;
-                        return Ok(());
-                    }
-                },
-                None => self.events.next().await,
-            };
-            let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
-            let counts = match self.dirs.get(&event.wd) {
+        let dirs = &self.dirs;
+        settled_change(
+            &mut self.events,
+            &mut self.settle_at,
+            DEBOUNCE,
+            |event| match dirs.get(&event.wd) {
                 Some(None) => true,
                 Some(Some(names)) => event
                     .name
                     .as_deref()
                     .is_some_and(|n| names.iter().any(|w| w == n)),
                 None => false,
-            };
-            if counts {
-                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

@@ -145,21 +145,36 @@ impl LeaseFollower {
     /// quiet for the debounce time. Cancel-safe: the pending change is kept in `self`, so it can
     /// sit in a `select!` beside other branches.
     pub async fn changed(&mut self) -> std::io::Result<()> {
-        loop {
-            let event = match self.settle_at {
-                Some(at) => tokio::select! {
-                    event = self.events.next() => event,
-                    () = tokio::time::sleep_until(at) => {
-                        self.settle_at = None;
-                        return Ok(());
-                    }
-                },
-                None => self.events.next().await,
-            };
-            let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
-            if event.name.as_deref() == Some(self.file_name.as_os_str()) {
-                self.settle_at = Some(tokio::time::Instant::now() + DEBOUNCE);
-            }
+        let file_name = self.file_name.as_os_str();
+        settled_change(&mut self.events, &mut self.settle_at, DEBOUNCE, |event| {
+            event.name.as_deref() == Some(file_name)
+        })
+        .await
+    }
+}
+
+/// Waits for an inotify event that `counts`, then until the stream stayed quiet for
+/// `debounce`. Cancel-safe: the pending deadline lives in `settle_at`, owned by the caller.
+pub(crate) async fn settled_change(
+    events: &mut EventStream<Vec<u8>>,
+    settle_at: &mut Option<tokio::time::Instant>,
+    debounce: Duration,
+    counts: impl Fn(&inotify::Event<OsString>) -> bool,
+) -> std::io::Result<()> {
+    loop {
+        let event = match *settle_at {
+            Some(at) => tokio::select! {
+                event = events.next() => event,
+                () = tokio::time::sleep_until(at) => {
+                    *settle_at = None;
+                    return Ok(());
+                }
+            },
+            None => events.next().await,
+        };
+        let event = event.ok_or_else(|| std::io::Error::other("inotify stream ended"))??;
+        if counts(&event) {
+            *settle_at = Some(tokio::time::Instant::now() + debounce);
         }
     }
 }
