@@ -9,6 +9,7 @@ mod setup;
 mod soak;
 
 use clap::{Parser, Subcommand};
+use setup::Scope;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "dhcp-observer project tasks")]
@@ -19,9 +20,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (Debian packages, nightly rust-src, bpf-linker);
-    /// skips what is already there.
-    Setup,
+    /// Install what the named tasks need (default: everything `test` needs, which is every
+    /// task's): Debian packages, the pinned nightly, bpf-linker, cargo-deb, cargo-fuzz. Prints
+    /// what it will install first, skips what is there, and never removes a Debian package.
+    /// Every other task sets up its own needs the same way before it runs.
+    Setup(SetupArgs),
     /// Build a redundant-VR router lab in network namespaces and watch it with the agent while
     /// VMs boot, renew and get expunged.
     Lab(lab::LabArgs),
@@ -47,17 +50,24 @@ enum Task {
     Kernel(kernel::KernelArgs),
 }
 
+#[derive(clap::Args)]
+struct SetupArgs {
+    /// The tasks to set up for (`build` is what building the agent needs).
+    #[arg(value_enum, default_value = "test")]
+    tasks: Vec<Scope>,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::ensure(),
-        Task::Lab(args) => setup::ensure().and_then(|()| lab::run(&args)),
-        Task::Test => setup::ensure().and_then(|()| test()),
-        Task::Bench(args) => setup::ensure().and_then(|()| bench::run(&args)),
-        Task::Fuzz(args) => setup::ensure().and_then(|()| fuzz::run(&args)),
-        Task::Kernel(args) => setup::ensure().and_then(|()| kernel::run(&args)),
-        Task::Dist(args) => setup::ensure().and_then(|()| dist::run(&args)),
-        Task::Soak(args) => setup::ensure().and_then(|()| soak::run(&args)),
+        Task::Setup(args) => setup::ensure(&args.tasks),
+        Task::Lab(args) => setup::ensure(&[Scope::Lab]).and_then(|()| lab::run(&args)),
+        Task::Test => setup::ensure(&[Scope::Test]).and_then(|()| test()),
+        Task::Bench(args) => setup::ensure(&[Scope::Bench]).and_then(|()| bench::run(&args)),
+        Task::Fuzz(args) => setup::ensure(&[Scope::Fuzz]).and_then(|()| fuzz::run(&args)),
+        Task::Kernel(args) => setup::ensure(&[Scope::Kernel]).and_then(|()| kernel::run(&args)),
+        Task::Dist(args) => setup::ensure(&[Scope::Dist]).and_then(|()| dist::run(&args)),
+        Task::Soak(args) => setup::ensure(&[Scope::Soak]).and_then(|()| soak::run(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
