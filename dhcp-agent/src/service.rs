@@ -1,38 +1,93 @@
-//! What every capturing command (`watch`, `run`) does the same way: resolve interfaces, load and
-//! attach the kernel programs, turn kernel events into decoded packets, stop on a signal.
+//! What every capturing command (`watch`, `run`) does the same way: select interfaces, load and
+//! attach the kernel programs and follow interfaces coming and going, turn kernel events into
+//! decoded packets, stop on a signal.
 use anyhow::Context as _;
 
+use dhcp_engine::dnsmasq_conf::ServedLinks;
 use dhcp_wire::{FrameMeta, Packet};
 
 use crate::{
     args::CaptureArgs,
-    capture::{Capture, Interface, RawEvent, iface},
+    capture::{
+        Capture, CaptureError, InterfaceChange, RawEvent, TcMode, Wanted, XdpChoice, iface,
+        select::{DefaultSet, Selection, Selector},
+    },
     system,
 };
 
-/// Resolves `--iface` (or the default set) to interfaces, failing on unknown names.
-pub fn resolve_interfaces(names: &[String]) -> anyhow::Result<Vec<Interface>> {
-    if names.is_empty() {
-        return iface::default_interfaces().context("listing interfaces in /sys/class/net");
-    }
-    names
-        .iter()
-        .map(|name| {
-            Interface::by_name(name)
-                .ok_or_else(|| crate::capture::CaptureError::UnknownInterface(name.clone()).into())
-        })
-        .collect()
+/// The interfaces a capturing command attaches to: `--iface` over a default set, and how
+/// their hooks are attached.
+pub struct Interfaces {
+    selector: Selector,
+    xdp: XdpChoice,
+    tc_mode: TcMode,
 }
 
-/// Checks privileges, loads the programs and attaches them, then drops every capability but
-/// CAP_BPF and CAP_NET_ADMIN (re-attaching; removing netlink filters at exit); reports each
-/// step on stderr.
-pub fn start_capture(args: &CaptureArgs) -> anyhow::Result<Capture> {
-    let interfaces = resolve_interfaces(&args.ifaces)?;
+impl Interfaces {
+    /// The selection of `--iface`, with `default` where no value includes.
+    pub fn new(args: &CaptureArgs, default: DefaultSet) -> anyhow::Result<Interfaces> {
+        let selection = Selection::parse(&args.ifaces).context("--iface")?;
+        Ok(Interfaces {
+            selector: Selector::new(selection, default),
+            xdp: args.xdp_mode,
+            tc_mode: args.tc_mode,
+        })
+    }
+
+    /// What is wanted now, of the interfaces there are.
+    fn wanted(&self) -> std::io::Result<Vec<Wanted>> {
+        Ok(iface::links()?
+            .into_iter()
+            .filter_map(|link| {
+                let why = self.selector.wants(&link)?;
+                Some(Wanted {
+                    by_name: self.selector.by_name(&link.name),
+                    iface: iface::Interface {
+                        name: link.name,
+                        index: link.index,
+                        loopback: link.loopback,
+                    },
+                    why: why.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// dnsmasq's configuration was read (again): the served default follows it. Call
+    /// [`Interfaces::reconcile`] next.
+    pub fn set_served(&mut self, served: Option<ServedLinks>) {
+        self.selector.set_served(served);
+    }
+
+    /// Attaches what is wanted and not attached, detaches what is gone: see
+    /// [`Capture::reconcile`].
+    pub fn reconcile(&self, capture: &mut Capture) -> Vec<InterfaceChange> {
+        match self.wanted() {
+            Ok(wanted) => capture.reconcile(&wanted, self.xdp, self.tc_mode),
+            Err(err) => {
+                eprintln!("interfaces not listed: {err}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Checks privileges, loads the programs and attaches them to the interfaces `interfaces`
+/// wants (an exact `--iface` name that does not exist is an error), then drops every
+/// capability but CAP_BPF and CAP_NET_ADMIN (attaching later; removing netlink filters at
+/// exit); reports each step on stderr.
+pub fn start_capture(args: &CaptureArgs, interfaces: &Interfaces) -> anyhow::Result<Capture> {
+    let wanted = interfaces.wanted().context("listing the interfaces")?;
+    for name in interfaces.selector.selection().exact_names() {
+        if iface::Interface::by_name(name).is_none() {
+            return Err(CaptureError::UnknownInterface(name.to_owned()).into());
+        }
+    }
     system::check_privileges()?;
-    let mut capture = Capture::load(args.ring_bytes)?;
-    for iface in &interfaces {
-        capture.attach(iface, args.xdp_mode, args.tc_mode)?;
+    let mut capture = Capture::load_with(args.ring_bytes, args.wake_interval)?;
+    eprintln!("interfaces: {}", interfaces.selector);
+    for wanted in &wanted {
+        capture.attach(wanted, interfaces.xdp, interfaces.tc_mode)?;
     }
     for report in capture.reports() {
         eprintln!("attached {report}");
@@ -67,6 +122,11 @@ pub fn decode_event(
 pub struct InterfaceNames(std::collections::HashMap<u32, String>);
 
 impl InterfaceNames {
+    /// Forgets the name of `index` (its interface went, or was renamed).
+    pub fn forget(&mut self, index: u32) {
+        self.0.remove(&index);
+    }
+
     pub fn get(&mut self, index: u32) -> String {
         self.0
             .entry(index)

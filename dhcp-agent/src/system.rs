@@ -288,10 +288,20 @@ impl Default for BootClock {
 /// The IPv4 addresses of this network namespace's interfaces, with their prefix lengths
 /// (getifaddrs(3)): the router's own subnets, and whether it holds its VIP.
 pub fn local_ipv4() -> Vec<(std::net::Ipv4Addr, u8)> {
+    link_ipv4()
+        .into_iter()
+        .map(|(_, ip, prefix)| (ip, prefix))
+        .collect()
+}
+
+/// Every IPv4 address of this network namespace with the link that holds it and its prefix
+/// length (getifaddrs(3)): which links dnsmasq serves. A label (`eth2:1`) is its link's.
+pub fn link_ipv4() -> Vec<(String, std::net::Ipv4Addr, u8)> {
     let mut found = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below; each entry's addr and netmask
-    // are either null or point at sockaddrs of the family `sa_family` says.
+    // SAFETY: getifaddrs fills `head` with a list we free below; each entry's name is a
+    // NUL-terminated string, its addr and netmask either null or sockaddrs of the family
+    // `sa_family` says.
     unsafe {
         if libc::getifaddrs(&mut head) != 0 {
             return found;
@@ -301,13 +311,16 @@ pub fn local_ipv4() -> Vec<(std::net::Ipv4Addr, u8)> {
             let ifa = &*entry;
             if !ifa.ifa_addr.is_null()
                 && !ifa.ifa_netmask.is_null()
+                && !ifa.ifa_name.is_null()
                 && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
             {
                 let addr = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                 let mask = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
                 let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
                 let prefix = u32::from_be(mask.sin_addr.s_addr).leading_ones() as u8;
-                found.push((ip, prefix));
+                let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+                let link = name.split(':').next().unwrap_or_default().to_owned();
+                found.push((link, ip, prefix));
             }
             entry = ifa.ifa_next;
         }

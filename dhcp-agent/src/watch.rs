@@ -14,10 +14,10 @@ use dhcp_engine::{
 
 use crate::{
     args::{CaptureArgs, PcapArgs},
-    capture::LinkEvents,
+    capture::{LinkEvents, select::DefaultSet},
     filter::Filter,
     output,
-    service::{InterfaceNames, decode_event, shutdown_signal, start_capture},
+    service::{InterfaceNames, Interfaces, decode_event, shutdown_signal, start_capture},
     system,
     timeline::Timeline,
 };
@@ -59,7 +59,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
-    let mut capture = start_capture(&args.capture)?;
+    let interfaces = Interfaces::new(&args.capture, DefaultSet::Up)?;
+    let mut capture = start_capture(&args.capture, &interfaces)?;
     let mut reader = capture.event_reader()?;
     let mut filter = Filter::new(&args.filter);
     filter.macs.extend(args.follow);
@@ -82,8 +83,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             result = reader.read_batch(&mut batch) => result.context("reading the event ring buffer")?,
             result = link_events.changed() => {
                 result.context("following interface changes")?;
-                // A deleted interface that comes back gets the hooks again.
-                for change in capture.reconcile() {
+                // A new interface the selection wants gets the hooks, a deleted one that comes
+                // back gets them again.
+                for change in interfaces.reconcile(&mut capture) {
+                    if !matches!(change, crate::capture::InterfaceChange::Gone { .. }) {
+                        names.forget(change.index());
+                    }
                     eprintln!("{change}");
                 }
                 continue;

@@ -154,7 +154,12 @@ impl DhcpRange {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsmasqConfig {
     pub listen_addresses: Vec<IpAddr>,
+    /// `interface=` names, as written (dnsmasq allows a `*` in them: [`dnsmasq_name_match`]).
     pub interfaces: Vec<String>,
+    /// `except-interface=` names, as written.
+    pub except_interfaces: Vec<String>,
+    /// `no-dhcp-interface=` names, as written: DNS there, but no DHCP.
+    pub no_dhcp_interfaces: Vec<String>,
     pub ranges: Vec<DhcpRange>,
     /// The same ranges with their mode and tags, in the same order (the parser fills both).
     pub range_lines: Vec<RangeLine>,
@@ -233,6 +238,24 @@ impl DnsmasqConfig {
         })
     }
 
+    /// What the configuration says about the links dnsmasq serves: [`ServedLinks`].
+    pub fn served_links(&self) -> ServedLinks {
+        ServedLinks {
+            interfaces: self.interfaces.clone(),
+            except_interfaces: self.except_interfaces.clone(),
+            no_dhcp_interfaces: self.no_dhcp_interfaces.clone(),
+            listen_addresses: self
+                .listen_addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+            ranges: self.ranges.clone(),
+        }
+    }
+
     /// Whether dnsmasq would give `ip` only to a declared host: it ignores unknown clients
     /// everywhere, or `ip`'s subnet is served by a `static` range and `ip` is in no dynamic
     /// range. `local` are the router's own subnets (for ranges without a netmask).
@@ -249,6 +272,127 @@ impl DnsmasqConfig {
         });
         static_subnet && !dynamic
     }
+}
+
+/// On which links dnsmasq serves DHCP, as far as its configuration says: what the agent
+/// attaches to on a router by default ([`DnsmasqConfig::served_links`]).
+///
+/// dnsmasq (`network.c` `iface_check`, `dhcp.c` `dhcp_packet`) answers on a link that is
+/// named by `interface=` or holds a `listen-address` (every address given when neither is),
+/// is not excepted (`except-interface=`, overridden by a listen-address there, which is how
+/// CloudStack's `except-interface=lo` still answers `dhcp_lease_time` on 127.0.0.1), not
+/// `no-dhcp-interface=`, and has an address inside a `dhcp-range`. This is a superset: a link
+/// is served when any of those says so (named, holding a listen-address, or holding an address
+/// in a range, static ranges included), unless excepted. A link attached in vain costs nothing;
+/// one left out is DHCP not seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedLinks {
+    interfaces: Vec<String>,
+    except_interfaces: Vec<String>,
+    no_dhcp_interfaces: Vec<String>,
+    listen_addresses: Vec<Ipv4Addr>,
+    ranges: Vec<DhcpRange>,
+}
+
+/// Why [`ServedLinks::serves`] says a link is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedBy {
+    /// Named by `interface=` (the name as written, maybe with a `*`).
+    Interface(String),
+    /// The link holds this `listen-address`.
+    ListenAddress(Ipv4Addr),
+    /// The link holds `address/prefix`, inside the `dhcp-range` that starts at `start`.
+    Range {
+        address: Ipv4Addr,
+        prefix: u8,
+        start: Ipv4Addr,
+    },
+}
+
+impl std::fmt::Display for ServedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServedBy::Interface(name) => write!(f, "dnsmasq interface={name}"),
+            ServedBy::ListenAddress(ip) => write!(f, "holds dnsmasq's listen-address {ip}"),
+            ServedBy::Range {
+                address,
+                prefix,
+                start,
+            } => write!(
+                f,
+                "holds {address}/{prefix}, in dnsmasq's dhcp-range starting at {start}"
+            ),
+        }
+    }
+}
+
+impl ServedLinks {
+    /// Whether dnsmasq serves the link `name` holding `addresses` (IPv4, with prefix lengths),
+    /// and why.
+    pub fn serves(&self, name: &str, addresses: &[(Ipv4Addr, u8)]) -> Option<ServedBy> {
+        let named = |list: &[String]| list.iter().find(|p| dnsmasq_name_match(p, name)).cloned();
+        if named(&self.no_dhcp_interfaces).is_some() {
+            return None;
+        }
+        let listen = addresses
+            .iter()
+            .map(|(ip, _)| *ip)
+            .find(|ip| self.listen_addresses.contains(ip));
+        if listen.is_none() && named(&self.except_interfaces).is_some() {
+            return None;
+        }
+        if let Some(pattern) = named(&self.interfaces) {
+            return Some(ServedBy::Interface(pattern));
+        }
+        if let Some(ip) = listen {
+            return Some(ServedBy::ListenAddress(ip));
+        }
+        addresses.iter().find_map(|&(address, prefix)| {
+            let start = self
+                .ranges
+                .iter()
+                .find(|range| range_holds(range, address, prefix))?
+                .start;
+            Some(ServedBy::Range {
+                address,
+                prefix,
+                start,
+            })
+        })
+    }
+}
+
+/// Whether the link address `address/prefix` is inside `range`'s subnet: the range's netmask
+/// when it has one, else the link's own (dnsmasq's `complete_context` takes the interface's
+/// netmask for a range without one, like CloudStack's `dhcp-range=...,<gateway>,static`).
+fn range_holds(range: &DhcpRange, address: Ipv4Addr, prefix: u8) -> bool {
+    let subnet = match range.netmask {
+        Some(mask) => Subnet::from_mask(range.start, mask),
+        None => Subnet::new(address, prefix),
+    };
+    subnet.is_some_and(|s| s.contains(address) && s.contains(range.start))
+}
+
+/// dnsmasq's `wildcard_match` (`util.c`) of an interface name: equal, or equal up to a `*`,
+/// which matches whatever follows (at least one character: `eth*` does not match `eth`).
+pub fn dnsmasq_name_match(pattern: &str, name: &str) -> bool {
+    let (mut p, mut n) = (pattern.bytes(), name.bytes());
+    loop {
+        match (p.next(), n.next()) {
+            (Some(b'*'), Some(_)) => return true,
+            (Some(a), Some(b)) if a == b => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// A comma-separated list of interface names.
+fn names(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(|i| i.trim().to_owned())
+        .filter(|i| !i.is_empty())
 }
 
 /// Where an option was given, for errors and host line sources.
@@ -351,9 +495,9 @@ impl<'a> Loader<'a> {
                     config.listen_addresses.push(addr);
                 }
             }
-            "interface" => config
-                .interfaces
-                .extend(value.split(',').map(|i| i.trim().to_owned())),
+            "interface" => config.interfaces.extend(names(&value)),
+            "except-interface" => config.except_interfaces.extend(names(&value)),
+            "no-dhcp-interface" => config.no_dhcp_interfaces.extend(names(&value)),
             "dhcp-range" => {
                 if let Some(line) = parse_range(&value).map_err(|r| at.bad(r))? {
                     config.ranges.push(line.range.clone());
@@ -609,6 +753,114 @@ mod tests {
 
     fn range(s: &str) -> Option<DhcpRange> {
         parse_range(s).unwrap().map(|l| l.range)
+    }
+
+    /// `text` as /etc/dnsmasq.conf.
+    fn conf(text: &str) -> DnsmasqConfig {
+        let files = MemoryFiles::default().with("/etc/dnsmasq.conf", text);
+        DnsmasqConfig::load(Path::new("/etc/dnsmasq.conf"), &files).unwrap()
+    }
+
+    /// The links of `links` (name, addresses as `a.b.c.d/prefix`) the configuration serves.
+    fn served<'a>(text: &str, links: &[(&'a str, &[&str])]) -> Vec<&'a str> {
+        let served = conf(text).served_links();
+        links
+            .iter()
+            .filter(|(name, addresses)| {
+                let addresses: Vec<(Ipv4Addr, u8)> = addresses
+                    .iter()
+                    .map(|a| {
+                        let (ip, prefix) = a.split_once('/').unwrap();
+                        (ip.parse().unwrap(), prefix.parse().unwrap())
+                    })
+                    .collect();
+                served.serves(name, &addresses).is_some()
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// A CloudStack VPC router: vpcdnsmasq.conf's `except-interface=lo`, cloud.conf's static
+    /// range and listen-address per tier (on the tier's address, no netmask).
+    #[test]
+    fn a_cloudstack_router_serves_its_tiers_and_lo_by_its_listen_address() {
+        let text = "except-interface=lo\n\
+                    dhcp-range=set:interface-eth2-0,172.29.102.1,static\n\
+                    listen-address=127.0.0.1,172.29.102.1\n\
+                    dhcp-range=set:interface-eth3-0,172.29.103.1,static\n";
+        let links: &[(&str, &[&str])] = &[
+            ("lo", &["127.0.0.1/8"]),
+            ("eth0", &["169.254.0.10/16"]),
+            ("eth1", &["192.0.2.10/24"]),
+            ("eth2", &["172.29.102.1/24"]),
+            // A new tier: its range is in, its listen-address not yet.
+            ("eth3", &["172.29.103.1/24"]),
+            ("eth4", &[]),
+        ];
+        assert_eq!(served(text, links), ["lo", "eth2", "eth3"]);
+        // The redundant router's BACKUP: the VIP gone, the primary still in the tier's subnet.
+        let backup: &[(&str, &[&str])] = &[("eth2", &["172.29.102.245/24"])];
+        assert_eq!(served(text, backup), ["eth2"]);
+        let why = conf(text)
+            .served_links()
+            .serves("eth2", &[(Ipv4Addr::new(172, 29, 102, 1), 24)]);
+        assert_eq!(
+            why.map(|w| w.to_string()).as_deref(),
+            Some("holds dnsmasq's listen-address 172.29.102.1")
+        );
+    }
+
+    #[test]
+    fn interface_names_take_dnsmasq_wildcards_and_exceptions() {
+        let links: &[(&str, &[&str])] = &[
+            ("lo", &["127.0.0.1/8"]),
+            ("eth", &[]),
+            ("eth2", &[]),
+            ("eth3", &["10.0.3.1/24"]),
+            ("tap1", &["10.0.9.1/24"]),
+        ];
+        assert_eq!(
+            served("interface=eth*\nexcept-interface=eth3\n", links),
+            ["eth2"]
+        );
+        // A listen-address on an excepted link wins, as in dnsmasq.
+        assert_eq!(
+            served(
+                "interface=eth*\nexcept-interface=eth3,lo\nlisten-address=10.0.3.1\n",
+                links
+            ),
+            ["eth2", "eth3"]
+        );
+        assert_eq!(
+            served("no-dhcp-interface=eth*\ninterface=eth*\n", links),
+            Vec::<&str>::new()
+        );
+        // A range with a netmask serves the links inside it.
+        assert_eq!(
+            served("dhcp-range=10.0.9.100,10.0.9.200,255.255.255.0\n", links),
+            ["tap1"]
+        );
+        // Nothing configured: nothing is known to be served.
+        assert_eq!(served("", links), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn dnsmasq_wildcards_match_a_prefix_and_at_least_one_more_character() {
+        for (pattern, name, matches) in [
+            ("eth*", "eth3", true),
+            ("eth*", "eth", false),
+            ("eth*", "veth3", false),
+            ("e*0", "eth5", true),
+            ("eth0", "eth0", true),
+            ("eth0", "eth01", false),
+            ("*", "lo", true),
+        ] {
+            assert_eq!(
+                dnsmasq_name_match(pattern, name),
+                matches,
+                "{pattern} {name}"
+            );
+        }
     }
 
     #[test]

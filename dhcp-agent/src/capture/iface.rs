@@ -1,9 +1,15 @@
-//! Network interfaces: listing, name <-> index, and which hooks each one gets.
-use std::{ffi::CString, fs, path::Path};
+//! Network interfaces: listing, name <-> index.
+//!
+//! Everything here asks the kernel through sockets and netlink (if_nameindex, if_nametoindex,
+//! SIOCGIFFLAGS), never /sys/class/net: sysfs shows the interfaces of the network namespace it
+//! was mounted in, which is not the agent's own when it was moved into one with setns (systemd's
+//! NetworkNamespacePath=, the benchmarks) rather than started by `ip netns exec`.
+use std::ffi::CString;
 
-const SYS_CLASS_NET: &str = "/sys/class/net";
-const IFF_UP: u32 = 0x1;
-const IFF_LOOPBACK: u32 = 0x8;
+use super::select::Link;
+
+const IFF_UP: u32 = libc::IFF_UP as u32;
+const IFF_LOOPBACK: u32 = libc::IFF_LOOPBACK as u32;
 
 /// An interface the agent attaches to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,29 +33,76 @@ impl Interface {
     }
 }
 
+/// The interface's flags (SIOCGIFFLAGS); 0 when it is gone.
 fn flags(name: &str) -> u32 {
-    let path = Path::new(SYS_CLASS_NET).join(name).join("flags");
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0)
+    if name.len() >= libc::IFNAMSIZ {
+        return 0;
+    }
+    // SAFETY: plain socket(2) call; the descriptor is closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return 0;
+    }
+    // SAFETY: ifreq is plain data; zeroes are valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes ifru_flags of `request`.
+    let flags = unsafe {
+        let ok = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) == 0;
+        libc::close(socket);
+        if ok { request.ifr_ifru.ifru_flags } else { 0 }
+    };
+    u32::from(flags as u16)
 }
 
-/// Every interface that is administratively up, plus the loopback device (where
-/// `dhcp_release` traffic travels), sorted by index.
-pub fn default_interfaces() -> std::io::Result<Vec<Interface>> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(SYS_CLASS_NET)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let flags = flags(&name);
-        if flags & IFF_UP == 0 && flags & IFF_LOOPBACK == 0 {
-            continue;
+/// The name of every interface of this network namespace (if_nameindex).
+fn names() -> std::io::Result<Vec<String>> {
+    // SAFETY: if_nameindex returns an array ended by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Err(std::io::Error::last_os_error());
         }
-        if let Some(iface) = Interface::by_name(&name) {
-            found.push(iface);
+        let mut names = Vec::new();
+        let mut entry = list;
+        while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*entry).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            entry = entry.add(1);
         }
+        libc::if_freenameindex(list);
+        Ok(names)
     }
-    found.sort_by_key(|i| i.index);
+}
+
+/// Every interface of this network namespace as [`super::select::Selector`] looks at it:
+/// name, index, flags and IPv4 addresses (getifaddrs), sorted by index. An interface deleted
+/// while it is listed is left out.
+pub fn links() -> std::io::Result<Vec<Link>> {
+    let addresses = crate::system::link_ipv4();
+    let mut found = Vec::new();
+    for name in names()? {
+        let Some(iface) = Interface::by_name(&name) else {
+            continue;
+        };
+        found.push(Link {
+            up: flags(&name) & IFF_UP != 0,
+            loopback: iface.loopback,
+            index: iface.index,
+            ipv4: addresses
+                .iter()
+                .filter(|(link, _, _)| *link == name)
+                .map(|&(_, ip, prefix)| (ip, prefix))
+                .collect(),
+            name,
+        });
+    }
+    found.sort_by_key(|l| l.index);
     Ok(found)
 }
 

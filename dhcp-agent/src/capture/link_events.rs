@@ -1,10 +1,13 @@
 //! Interface changes as the kernel announces them: an rtnetlink socket subscribed to the link
 //! group (`RTMGRP_LINK`), which gets a message whenever an interface of the agent's network
-//! namespace is created, deleted, renamed or changes state.
+//! namespace is created, deleted, renamed or changes state, and to the IPv4 address group
+//! (`RTMGRP_IPV4_IFADDR`): the link group says nothing of addresses, and an interface is
+//! served by dnsmasq once it holds an address in a served subnet (CloudStack plugs a tier's NIC,
+//! then configures its address).
 //!
-//! The messages are only a wake-up call: which interface a name now stands for is looked up
-//! afresh ([`super::Capture::reconcile`]), so nothing here parses link attributes, and a
-//! message lost to a full socket buffer (ENOBUFS) is a wake-up too.
+//! The messages are only a wake-up call: which interfaces there are and what each holds is
+//! looked up afresh ([`super::Capture::reconcile`]), so nothing here parses their attributes,
+//! and a message lost to a full socket buffer (ENOBUFS) is a wake-up too.
 use std::{
     io,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
@@ -16,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 /// is drained by the next read, and the caller looks at every interface anyway.
 const BUFFER_BYTES: usize = 16 * 1024;
 
-/// A subscription to the kernel's link notifications. Needs no privileges.
+/// A subscription to the kernel's link and IPv4 address notifications. Needs no privileges.
 pub struct LinkEvents {
     socket: AsyncFd<OwnedFd>,
     buffer: Vec<u8>,
@@ -42,7 +45,7 @@ impl LinkEvents {
         // SAFETY: sockaddr_nl is plain old data; zeroes are valid (nl_pid 0: the kernel picks).
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = libc::RTMGRP_LINK as u32;
+        addr.nl_groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
         // SAFETY: a valid sockaddr_nl of the size given.
         let bound = unsafe {
             libc::bind(
@@ -62,7 +65,7 @@ impl LinkEvents {
         })
     }
 
-    /// Waits until some interface changed, then drains what else is queued. Cancel-safe: a
+    /// Waits until some interface or address changed, then drains what else is queued. Cancel-safe: a
     /// message is only taken from the socket within the poll that returns.
     pub async fn changed(&mut self) -> io::Result<()> {
         loop {

@@ -7,12 +7,13 @@
 //! one with ten.
 pub mod http;
 
-use std::sync::Mutex;
+use std::{collections::BTreeSet, sync::Mutex};
 
 use dhcp_common::Hook;
 use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
+    core::{Collector as _, MetricVec, MetricVecBuilder},
 };
 
 use dhcp_engine::{
@@ -136,6 +137,9 @@ pub struct Metrics {
     pool_blocked_hosts: IntGaugeVec,
     /// Kernel counters as last added, to add only what is new.
     kernel_seen: Mutex<Vec<HookCounters>>,
+    /// Interfaces that went (and were not named by `--iface`): their series are removed, and
+    /// a pool learned on one is labelled `unknown` until the interface is back.
+    gone_interfaces: Mutex<BTreeSet<String>>,
 }
 
 /// Registers `metric` and hands it back. Names and labels are constants of this module, so a
@@ -157,6 +161,30 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// Removes every series of `vec` whose label `label` is `value` (prometheus removes a series by
+/// all its label values only: they are read from what the vector holds).
+fn remove_series<T: MetricVecBuilder>(vec: &MetricVec<T>, label: &str, value: &str) {
+    let Some(names) = vec.desc().first().map(|d| d.variable_labels.clone()) else {
+        return;
+    };
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let pairs = metric.get_label();
+            let of = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|p| p.name() == name)
+                    .map(|p| p.value().to_owned())
+            };
+            if of(label).as_deref() != Some(value) {
+                continue;
+            }
+            let values: Vec<String> = names.iter().map(|n| of(n).unwrap_or_default()).collect();
+            let _ = vec.remove_label_values(&values.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
 }
 
 /// Creates every series of a fixed label set at zero, so that `rate()` and `increase()` see the
@@ -299,13 +327,13 @@ impl Metrics {
             interface_attached: gauge(
                 r,
                 "dhcp_interface_attached",
-                "1 while the hooks are attached to the interface, 0 while it is gone.",
+                "1 while the hooks are attached to the interface; 0 while one named by --iface is gone, or attaching failed. One selected by a pattern or by default loses its series when it goes.",
                 &["interface"],
             ),
             interface_reattachments: counter(
                 r,
                 "dhcp_interface_reattachments_total",
-                "Times the hooks were attached again to an interface that was deleted and came back.",
+                "Times the hooks were attached again to an interface of a name attached before that was deleted and came back.",
                 &["interface"],
             ),
             server_up: simple_gauge(
@@ -370,6 +398,7 @@ impl Metrics {
                 &["interface", "subnet"],
             ),
             kernel_seen: Mutex::new(vec![HookCounters::default(); HOOKS.len()]),
+            gone_interfaces: Mutex::new(BTreeSet::new()),
             registry,
         };
         for (metric, set) in [
@@ -535,10 +564,7 @@ impl Metrics {
             metric.reset();
         }
         for (pool, [declared, orphans, blocked]) in pools.iter().zip(per_pool) {
-            let interface = pool
-                .interface
-                .clone()
-                .unwrap_or_else(|| UNKNOWN_INTERFACE.into());
+            let interface = self.pool_interface(pool.interface.as_deref());
             let labels = [interface.as_str(), &pool.subnet.to_string()];
             self.pool_declared_hosts
                 .with_label_values(&labels)
@@ -600,14 +626,66 @@ impl Metrics {
     pub fn interface_change(&self, change: &InterfaceChange) {
         let interface = change.interface();
         match change {
-            InterfaceChange::Gone { .. } => self.set_interface_attached(interface, false),
+            InterfaceChange::Attached { .. } => {
+                self.gone().remove(interface);
+                self.set_interface_attached(interface, true);
+            }
+            InterfaceChange::Gone { kept: true, .. } => {
+                self.set_interface_attached(interface, false)
+            }
+            InterfaceChange::Gone { kept: false, .. } => self.interface_removed(interface),
             InterfaceChange::Reattached { .. } => {
+                self.gone().remove(interface);
                 self.set_interface_attached(interface, true);
                 self.interface_reattachments
                     .with_label_values(&[interface])
                     .inc();
             }
-            InterfaceChange::Failed { .. } => {}
+            InterfaceChange::Failed { .. } => self.set_interface_attached(interface, false),
+        }
+    }
+
+    /// Removes every series that names `interface`: its own (attachment, packets, NAKs,
+    /// unanswered DISCOVERs, rogue replies) and the pools' labelled with it, which name it no
+    /// more until it is back ([`Metrics::pool_interface`]). Series of other interfaces, and
+    /// the pools' of others, stay.
+    fn interface_removed(&self, interface: &str) {
+        self.gone().insert(interface.to_owned());
+        for vec in [
+            &self.packets,
+            &self.malformed,
+            &self.naks,
+            &self.discover_unanswered,
+            &self.rogue_packets,
+            &self.interface_reattachments,
+        ] {
+            remove_series(vec, "interface", interface);
+        }
+        for vec in [
+            &self.interface_attached,
+            &self.leases,
+            &self.pool_size,
+            &self.server_id_info,
+            &self.pool_declared_hosts,
+            &self.pool_orphans,
+            &self.pool_blocked_hosts,
+        ] {
+            remove_series(vec, "interface", interface);
+        }
+    }
+
+    fn gone(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.gone_interfaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `interface` label of a pool: where its server id was learned, unless that interface
+    /// is gone.
+    fn pool_interface(&self, interface: Option<&str>) -> String {
+        match interface {
+            Some(name) if !self.gone().contains(name) => name.to_owned(),
+            _ => UNKNOWN_INTERFACE.to_owned(),
         }
     }
 
@@ -655,11 +733,7 @@ impl Metrics {
     pub fn set_leases(&self, table: &LeaseTable, pools: &[Pool]) {
         self.leases.reset();
         self.pool_size.reset();
-        let interface = |pool: &Pool| {
-            pool.interface
-                .clone()
-                .unwrap_or_else(|| UNKNOWN_INTERFACE.into())
-        };
+        let interface = |pool: &Pool| self.pool_interface(pool.interface.as_deref());
         let mut counts = vec![0i64; pools.len()];
         let mut outside = 0;
         for ip in table.v4.keys() {
@@ -692,10 +766,10 @@ impl Metrics {
     pub fn set_server_ids<'a>(&self, known: impl Iterator<Item = &'a KnownServer>) {
         self.server_id_info.reset();
         for k in known {
-            let interface = k.interface.as_deref().unwrap_or(UNKNOWN_INTERFACE);
+            let interface = self.pool_interface(k.interface.as_deref());
             self.server_id_info
                 .with_label_values(&[
-                    interface,
+                    interface.as_str(),
                     &k.subnet.to_string(),
                     &k.server_id.to_string(),
                     k.source.name(),
@@ -851,9 +925,12 @@ mod tests {
             InterfaceChange::Gone {
                 interface: "guest0".into(),
                 index: 3,
+                kept: true,
+                hooks: Vec::new(),
             },
             InterfaceChange::Failed {
                 interface: "guest0".into(),
+                index: 4,
                 error: "attaching failed".into(),
             },
             InterfaceChange::Reattached {
@@ -1057,6 +1134,8 @@ mod tests {
         let gone = InterfaceChange::Gone {
             interface: "guest0".into(),
             index: 3,
+            kept: true,
+            hooks: Vec::new(),
         };
         metrics.interface_change(&gone);
         let text = metrics.render();
@@ -1074,6 +1153,92 @@ mod tests {
         assert!(
             text.contains("dhcp_interface_attached{interface=\"guest0\"} 1")
                 && text.contains("dhcp_interface_reattachments_total{interface=\"guest0\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// eth3 came with a new tier and goes with it: every series naming it goes, the pool it
+    /// served is labelled `unknown`, guest0's series stay; back, it is named again.
+    #[test]
+    fn an_interface_that_goes_takes_every_series_naming_it_and_no_other() {
+        let metrics = Metrics::new("v", "k");
+        let mut identity = ServerIdentity::default();
+        let mut table = LeaseTable::default();
+        for (interface, index, net) in [("guest0", 3, 101), ("eth3", 7, 103)] {
+            metrics.interface_change(&InterfaceChange::Attached {
+                interface: interface.into(),
+                index,
+                reports: Vec::new(),
+                why: "matches --iface *".into(),
+            });
+            let mut offer = test_support::v4_packet(
+                v4::MessageType::Offer,
+                1,
+                [2, 0, 0, 0, 0, 1],
+                0,
+                Hook::TcEgress,
+            );
+            offer.meta.interface = interface.into();
+            if let Body::V4(m) = &mut offer.body {
+                m.server_id = Some(std::net::Ipv4Addr::new(172, 29, net, 1));
+                m.yiaddr = std::net::Ipv4Addr::new(172, 29, net, 10);
+                m.subnet_mask = Some(std::net::Ipv4Addr::new(255, 255, 255, 0));
+            }
+            metrics.packet(&offer);
+            identity.observe(&offer);
+            metrics.transaction(&TransactionEvent::Nak {
+                interface: interface.into(),
+                client: vec![2, 0, 0, 0, 0, 1],
+                xid: 1,
+                at_ns: 0,
+            });
+            table.insert(dhcp_engine::leases::Lease {
+                ip: std::net::Ipv4Addr::new(172, 29, net, 10).into(),
+                hwaddr: vec![2, 0, 0, 0, 0, 1],
+                htype: 1,
+                client_id: None,
+                hostname: None,
+                expiry: dhcp_engine::leases::Expiry::Never,
+                iaid: None,
+            });
+        }
+        let refresh = || {
+            metrics.set_leases(&table, &identity.pools());
+            metrics.set_server_ids(identity.known());
+            metrics.render()
+        };
+        let text = refresh();
+        assert!(text.contains("interface=\"eth3\""), "{text}");
+        let guest0 = text.matches("interface=\"guest0\"").count();
+        metrics.interface_change(&InterfaceChange::Gone {
+            interface: "eth3".into(),
+            index: 7,
+            kept: false,
+            hooks: Vec::new(),
+        });
+        for text in [metrics.render(), refresh()] {
+            assert!(!text.contains("eth3"), "{text}");
+            assert_eq!(
+                text.matches("interface=\"guest0\"").count(),
+                guest0,
+                "{text}"
+            );
+        }
+        let text = refresh();
+        assert!(
+            text.contains("dhcp_leases{interface=\"unknown\",subnet=\"172.29.103.0/24\"} 1"),
+            "{text}"
+        );
+        metrics.interface_change(&InterfaceChange::Reattached {
+            interface: "eth3".into(),
+            index: 9,
+            reports: Vec::new(),
+        });
+        let text = refresh();
+        assert!(
+            text.contains("dhcp_leases{interface=\"eth3\",subnet=\"172.29.103.0/24\"} 1")
+                && text.contains("dhcp_interface_attached{interface=\"eth3\"} 1")
+                && text.contains("dhcp_interface_reattachments_total{interface=\"eth3\"} 1"),
             "{text}"
         );
     }
