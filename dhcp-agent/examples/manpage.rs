@@ -1,14 +1,15 @@
 //! Writes the Debian package's man pages into the directory given as the only argument:
 //! `dhcp-agent.8` and one page per subcommand (`dhcp-agent-run.8`, ...), in section 8 (system
 //! administration). They are rendered from the clap definitions, so they say what `--help`
-//! says; the main page adds the capabilities (from `system.rs`) and files the service uses.
+//! says; the main page adds the capabilities (from `system.rs`), the events' journal fields
+//! and MESSAGE_IDs (from `events.rs`) and files the service uses.
 //! `cargo xtask dist` runs it; an example because only packaging needs clap_mangen.
 use std::{fs, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
 use clap_mangen::Man;
-use dhcp_agent::{cli::Cli, system};
+use dhcp_agent::{cli::Cli, events, system};
 
 const SECTION: &str = "8";
 
@@ -32,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     fs::write(&path, page).with_context(|| format!("writing {}", path.display()))
 }
 
-/// CAPABILITIES, FILES and SEE ALSO, in roff.
+/// CAPABILITIES, EVENTS (the journal's MESSAGE_IDs), FILES and SEE ALSO, in roff.
 fn extra_sections() -> String {
     let mut roff = String::from(".SH CAPABILITIES\n");
     roff.push_str(
@@ -55,6 +56,21 @@ fn extra_sections() -> String {
          and need nothing more. \\fBrelease\\fR, \\fBleases\\fR and \\fBanalyze\\fR need none.\n",
         kept.join(" and ")
     ));
+    roff.push_str(
+        ".SH EVENTS\n\
+         Under systemd (\\fBrun --events auto\\fR, the default, as the unit starts it) each event \
+         is a journal entry of its own: \\fBMESSAGE\\fR its text line, one \\fBDHCP_\\fR\\fIFIELD\\fR \
+         per field of its JSON (\\fBjournalctl -u dhcp-agent -o json DHCP_OUTCOME=dropped\\fR), \
+         \\fBDHCP_HOST\\fR the name the hosts file gives the client, \\fBPRIORITY\\fR by kind and \
+         outcome, and a \\fBMESSAGE_ID\\fR per kind:\n",
+    );
+    for (kind, id) in events::MESSAGE_IDS {
+        roff.push_str(&format!(".TP\n\\fB{kind}\\fR\n{id}\n"));
+    }
+    roff.push_str(
+        ".PP\nElsewhere (by hand, in a pipe) events are lines on stdout, JSON with \\fB--json\\fR; \
+         so is an event the journal does not take (journald restarting), with a note on stderr.\n",
+    );
     roff.push_str(
         ".SH FILES\n\
          .TP\n\\fI/etc/dhcp-agent/config.toml\\fR\n\

@@ -345,6 +345,7 @@ mod tests {
         ("tc_mode", r#""netlink""#, ""),
         ("xdp_mode", r#""auto""#, ""),
         ("ring_bytes", "65536", ""),
+        ("wake_interval", r#""10ms""#, ""),
         ("pcap", r#""/tmp/x.pcapng""#, ""),
         ("pcap_max_bytes", "1000000", "pcap = \"/tmp/x.pcapng\"\n"),
         (
@@ -366,6 +367,7 @@ mod tests {
         ),
         ("grace", r#""7s""#, ""),
         ("json", "true", ""),
+        ("events", r#""journal""#, ""),
         ("state_file", r#""/tmp/state.json""#, ""),
         ("remediate", "true", ""),
         ("dry_run", "true", "remediate = true\n"),
@@ -558,6 +560,7 @@ mod tests {
         assert_eq!(args.leases, PathBuf::from("/var/lib/misc/dnsmasq.leases"));
         assert_eq!(args.dnsmasq_conf, Some(PathBuf::from("/etc/dnsmasq.conf")));
         assert!(args.remediate && args.dry_run && !args.probe_memory && !args.json);
+        assert_eq!(args.events, crate::events::EventsTo::Auto);
         assert_eq!(
             args.state_file,
             PathBuf::from("/var/lib/dhcp-agent/state.json")

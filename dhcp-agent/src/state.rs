@@ -346,6 +346,36 @@ mod tests {
     }
 
     #[test]
+    fn flagged_releases_and_repairs_from_before_host_names_still_load() {
+        // As written before events carried `host` (and repairs `basis`).
+        let old = r#"{
+          "updated": "2024-05-01T10:00:01.000000Z",
+          "pending": [],
+          "flagged": [{
+            "event": "release", "outcome": "dropped", "flagged": true,
+            "cause": "server_id_mismatch", "ip": "172.29.101.150", "mac": "52:54:00:10:00:01",
+            "client_id": null, "interface": "lo", "xid": "0x00000000",
+            "received_server_id": "172.29.101.245", "expected_server_id": "172.29.101.1",
+            "requested_ip": null, "hostname": "vm", "seen": "x", "settled": "y"
+          }],
+          "remediations": [{
+            "event": "remediation", "result": "dry_run", "ip": "172.29.101.150",
+            "mac": "52:54:00:10:00:01", "server_id": "172.29.101.1", "detail": null
+          }]
+        }"#;
+        let state: StateFile = serde_json::from_str(old).unwrap();
+        assert_eq!(state.flagged[0].host, None);
+        assert_eq!(state.flagged[0].hostname.as_deref(), Some("vm"));
+        assert_eq!(state.remediations[0].host, None);
+        // And what is written now keeps the name.
+        let mut state = state;
+        state.flagged[0].host = Some("i-2-50-VM".into());
+        let text = serde_json::to_string(&state).unwrap();
+        let read: StateFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.flagged[0].host.as_deref(), Some("i-2-50-VM"));
+    }
+
+    #[test]
     fn a_damaged_pending_release_is_not_resumed() {
         let mut saved = PendingRelease::new(&pending(None));
         saved.seen = "yesterday".into();

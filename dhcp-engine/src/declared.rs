@@ -46,6 +46,70 @@ pub struct HostLine {
     pub source: String,
 }
 
+/// What an event knows of the client it is about, for [`DeclaredHosts::line_for`]: the keys
+/// dnsmasq matches host lines on, each when known, and the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKeys<'a> {
+    pub hwaddr: Option<&'a [u8]>,
+    /// The ARP hardware type of `hwaddr` (1, Ethernet, where a packet or lease gives none).
+    pub htype: u8,
+    pub client_id: Option<&'a [u8]>,
+    /// The name the client gave (option 12, as its lease keeps it).
+    pub hostname: Option<&'a str>,
+    pub ip: Option<Ipv4Addr>,
+}
+
+impl<'a> ClientKeys<'a> {
+    /// An Ethernet client known by its hardware address (and id, when it sent one).
+    pub fn ethernet(hwaddr: &'a [u8], client_id: Option<&'a [u8]>) -> ClientKeys<'a> {
+        ClientKeys {
+            hwaddr: Some(hwaddr),
+            htype: 1,
+            client_id,
+            hostname: None,
+            ip: None,
+        }
+    }
+
+    /// Only an address: the event names no client.
+    pub fn address(ip: Ipv4Addr) -> ClientKeys<'static> {
+        ClientKeys {
+            hwaddr: None,
+            htype: 1,
+            client_id: None,
+            hostname: None,
+            ip: Some(ip),
+        }
+    }
+
+    /// The client of a lease, as the table lists it.
+    pub fn of_lease(lease: &'a Lease) -> ClientKeys<'a> {
+        ClientKeys {
+            hwaddr: Some(&lease.hwaddr),
+            htype: lease.htype,
+            client_id: lease.client_id.as_deref(),
+            hostname: lease.hostname.as_deref(),
+            ip: match lease.ip {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            },
+        }
+    }
+
+    /// The same keys as a lease, for [`HostLine`]'s matching.
+    fn as_lease(&self) -> Lease {
+        Lease {
+            ip: self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED).into(),
+            hwaddr: self.hwaddr.unwrap_or_default().to_vec(),
+            htype: self.htype,
+            client_id: self.client_id.map(<[u8]>::to_vec),
+            hostname: self.hostname.map(str::to_owned),
+            expiry: crate::leases::Expiry::Never,
+            iaid: None,
+        }
+    }
+}
+
 /// A hardware address of a host line: `52:54:00:*:*:*`, `06-00:20:e0:3b:13:af`, any length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MacPattern {
@@ -130,6 +194,16 @@ impl HostLine {
                 .iter()
                 .any(|m| m.matches(lease.htype, &lease.hwaddr))
             || self.matches_hostname(lease)
+    }
+
+    /// The name this line gives its client, as written (label and domain): CloudStack's
+    /// `i-2-50-VM`, Neutron's `host-10-0-0-5.openstacklocal`.
+    pub fn name(&self) -> Option<String> {
+        let label = self.hostname.as_deref()?;
+        Some(match &self.domain {
+            Some(domain) => format!("{label}.{domain}"),
+            None => label.to_owned(),
+        })
     }
 
     fn has_client_id(&self) -> bool {
@@ -304,6 +378,66 @@ impl DeclaredHosts {
         self.hosts
             .iter()
             .filter(move |h| !h.ignore && h.ip == Some(ip))
+    }
+
+    /// The host line dnsmasq takes for a client, picked as `find_config_match`
+    /// (`dhcp-common.c`) picks it: a line with the client's id (also with dhcpcd's zero byte
+    /// before it), else one with its exact hardware address, else a line with neither id nor
+    /// hardware address that gives the client's name (see [`HostLine::matches`]), else the
+    /// wildcard address with the most fixed bytes that matches. dnsmasq puts each line it
+    /// reads in front of those read before (`new->next = daemon->dhcp_conf` in `option.c`), so
+    /// of two lines that match alike the one read last is taken. Tags and ranges are not
+    /// checked, as in [`HostLine::matches`].
+    ///
+    /// An event that knows no client (no hardware address, no id), only an address, gets the
+    /// line that gives that address as fixed: the first read (dnsmasq skips a later duplicate).
+    /// One that knows a client no line matches gets none, even if a line gives its address:
+    /// that line names another client.
+    ///
+    /// A scan of the lines, not an index lookup: it runs once per event, not per lease.
+    pub fn line_for(&self, client: &ClientKeys) -> Option<&HostLine> {
+        if client.hwaddr.is_none() && client.client_id.is_none() {
+            return client.ip.and_then(|ip| self.for_ip(ip).next());
+        }
+        let probe = client.as_lease();
+        let newest_first = || self.hosts.iter().rev();
+        if probe.client_id.is_some()
+            && let Some(line) = newest_first().find(|h| h.matches_client_id(&probe))
+        {
+            return Some(line);
+        }
+        let hwaddr = client.hwaddr.unwrap_or_default();
+        if !hwaddr.is_empty()
+            && let Some(line) = newest_first().find(|h| {
+                h.macs
+                    .iter()
+                    .any(|m| !m.is_wildcard() && m.matches(client.htype, hwaddr))
+            })
+        {
+            return Some(line);
+        }
+        if let Some(line) = newest_first().find(|h| h.matches_hostname(&probe)) {
+            return Some(line);
+        }
+        // memcmp_masked: 0 for no match, else 1 + the fixed bytes; only a higher count wins.
+        let mut best: Option<(&HostLine, usize)> = None;
+        for host in newest_first() {
+            for pattern in host.macs.iter().filter(|m| m.is_wildcard()) {
+                if !pattern.matches(client.htype, hwaddr) {
+                    continue;
+                }
+                let count = 1 + pattern.bytes.iter().filter(|b| b.is_some()).count();
+                if best.is_none_or(|(_, c)| count > c) {
+                    best = Some((host, count));
+                }
+            }
+        }
+        best.map(|(host, _)| host)
+    }
+
+    /// The name the host lines give a client ([`DeclaredHosts::line_for`], [`HostLine::name`]).
+    pub fn name_for(&self, client: &ClientKeys) -> Option<String> {
+        self.line_for(client).and_then(HostLine::name)
     }
 
     /// The paths to watch for changes: every hostsfile and hostsdir (and nothing else).
@@ -843,6 +977,128 @@ mod tests {
             ]
         );
         assert_eq!(declared.for_ip(A(10, 2, 0, 1)).count(), 2);
+    }
+
+    fn declared(lines: &[&str]) -> DeclaredHosts {
+        DeclaredHosts {
+            hosts: lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| HostLine::parse(l, format!("h:{}", i + 1)).unwrap())
+                .collect(),
+            ..DeclaredHosts::default()
+        }
+    }
+
+    #[test]
+    fn the_name_of_a_client_is_that_of_the_line_dnsmasq_takes() {
+        let hosts = declared(&[
+            "id:01:52:54:00:00:00:01,10.0.0.1,by-id",
+            "52:54:00:00:00:01,10.0.0.2,by-mac",
+            "52:54:00:00:00:*,10.0.0.3,wild-five",
+            "52:54:*:*:*:*,10.0.0.4,wild-two",
+            "named-only,10.0.0.5",
+            "52:54:00:00:00:09,10.0.0.9,read-first",
+            "52:54:00:00:00:09,10.0.0.10,read-last",
+            "id:laptop,10.0.0.11,textual-id",
+            "06-0a:0b:00:00:00:20,10.0.0.12,token-ring",
+            "fa:16:3e:00:00:05,host-10-0-0-6.openstacklocal,10.0.0.6",
+            "fa:16:3e:00:00:06,10.0.0.7",
+        ]);
+        let mac = |last: u8| [0x52, 0x54, 0, 0, 0, last];
+        let name = |keys: ClientKeys| hosts.name_for(&keys);
+        let id = [1, 0x52, 0x54, 0, 0, 0, 1];
+        // The id wins over the hardware address, which wins over wildcards.
+        assert_eq!(
+            name(ClientKeys::ethernet(&mac(1), Some(&id))).as_deref(),
+            Some("by-id")
+        );
+        assert_eq!(
+            name(ClientKeys::ethernet(&mac(1), None)).as_deref(),
+            Some("by-mac")
+        );
+        // Another id: the hardware address still matches (dnsmasq's MAC loop checks them all).
+        assert_eq!(
+            name(ClientKeys::ethernet(&mac(1), Some(&[1, 2, 3]))).as_deref(),
+            Some("by-mac")
+        );
+        // The wildcard with the most fixed bytes, though another was read after it.
+        assert_eq!(
+            name(ClientKeys::ethernet(&mac(7), None)).as_deref(),
+            Some("wild-five")
+        );
+        assert_eq!(
+            name(ClientKeys::ethernet(&[0x52, 0x54, 9, 9, 9, 9], None)).as_deref(),
+            Some("wild-two")
+        );
+        // Two lines for one client: dnsmasq tries the one read last first.
+        assert_eq!(
+            name(ClientKeys::ethernet(&mac(9), None)).as_deref(),
+            Some("read-last")
+        );
+        // dhcpcd's zero byte before a textual id.
+        assert_eq!(
+            name(ClientKeys::ethernet(&[2; 6], Some(b"\0laptop"))).as_deref(),
+            Some("textual-id")
+        );
+        // A hostname-only line, by the client's own name's first label, any case.
+        let by_name = ClientKeys {
+            hostname: Some("NAMED-ONLY.example"),
+            ..ClientKeys::ethernet(&[2; 6], None)
+        };
+        assert_eq!(name(by_name).as_deref(), Some("named-only"));
+        // A hardware type in the line: only that type matches.
+        let ring_mac = [0x0a, 0x0b, 0, 0, 0, 0x20];
+        assert_eq!(name(ClientKeys::ethernet(&ring_mac, None)), None);
+        let token_ring = ClientKeys {
+            htype: 6,
+            ..ClientKeys::ethernet(&ring_mac, None)
+        };
+        assert_eq!(name(token_ring).as_deref(), Some("token-ring"));
+        // The name as written, domain and all; a line without one names nobody.
+        let neutron = [0xfa, 0x16, 0x3e, 0, 0, 5];
+        assert_eq!(
+            name(ClientKeys::ethernet(&neutron, None)).as_deref(),
+            Some("host-10-0-0-6.openstacklocal")
+        );
+        let nameless = [0xfa, 0x16, 0x3e, 0, 0, 6];
+        assert!(
+            hosts
+                .line_for(&ClientKeys::ethernet(&nameless, None))
+                .is_some()
+        );
+        assert_eq!(name(ClientKeys::ethernet(&nameless, None)), None);
+    }
+
+    #[test]
+    fn an_address_names_a_client_only_when_the_event_knows_no_other() {
+        let hosts = declared(&[
+            "02:00:4c:1d:00:02,10.1.1.10,i-2-50-VM,infinite",
+            "02:00:4c:1d:00:03,10.1.1.11,i-2-51-VM,infinite",
+        ]);
+        assert_eq!(
+            hosts
+                .name_for(&ClientKeys::address(A(10, 1, 1, 10)))
+                .as_deref(),
+            Some("i-2-50-VM")
+        );
+        assert_eq!(hosts.name_for(&ClientKeys::address(A(10, 1, 1, 99))), None);
+        // Another client on a declared address is not the declared host.
+        let stranger = ClientKeys {
+            ip: Some(A(10, 1, 1, 10)),
+            ..ClientKeys::ethernet(&[2, 0, 0, 0, 0, 0x66], None)
+        };
+        assert_eq!(hosts.name_for(&stranger), None);
+        // A lease's client, as the table lists it.
+        let leased = lease(&[2, 0, 0x4c, 0x1d, 0, 3], None, Some("guest-given"));
+        assert_eq!(
+            hosts.name_for(&ClientKeys::of_lease(&leased)).as_deref(),
+            Some("i-2-51-VM")
+        );
+        assert_eq!(
+            DeclaredHosts::default().name_for(&ClientKeys::of_lease(&leased)),
+            None
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::{
 use dhcp_wire::Mac;
 
 use crate::{
-    declared::{ClientIdMatch, DeclaredHosts},
+    declared::{ClientIdMatch, ClientKeys, DeclaredHosts},
     dnsmasq_conf::DnsmasqConfig,
     leases::{Lease, LeaseTable},
     subnet::Subnet,
@@ -300,6 +300,14 @@ impl Reconciler {
         self.intent
             .as_ref()
             .is_some_and(|intent| self.index.declares(&intent.hosts, lease))
+    }
+
+    /// The name the host lines give a client (CloudStack's `i-2-50-VM`): what events carry as
+    /// `host`, so that an operator finds the VM by the orchestrator's name
+    /// ([`DeclaredHosts::line_for`] says which line that is). `None` before any host lines are
+    /// read.
+    pub fn declared_name(&self, client: &ClientKeys) -> Option<String> {
+        self.intent.as_ref()?.hosts.name_for(client)
     }
 
     /// The status of one lease now.
@@ -618,6 +626,35 @@ mod tests {
             expiry: Expiry::Never,
             iaid: None,
         }
+    }
+
+    #[test]
+    fn events_name_a_client_as_the_host_lines_do() {
+        let mut reconciler = Reconciler::default();
+        let client = ClientKeys::ethernet(&[2, 0, 0x4c, 0x1d, 0, 2], None);
+        assert_eq!(reconciler.declared_name(&client), None, "no host lines yet");
+        reconciler.set_intent(Intent {
+            hosts: hosts("02:00:4c:1d:00:02,10.0.0.5,i-2-50-VM,infinite\n"),
+            config: DnsmasqConfig::default(),
+            local: Vec::new(),
+        });
+        assert_eq!(
+            reconciler.declared_name(&client).as_deref(),
+            Some("i-2-50-VM")
+        );
+        let leased = lease([2, 0, 0x4c, 0x1d, 0, 2], None, Some("its-own-name"));
+        assert_eq!(
+            reconciler
+                .declared_name(&ClientKeys::of_lease(&leased))
+                .as_deref(),
+            Some("i-2-50-VM"),
+            "the host line's name, not the one the client gave"
+        );
+        let other = lease([2, 0, 0, 0, 0, 9], None, None);
+        assert_eq!(
+            reconciler.declared_name(&ClientKeys::of_lease(&other)),
+            None
+        );
     }
 
     proptest! {

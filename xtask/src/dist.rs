@@ -17,7 +17,11 @@
 //! PID 1 on the build machines: the host's own system, booted from an overlay in a
 //! systemd-nspawn container with the package installed in it, starts dhcp-agent.service, which
 //! must run as a dynamic user with CAP_BPF and CAP_NET_ADMIN only, no_new_privs and its
-//! seccomp filter, and count a DHCPDISCOVER sent over the container's `lo`.
+//! seccomp filter, count a DHCPDISCOVER sent over the container's `lo`, and put its events into
+//! the container's own journald natively: a `dhcp_release` of a lease that no running dnsmasq
+//! drops must be found with `journalctl -o json DHCP_OUTCOME=dropped`, with its MESSAGE_ID,
+//! PRIORITY and the name the hosts file gives the client (`DHCP_HOST`), once, not also as a
+//! stdout line.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -34,6 +38,10 @@ use crate::agent::{AgentUnderTest, Events};
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// A uid from systemd's DynamicUser= range (61184-65519), standing in for the service's user.
 const DYNAMIC_UID: &str = "61184";
+
+/// The journal's MESSAGE_ID of a dropped release (`release_dropped` in dhcp-agent's
+/// `events::MESSAGE_IDS`, whose test checks this copy).
+const RELEASE_DROPPED_ID: &str = "52bbfad9092a452ba02945e1c35b3af3";
 
 #[derive(clap::Args, Default)]
 pub struct DistArgs {
@@ -443,10 +451,15 @@ fn run_installed(flavour: &Flavour, deb: &Path) -> anyhow::Result<()> {
 /// systemd-nspawn into that check unit. The container gets CAP_BPF, CAP_PERFMON and bpf() on top
 /// of nspawn's defaults; within it the unit's own settings apply. Every path written is under
 /// the overlay, `$root`, which the script refuses to run without.
+///
+/// The router's files give the check a client to release: the hosts file names it
+/// (`i-2-50-VM`, as CloudStack names VMs), the lease file holds its lease, and no dnsmasq runs,
+/// so `dhcp_release` over `lo` is a RELEASE no server takes: a dropped release
+/// (`no_server`), which the agent sends to the journal.
 const BOOT_UNDER_SYSTEMD: &str = r#"
 set -eu
-scratch=$1 deb=$2
-[ -d "$scratch" ] && [ -f "$deb" ] || { echo "usage: sh SCRATCH_DIR DEB" >&2; exit 2; }
+scratch=$1 deb=$2 message_id=$3
+[ -d "$scratch" ] && [ -f "$deb" ] || { echo "usage: sh SCRATCH_DIR DEB MESSAGE_ID" >&2; exit 2; }
 mount -t tmpfs dist-boot "$scratch"
 mkdir "$scratch/upper" "$scratch/work" "$scratch/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$scratch/upper,workdir=$scratch/work" \
@@ -454,9 +467,10 @@ mount -t overlay overlay -o "lowerdir=/,upperdir=$scratch/upper,workdir=$scratch
 root=$scratch/root
 cp "$deb" "$root/tmp/dhcp-agent.deb"
 chroot "$root" dpkg --install /tmp/dhcp-agent.deb >&2
-echo "listen-address=127.0.0.1" > "$root/etc/dnsmasq.conf"
+printf 'listen-address=127.0.0.1\ndhcp-hostsfile=/etc/dhcphosts.txt\n' > "$root/etc/dnsmasq.conf"
+echo "52:54:00:ab:cd:ef,127.0.0.5,i-2-50-VM,infinite" > "$root/etc/dhcphosts.txt"
 mkdir -p "$root/var/lib/misc"
-: > "$root/var/lib/misc/dnsmasq.leases"
+echo "0 52:54:00:ab:cd:ef 127.0.0.5 web-1 *" > "$root/var/lib/misc/dnsmasq.leases"
 # The container's network is never configured: nothing waits for it.
 ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
 cat > "$root/usr/local/sbin/dhcp-agent-check" <<'CHECK'
@@ -491,18 +505,28 @@ get() {
 }
 get /metrics | grep '^dhcp_packets_total' | sed 's/^/@@ /'
 get /healthz | head -1 | sed 's/^/@@ healthz /'
+# The declared client's lease, released over lo with no server to take it: once its grace
+# (2 s) is over, the journal has the dropped release as an entry of its own.
+dhcp_release lo 127.0.0.5 52:54:00:ab:cd:ef
+for _ in $(seq 100); do
+    [ -n "$(journalctl -o json DHCP_OUTCOME=dropped DHCP_IP=127.0.0.5)" ] && break
+    sleep 0.2
+done
+journalctl -o json DHCP_OUTCOME=dropped DHCP_IP=127.0.0.5 | sed 's/^/@@ dropped-json /'
+echo "@@ by-message-id $(journalctl -o json MESSAGE_ID=$1 | wc -l)"
+echo "@@ release-lines $(journalctl -u dhcp-agent.service -o cat | grep -c '^RELEASE 127.0.0.5 ')"
 journalctl -u dhcp-agent.service -o cat | sed 's/^/@@ journal: /'
 systemctl poweroff
 CHECK
 chmod 0755 "$root/usr/local/sbin/dhcp-agent-check"
-cat > "$root/etc/systemd/system/dhcp-agent-check.service" <<'UNIT'
+cat > "$root/etc/systemd/system/dhcp-agent-check.service" <<UNIT
 [Unit]
 Description=dhcp-agent package check
 Wants=dhcp-agent.service
 After=dhcp-agent.service
 [Service]
 Type=oneshot
-ExecStart=/usr/local/sbin/dhcp-agent-check
+ExecStart=/usr/local/sbin/dhcp-agent-check $message_id
 StandardOutput=tty
 TTYPath=/dev/console
 UNIT
@@ -524,6 +548,7 @@ fn boot_under_systemd(flavour: &Flavour, deb: &Path) -> anyhow::Result<()> {
         .arg("sh")
         .arg(&scratch)
         .arg(deb)
+        .arg(RELEASE_DROPPED_ID)
         .output()
         .context("running systemd-nspawn (systemd-container)");
     let _ = fs::remove_dir(&scratch);
@@ -579,6 +604,64 @@ fn boot_under_systemd(flavour: &Flavour, deb: &Path) -> anyhow::Result<()> {
         fact("journal: privileges:").starts_with("kept CAP_BPF, CAP_NET_ADMIN;"),
         "{}",
         context()
+    );
+    check_dropped_entry(fact("dropped-json")).with_context(context)?;
+    println!(
+        "dist: {}: journalctl -o json DHCP_OUTCOME=dropped found: {}",
+        flavour.package,
+        fact("dropped-json")
+    );
+    ensure!(
+        fact("journal: events:").starts_with("to the journal"),
+        "events were not sent to the journal: {}",
+        context()
+    );
+    ensure!(
+        fact("by-message-id") == "1",
+        "journalctl MESSAGE_ID={RELEASE_DROPPED_ID} found {} entries, want the one: {}",
+        fact("by-message-id"),
+        context()
+    );
+    // The event's own entry only: not also a line on the service's stdout stream.
+    ensure!(
+        fact("release-lines") == "1",
+        "{} entries with the release's text: {}",
+        fact("release-lines"),
+        context()
+    );
+    Ok(())
+}
+
+/// The fields of a journal entry as `journalctl -o json` writes it, checked for what a dropped
+/// release of the declared client must carry.
+fn check_dropped_entry(json: &str) -> anyhow::Result<()> {
+    let entry: serde_json::Value = serde_json::from_str(json)
+        .with_context(|| format!("no dropped release in the journal ({json:?})"))?;
+    let field = |name: &str| entry[name].as_str().unwrap_or("").to_owned();
+    for (name, want) in [
+        ("MESSAGE_ID", RELEASE_DROPPED_ID),
+        ("PRIORITY", "4"),
+        ("SYSLOG_IDENTIFIER", "dhcp-agent"),
+        ("_SYSTEMD_UNIT", "dhcp-agent.service"),
+        ("DHCP_EVENT", "release"),
+        ("DHCP_OUTCOME", "dropped"),
+        ("DHCP_CAUSE", "no_server"),
+        ("DHCP_MAC", "52:54:00:ab:cd:ef"),
+        ("DHCP_HOST", "i-2-50-VM"),
+        ("DHCP_HOSTNAME", "web-1"),
+        ("DHCP_ORIGIN", "router"),
+    ] {
+        ensure!(
+            field(name) == want,
+            "{name}={} (want {want}): {json}",
+            field(name)
+        );
+    }
+    ensure!(
+        field("MESSAGE")
+            .starts_with("RELEASE 127.0.0.5 52:54:00:ab:cd:ef (host i-2-50-VM) on lo: DROPPED"),
+        "MESSAGE={}",
+        field("MESSAGE")
     );
     Ok(())
 }
