@@ -45,8 +45,13 @@ impl PcapArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct CaptureArgs {
-    /// Interface to observe (repeatable). Default: every interface that is up, plus `lo`.
-    #[arg(long = "iface", short = 'i', value_name = "IFACE")]
+    /// Interfaces to observe (repeatable): a name, a glob pattern (`eth*`, `tap?`), or
+    /// `!PATTERN` to leave interfaces out, in any order. Default (no value that includes):
+    /// every interface up, plus `lo`; for `run` with --dnsmasq-conf or --dnsmasq-pid-file,
+    /// every interface dnsmasq serves (its interface=, listen-address and dhcp-range lines and
+    /// the addresses on each link), plus `lo`. Interfaces that come later are attached, ones
+    /// that go are detached; a name given exactly must exist at start.
+    #[arg(long = "iface", short = 'i', value_name = "IFACE", value_parser = crate::capture::select::parse_iface_arg)]
     pub ifaces: Vec<String>,
     /// How to attach the TC hooks: TCX links (kernel >= 6.6) or netlink clsact filters.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
@@ -59,6 +64,11 @@ pub struct CaptureArgs {
     /// Size of the kernel event ring buffer in bytes (power of two, at least a page).
     #[arg(long, default_value_t = dhcp_common::DEFAULT_RING_BYTES, value_parser = parse_ring_bytes)]
     pub ring_bytes: u32,
+    /// How long a captured frame may wait before the agent is woken to read it, when frames
+    /// come in a stream (the first after a quiet spell wakes it at once); `0ms` wakes it for
+    /// every frame. Longer batches cost less CPU per frame.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub wake_interval: Duration,
 }
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {

@@ -64,15 +64,28 @@ pub fn load_config(source: &ConfSource) -> anyhow::Result<DnsmasqConfig> {
     }
 }
 
-/// Whether this router should serve now: every non-loopback address dnsmasq is told to listen
-/// on is its own (a redundant router's BACKUP lacks the VIP), or none is configured.
+/// Whether this router should serve now: see [`serves_with`].
 pub fn should_serve(config: &DnsmasqConfig) -> bool {
     let local: Vec<std::net::Ipv4Addr> =
         system::local_ipv4().into_iter().map(|(ip, _)| ip).collect();
-    config.listen_addresses.iter().all(|addr| match addr {
-        std::net::IpAddr::V4(v4) => v4.is_loopback() || local.contains(v4),
-        std::net::IpAddr::V6(_) => true,
-    })
+    serves_with(config, &local)
+}
+
+/// Whether a router holding `local` should serve: it holds one of the non-loopback IPv4
+/// addresses dnsmasq is told to listen on, or none is configured. A redundant router's BACKUP
+/// holds none of its VIPs; a MASTER that is adding a tier holds every VIP but the new tier's
+/// for a moment (CloudStack writes the listen-address before it plumbs the address), and must
+/// not pass for a BACKUP then, or a dnsmasq that died meanwhile would not be reported.
+pub fn serves_with(config: &DnsmasqConfig, local: &[std::net::Ipv4Addr]) -> bool {
+    let vips: Vec<_> = config
+        .listen_addresses
+        .iter()
+        .filter_map(|addr| match addr {
+            std::net::IpAddr::V4(v4) if !v4.is_loopback() => Some(v4),
+            _ => None,
+        })
+        .collect();
+    vips.is_empty() || vips.iter().any(|vip| local.contains(vip))
 }
 
 /// The declared hosts now, and the paths to follow for changes.
@@ -200,5 +213,32 @@ mod tests {
         let quiet = tokio::time::timeout(Duration::from_millis(500), follower.changed()).await;
         assert!(quiet.is_err(), "no change of a followed file");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_router_serves_while_it_holds_any_of_its_vips() {
+        use dhcp_engine::dnsmasq_conf::MemoryFiles;
+        let files = MemoryFiles::default().with(
+            "/etc/dnsmasq.conf",
+            "listen-address=127.0.0.1,172.29.102.1\nlisten-address=172.29.103.1\n",
+        );
+        let config = DnsmasqConfig::load(std::path::Path::new("/etc/dnsmasq.conf"), &files)
+            .expect("configuration");
+        let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+        // MASTER with both tiers, and while a new tier's VIP is not plumbed yet.
+        assert!(serves_with(
+            &config,
+            &[ip("172.29.102.1"), ip("172.29.103.1")]
+        ));
+        assert!(serves_with(&config, &[ip("172.29.102.1")]));
+        // BACKUP: loopback and its primary addresses only.
+        assert!(!serves_with(
+            &config,
+            &[ip("127.0.0.1"), ip("172.29.102.10")]
+        ));
+        // Nothing but loopback configured: nothing to tell a BACKUP by.
+        let files = MemoryFiles::default().with("/c", "listen-address=127.0.0.1\n");
+        let config = DnsmasqConfig::load(std::path::Path::new("/c"), &files).unwrap();
+        assert!(serves_with(&config, &[]));
     }
 }

@@ -5,16 +5,17 @@
 //!
 //! # Layout
 //! Lower modules first; a module imports only modules above it in this list, never below.
-//! - [`system`], [`trusted`], [`capture`]: privileges and clocks; which files may steer the
-//!   agent; the kernel programs, their attachment and the ring buffer ([`capture::reconcile`]
+//! - [`system`], [`ticker`], [`trusted`], [`capture`]: privileges and clocks; the daemon's
+//!   once-a-second tick; which files may steer the agent; the kernel programs, their attachment and the ring buffer ([`capture::reconcile`]
 //!   follows interfaces coming and going).
 //! - [`conf_files`], [`leases`], [`intent`]: dnsmasq's configuration, the lease file and the
 //!   declared hosts (host files, or a running dnsmasq's command line) from disk, followed with
 //!   inotify.
 //! - [`server_query`], [`remediate`]: the server over UDP (memory probe, repair).
-//! - [`pcap`], [`output`], [`filter`], [`timeline`], [`events`], [`metrics`], [`state`]: what
-//!   comes out (capture files, packet lines and JSON, the daemon's events, the Prometheus
-//!   registry and HTTP endpoint, the state file).
+//! - [`pcap`], [`output`], [`filter`], [`timeline`], [`journal`], [`events`], [`metrics`],
+//!   [`state`]: what comes out (capture files, packet lines and JSON, the systemd journal's
+//!   native protocol, the daemon's events, the Prometheus registry and HTTP endpoint, the state
+//!   file).
 //! - [`args`]: arguments several commands share (capture, pcap), and value parsers.
 //! - [`service`], [`pipeline`]: what capturing commands share; the daemon's per-event work.
 //! - Commands, one module each: [`watch`], [`run`], [`analyze`], [`release`], [`leases_view`]
@@ -30,6 +31,7 @@ pub mod config;
 pub mod events;
 pub mod filter;
 pub mod intent;
+pub mod journal;
 pub mod leases;
 pub mod leases_view;
 pub mod metrics;
@@ -43,6 +45,7 @@ pub mod server_query;
 pub mod service;
 pub mod state;
 pub mod system;
+pub mod ticker;
 pub mod timeline;
 pub mod trusted;
 pub mod watch;

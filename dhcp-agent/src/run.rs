@@ -23,7 +23,7 @@ use dhcp_engine::{
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
     outstanding::{Repair, RepairResult, RepairStep},
     provenance::TrustedServer,
-    reconcile::ReconcileConfig,
+    reconcile::{ReconcileConfig, Reconciler},
     server_identity::ServerIdentity,
     time::rfc3339,
 };
@@ -31,17 +31,17 @@ use dhcp_wire::Mac;
 
 use crate::{
     args::{CaptureArgs, parse_duration, parse_lease_format},
-    capture::LinkEvents,
+    capture::{InterfaceChange, LinkEvents, select::DefaultSet},
     events::{
-        DivergenceEvent, ReconcileEvent, ReleaseEvent, RemediationEvent, RogueEvent, ServerEvent,
-        emit,
+        DivergenceEvent, EventSink, EventsTo, InterfaceEvent, ReconcileEvent, ReleaseEvent,
+        RemediationEvent, RogueEvent, ServerEvent, emit,
     },
     intent::{self, ConfSource, FilesFollower},
     leases::{DEFAULT_LEASE_FILE, LeaseFollower, LoadError},
     metrics::{Metrics, http::Readiness},
     pipeline::{Pipeline, account},
     remediate, server_query,
-    service::{InterfaceNames, shutdown_signal, start_capture},
+    service::{InterfaceNames, Interfaces, shutdown_signal, start_capture},
     state::{DEFAULT_STATE_FILE, PendingRelease, StateFile},
     system,
 };
@@ -74,9 +74,16 @@ pub struct RunArgs {
     /// (e.g. 500ms, 2s).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Events as JSON lines.
+    /// Event lines as JSON (on stdout; also where events go when the journal does not take
+    /// them).
     #[arg(long)]
     pub json: bool,
+    /// Where events go: `journal` (systemd's native protocol: one DHCP_* field per event
+    /// field, MESSAGE_ID and PRIORITY by kind), `stdout` (lines, JSON with --json), or `auto`:
+    /// the journal when systemd connected stdout to it ($JOURNAL_STREAM), as the packaged unit
+    /// does, else stdout.
+    #[arg(long, value_enum, default_value_t = EventsTo::Auto)]
+    pub events: EventsTo,
     /// Where the daemon keeps its state (pending and flagged releases) for `dhcp-agent leases`.
     #[arg(long, default_value = DEFAULT_STATE_FILE)]
     pub state_file: PathBuf,
@@ -196,7 +203,10 @@ impl Daemon {
             if let Finding::Settled(verdict) = finding
                 && matches!(verdict.outcome, Outcome::Dropped(_))
             {
-                StateFile::remember(&mut self.state.flagged, ReleaseEvent::new(verdict));
+                StateFile::remember(
+                    &mut self.state.flagged,
+                    ReleaseEvent::new(verdict, observer.reconciler()),
+                );
                 flagged = true;
             }
         }
@@ -212,7 +222,7 @@ impl Daemon {
                     self.metrics.release_settled(&verdict);
                     self.metrics.release_origin(verdict.release.origin);
                     self.unsaved = true;
-                    let event = ReleaseEvent::new(&verdict);
+                    let event = ReleaseEvent::new(&verdict, observer.reconciler());
                     emit(self.args.json, &event, event.text())?;
                 }
                 Finding::CheckMemory(verdict) => {
@@ -242,15 +252,21 @@ impl Daemon {
                             let _ = done.blocking_send((repair, result, detail));
                         });
                     }
-                    RepairStep::DryRun => {
-                        self.repair_reported(&repair, RepairResult::DryRun, None)?
-                    }
-                    RepairStep::RateLimited => {
-                        self.repair_reported(&repair, RepairResult::RateLimited, None)?;
-                    }
+                    RepairStep::DryRun => self.repair_reported(
+                        &repair,
+                        RepairResult::DryRun,
+                        None,
+                        observer.reconciler(),
+                    )?,
+                    RepairStep::RateLimited => self.repair_reported(
+                        &repair,
+                        RepairResult::RateLimited,
+                        None,
+                        observer.reconciler(),
+                    )?,
                 },
                 Finding::Divergence(divergence) => {
-                    let event = DivergenceEvent::new(&divergence);
+                    let event = DivergenceEvent::new(&divergence, observer.reconciler());
                     emit(self.args.json, &event, event.text())?;
                 }
                 Finding::LeaseFile(result) => {
@@ -267,13 +283,13 @@ impl Daemon {
                     self.metrics.reconciled(&found);
                     // A renewed orphan is kept in the state file (never released later).
                     self.unsaved = true;
-                    let event = ReconcileEvent::new(&found);
+                    let event = ReconcileEvent::new(&found, observer.reconciler());
                     emit(self.args.json, &event, event.text())?;
                 }
                 Finding::Rogue(rogue) => {
                     self.metrics.rogue(&rogue);
                     if rogue.first {
-                        let event = RogueEvent::new(&rogue);
+                        let event = RogueEvent::new(&rogue, observer.reconciler());
                         emit(self.args.json, &event, event.text())?;
                     }
                 }
@@ -284,15 +300,17 @@ impl Daemon {
         Ok(())
     }
 
-    /// A repair's result: counted, kept in the state file, printed.
+    /// A repair's result: counted, kept in the state file, printed (`names`: the host lines'
+    /// names of clients).
     fn repair_reported(
         &mut self,
         repair: &Repair,
         result: RepairResult,
         detail: Option<String>,
+        names: &Reconciler,
     ) -> anyhow::Result<()> {
         self.metrics.remediation(result);
-        let event = RemediationEvent::new(repair, result, detail);
+        let event = RemediationEvent::new(repair, result, detail, names);
         StateFile::remember(&mut self.state.remediations, event.clone());
         self.unsaved = true;
         emit(self.args.json, &event, event.text())
@@ -351,6 +369,27 @@ fn scan_divergences(
         }
     }
     found
+}
+
+/// Interfaces attached and detached while running: a stderr line, the metrics, an event.
+fn report_interface_changes(
+    changes: Vec<InterfaceChange>,
+    metrics: &Metrics,
+    names: &mut InterfaceNames,
+    json: bool,
+) -> anyhow::Result<()> {
+    for change in changes {
+        eprintln!("{change}");
+        metrics.interface_change(&change);
+        // An index attached anew may have been renamed (a gone one keeps its name for
+        // packets still in the ring buffer).
+        if !matches!(change, InterfaceChange::Gone { .. }) {
+            names.forget(change.index());
+        }
+        let event = InterfaceEvent::new(&change);
+        emit(json, &event, event.text())?;
+    }
+    Ok(())
 }
 
 fn now_ns() -> i128 {
@@ -522,24 +561,20 @@ impl Declared {
 const PROBE_EVERY: u32 = 5;
 
 /// Whether the server runs (a socket on port 67) and answers (a DHCPINFORM about its own
-/// address), checked every second off the event loop.
+/// address), checked at every housekeeping tick: the probe is sent at one tick and its answer
+/// read at the next, so the check adds no wake-up to the agent's once a second.
 struct LivenessChecks {
     server: SocketAddrV4,
-    answers_tx: tokio::sync::mpsc::Sender<bool>,
-    answers: tokio::sync::mpsc::Receiver<bool>,
-    /// The last probe's answer, until the next check takes it.
-    answered: Option<bool>,
+    /// The probe sent at the last tick, if one was.
+    sent: Option<server_query::SentProbe>,
     ticks: u32,
 }
 
 impl LivenessChecks {
     fn new(server: SocketAddrV4) -> LivenessChecks {
-        let (answers_tx, answers) = tokio::sync::mpsc::channel(4);
         LivenessChecks {
             server,
-            answers_tx,
-            answers,
-            answered: None,
+            sent: None,
             ticks: 0,
         }
     }
@@ -555,7 +590,8 @@ impl LivenessChecks {
         };
         let check = ServerCheck {
             listening,
-            answered: self.answered.take(),
+            // A second to answer; dnsmasq answers within a millisecond.
+            answered: self.sent.take().map(|probe| probe.answer().is_some()),
             should_serve: config.is_none_or(intent::should_serve),
         };
         observer.on_server_check(check, now(), findings);
@@ -567,22 +603,19 @@ impl LivenessChecks {
             && self.ticks.is_multiple_of(PROBE_EVERY)
             && let Some(ip) = about
         {
-            let (done, server, xid) = (
-                self.answers_tx.clone(),
-                self.server,
-                observer.own_xid(now()),
-            );
-            tokio::task::spawn_blocking(move || {
-                let answered =
-                    server_query::probe(server, ip, server_query::PROBE_TIMEOUT, xid).is_ok();
-                let _ = done.blocking_send(answered);
-            });
+            match server_query::SentProbe::send(self.server, ip, observer.own_xid(now())) {
+                Ok(probe) => self.sent = Some(probe),
+                Err(err) => log::debug!("liveness probe not sent: {err}"),
+            }
         }
     }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    let sink = EventSink::choose(args.events)?;
+    eprintln!("events: {}", sink.describe(args.json));
+    crate::events::set_sink(sink)?;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         &system::kernel_release(),
@@ -646,7 +679,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
-    let mut capture = start_capture(&args.capture)?;
+    let default = match args.conf_source() {
+        Some(_) => DefaultSet::Served(declared.config.as_ref().map(DnsmasqConfig::served_links)),
+        None => DefaultSet::Up,
+    };
+    let mut interfaces = Interfaces::new(&args.capture, default)?;
+    let mut capture = start_capture(&args.capture, &interfaces)?;
     for (interface, attached) in capture.interfaces() {
         metrics.set_interface_attached(interface, attached);
     }
@@ -654,8 +692,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let clock = system::BootClock::new();
     let mut names = InterfaceNames::default();
     let mut batch = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut stats = tokio::time::interval(Duration::from_secs(1));
+    // One housekeeping tick a second does every periodic job (timeouts, orphans' settle, the
+    // server check, counters, the state file): at rest the agent wakes once a second and for
+    // nothing else (the benchmark counts: `cargo xtask bench --only footprint`). Nothing it
+    // does needs a finer clock: release deadlines have their own timer (`settle_at`) and the
+    // other periods are seconds.
+    let mut housekeeping = crate::ticker::Ticker::new(Duration::from_secs(1))
+        .context("creating the housekeeping timer")?;
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
     let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
     let mut daemon = Daemon {
@@ -718,22 +761,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             result = declared.changed() => {
                 result.context("following the host files")?;
                 declared.reload(&mut observer, &mut findings);
-            }
-            Some(answered) = liveness.answers.recv() => {
-                liveness.answered = Some(answered);
+                // What dnsmasq serves may have changed with it (a new tier's range).
+                interfaces.set_served(declared.config.as_ref().map(DnsmasqConfig::served_links));
+                let changes = interfaces.reconcile(&mut capture);
+                report_interface_changes(changes, &metrics, &mut names, args.json)?;
             }
             result = link_events.changed() => {
                 result.context("following interface changes")?;
-                for change in capture.reconcile() {
-                    eprintln!("{change}");
-                    metrics.interface_change(&change);
-                }
+                let changes = interfaces.reconcile(&mut capture);
+                report_interface_changes(changes, &metrics, &mut names, args.json)?;
             }
             _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)), if settle_at.is_some() => {
                 observer.settle_due(now(), &mut findings);
             }
-            _ = tick.tick() => observer.on_tick(now(), &mut findings),
-            _ = stats.tick() => {
+            result = housekeeping.tick() => {
+                result.context("waiting for the housekeeping timer")?;
+                observer.on_tick(now(), &mut findings);
                 match capture.counters() {
                     Ok(counters) => metrics.kernel_counters(&counters),
                     Err(err) => eprintln!("kernel counters not read: {err}"),
@@ -774,7 +817,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             Some((repair, result, detail)) = repairs_done.recv() => {
                 observer.on_repair_result(&repair, result);
-                daemon.repair_reported(&repair, result, detail)?;
+                daemon.repair_reported(&repair, result, detail, observer.reconciler())?;
                 daemon.save_state(&observer);
             }
         }

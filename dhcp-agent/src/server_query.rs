@@ -72,18 +72,7 @@ pub fn probe(
 ) -> Result<LeaseState, QueryError> {
     let socket = UdpSocket::bind((*server.ip(), 0))?;
     socket.set_read_timeout(Some(timeout))?;
-    let mut msg = v4::Message::new(
-        ip,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &[0; 6],
-    );
-    msg.set_htype(v4::HType::Eth);
-    msg.set_xid(xid);
-    msg.opts_mut()
-        .insert(v4::DhcpOption::MessageType(v4::MessageType::Inform));
-    socket.send_to(&encode(&msg), server)?;
+    socket.send_to(&inform(ip, xid), server)?;
     let mut buf = [0u8; 1500];
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -99,18 +88,67 @@ pub fn probe(
             }
             Err(e) => return Err(e.into()),
         };
-        if let Ok(answer) = Dhcpv4::parse(&buf[..n])
-            && answer.xid == xid
-            && answer.message_type == Some(MessageType::Ack)
-        {
-            return Ok(LeaseState {
-                server_id: answer.server_id,
-                lease_time: answer.lease_time,
-            });
+        if let Some(state) = answer_to(&buf[..n], xid) {
+            return Ok(state);
         }
         if std::time::Instant::now() >= deadline {
             return Err(QueryError::NoAnswer(server, timeout));
         }
+    }
+}
+
+/// A DHCPINFORM about `ip`.
+fn inform(ip: Ipv4Addr, xid: u32) -> Vec<u8> {
+    let mut msg = v4::Message::new(
+        ip,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &[0; 6],
+    );
+    msg.set_htype(v4::HType::Eth);
+    msg.set_xid(xid);
+    msg.opts_mut()
+        .insert(v4::DhcpOption::MessageType(v4::MessageType::Inform));
+    encode(&msg)
+}
+
+/// The server's ACK to our INFORM `xid`, if `datagram` is one.
+fn answer_to(datagram: &[u8], xid: u32) -> Option<LeaseState> {
+    let answer = Dhcpv4::parse(datagram).ok()?;
+    (answer.xid == xid && answer.message_type == Some(MessageType::Ack)).then_some(LeaseState {
+        server_id: answer.server_id,
+        lease_time: answer.lease_time,
+    })
+}
+
+/// A DHCPINFORM sent without waiting: its answer is collected later with
+/// [`SentProbe::answer`]. The daemon's liveness check sends one at a housekeeping tick and
+/// reads the answer at the next, so asking the server costs no wake-up of its own (a blocking
+/// probe on a helper thread cost three context switches each time).
+pub struct SentProbe {
+    socket: UdpSocket,
+    xid: u32,
+}
+
+impl SentProbe {
+    pub fn send(server: SocketAddrV4, ip: Ipv4Addr, xid: u32) -> Result<SentProbe, QueryError> {
+        let socket = UdpSocket::bind((*server.ip(), 0))?;
+        socket.set_nonblocking(true)?;
+        socket.send_to(&inform(ip, xid), server)?;
+        Ok(SentProbe { socket, xid })
+    }
+
+    /// The answer, if it has arrived by now.
+    pub fn answer(&self) -> Option<LeaseState> {
+        let mut buf = [0u8; 1500];
+        // Whatever else is queued (a stray datagram) is read past; an error means no answer.
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            if let Some(state) = answer_to(&buf[..n], self.xid) {
+                return Some(state);
+            }
+        }
+        None
     }
 }
 

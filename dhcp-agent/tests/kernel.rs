@@ -257,3 +257,71 @@ fn a_full_ring_buffer_counts_lost_events_and_still_passes() {
     assert_eq!(c.events + c.lost, 100);
     assert_eq!(c.events, (16 << 10) / 2080, "{c:?}");
 }
+
+/// The kernel programs wake the reader at most once per wake-up interval: the first record
+/// after a quiet spell wakes it at once, one submitted within the interval comes with no
+/// wake-up and the reader's own timer collects it about an interval later, and with an
+/// interval of zero every record wakes it (the kernel's default behaviour).
+#[test]
+fn records_are_read_in_batches_of_one_wake_up_interval_and_none_is_left_behind() {
+    use std::time::{Duration, Instant};
+    let frame = udp4(&Framing::default(), (68, 67), &discover());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The readers register with the runtime's reactor.
+    let _entered = runtime.enter();
+    // Long enough that the second frame surely falls inside it.
+    let interval = Duration::from_millis(300);
+    let mut capture = Capture::load_with(1 << 20, interval).unwrap();
+    let mut reader = capture.event_reader().unwrap();
+    runtime.block_on(async {
+        let mut batch = Vec::new();
+        let mut read_one = async |capture: &mut Capture, batch: &mut Vec<RawEvent>| {
+            batch.clear();
+            let sent = Instant::now();
+            capture.test_run(Hook::TcEgress, &frame, 1).unwrap();
+            tokio::time::timeout(Duration::from_secs(3), reader.read_batch(batch))
+                .await
+                .expect("the record is read")
+                .unwrap();
+            assert_eq!(batch.len(), 1);
+            sent.elapsed()
+        };
+        let first = read_one(&mut capture, &mut batch).await;
+        assert!(
+            first < interval / 3,
+            "a lone record wakes the reader: {first:?}"
+        );
+        let second = read_one(&mut capture, &mut batch).await;
+        assert!(
+            second > interval / 3 && second < interval * 3,
+            "a record within the interval waits for the reader's timer: {second:?}"
+        );
+        // Past the interval, and the reader's timer found nothing more: quiet again.
+        tokio::time::sleep(interval * 2).await;
+        let third = read_one(&mut capture, &mut batch).await;
+        assert!(third < interval / 3, "after a quiet spell: {third:?}");
+    });
+
+    let mut capture = Capture::load_with(1 << 20, Duration::ZERO).unwrap();
+    let mut reader = capture.event_reader().unwrap();
+    runtime.block_on(async {
+        let mut batch = Vec::new();
+        for n in 0..3 {
+            batch.clear();
+            let sent = Instant::now();
+            capture.test_run(Hook::TcEgress, &frame, 1).unwrap();
+            tokio::time::timeout(Duration::from_secs(3), reader.read_batch(&mut batch))
+                .await
+                .expect("the record is read")
+                .unwrap();
+            assert_eq!(batch.len(), 1);
+            assert!(
+                sent.elapsed() < Duration::from_millis(100),
+                "record {n}: every record wakes the reader with --wake-interval 0"
+            );
+        }
+    });
+}

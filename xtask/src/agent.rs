@@ -24,8 +24,25 @@ pub enum Events {
     Json,
 }
 
+/// capability.h's number of CAP_SYS_ADMIN (the libc crate does not export it).
+const CAP_SYS_ADMIN: libc::c_ulong = 21;
+
+/// How the agent is confined beyond its namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Started without CAP_SYS_ADMIN, as the systemd unit runs it (dropped from the bounding
+    /// set before exec, so root's exec does not grant it).
+    pub no_sys_admin: bool,
+    /// Pinned to CPU 0 (`taskset`) and held to this share of it by a cgroup CPU quota
+    /// (`cpu.max` 50000 100000 for one half): a router's vCPU capped at 500 MHz.
+    pub cpu_share: Option<f64>,
+}
+
 /// A running `dhcp-agent`; stopped with SIGTERM when dropped.
 pub struct AgentUnderTest {
+    /// Dropped after the agent has been stopped (Drop below), so it is empty by then.
+    #[expect(dead_code, reason = "held for its Drop, which removes the cgroup")]
+    cgroup: Option<CpuCgroup>,
     child: Child,
     /// A copy of its stderr: readable at any time, and the agent never blocks on a full pipe.
     log: PathBuf,
@@ -45,6 +62,24 @@ impl AgentUnderTest {
         log: &Path,
         events: Events,
     ) -> anyhow::Result<AgentUnderTest> {
+        Self::start_limited(ns, agent, args, log, events, Limits::default())
+    }
+
+    /// [`AgentUnderTest::start`] under `limits`.
+    pub fn start_limited(
+        ns: &Netns,
+        agent: &Path,
+        args: &[impl AsRef<OsStr>],
+        log: &Path,
+        events: Events,
+        limits: Limits,
+    ) -> anyhow::Result<AgentUnderTest> {
+        let cgroup = limits.cpu_share.map(CpuCgroup::create).transpose()?;
+        let procs = cgroup
+            .as_ref()
+            .map(|c| fs::OpenOptions::new().write(true).open(c.procs()))
+            .transpose()
+            .context("opening the cgroup's process list")?;
         let netns = fs::File::open(format!("/run/netns/{}", ns.name()))
             .with_context(|| format!("opening namespace {}", ns.name()))?;
         let mut log_file =
@@ -58,11 +93,29 @@ impl AgentUnderTest {
                 Events::Json => Stdio::piped(),
             });
         let fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
-        // SAFETY: setns is async-signal-safe; it only moves the child into the namespace.
+        let procs_fd = procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        let no_sys_admin = limits.no_sys_admin;
+        // SAFETY: setns, prctl, write and sched_setaffinity are async-signal-safe; they only
+        // move the child into the namespace and the cgroup, pin it and narrow its bounding set.
         unsafe {
             cmd.pre_exec(move || {
+                let fail = || Err(std::io::Error::last_os_error());
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
+                    return fail();
+                }
+                if no_sys_admin && libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
+                    return fail();
+                }
+                if let Some(procs) = procs_fd {
+                    // "0" moves the writer: this child, before it runs the agent.
+                    if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                        return fail();
+                    }
+                    let mut one_cpu: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut one_cpu);
+                    if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one_cpu) != 0 {
+                        return fail();
+                    }
                 }
                 Ok(())
             });
@@ -98,7 +151,9 @@ impl AgentUnderTest {
             });
             rx
         });
+        drop(procs);
         let mut agent = AgentUnderTest {
+            cgroup,
             child,
             log: log.to_owned(),
             events,
@@ -164,6 +219,23 @@ impl AgentUnderTest {
     /// Peak resident set size, in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         crate::bench::process::status_bytes(self.pid(), "VmHWM")
+    }
+
+    /// Voluntary context switches so far, over every thread: each is the agent going to
+    /// sleep, so between two readings they count its wake-ups.
+    pub fn voluntary_switches(&self) -> anyhow::Result<u64> {
+        let dir = format!("/proc/{}/task", self.pid());
+        let mut total = 0;
+        for task in fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+            let status = fs::read_to_string(task?.path().join("status"))?;
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .context("no voluntary_ctxt_switches line")?
+                .trim()
+                .parse::<u64>()?;
+        }
+        Ok(total)
     }
 
     /// Open file descriptors now.
@@ -249,5 +321,49 @@ impl AgentUnderTest {
 impl Drop for AgentUnderTest {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// A cgroup of its own with a CPU quota, under cgroup v2 (`cpu.max`) or the v1 `cpu`
+/// controller (`cpu.cfs_quota_us`), whichever the machine has; removed when dropped.
+struct CpuCgroup {
+    dir: PathBuf,
+}
+
+impl CpuCgroup {
+    const PERIOD_US: u64 = 100_000;
+
+    fn create(share: f64) -> anyhow::Result<CpuCgroup> {
+        let name = format!("dhcpobs-bench-{}", std::process::id());
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let dir = if v2 {
+            Path::new("/sys/fs/cgroup").join(&name)
+        } else {
+            Path::new("/sys/fs/cgroup/cpu").join(&name)
+        };
+        fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        let cgroup = CpuCgroup { dir };
+        let quota = (share * Self::PERIOD_US as f64).round() as u64;
+        let write = |file: &str, value: String| {
+            let path = cgroup.dir.join(file);
+            fs::write(&path, value).with_context(|| format!("writing {}", path.display()))
+        };
+        if v2 {
+            write("cpu.max", format!("{quota} {}", Self::PERIOD_US))?;
+        } else {
+            write("cpu.cfs_period_us", Self::PERIOD_US.to_string())?;
+            write("cpu.cfs_quota_us", quota.to_string())?;
+        }
+        Ok(cgroup)
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
     }
 }

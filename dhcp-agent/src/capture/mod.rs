@@ -7,15 +7,19 @@
 //! * the loopback device gets a TC classifier on ingress only (every frame on `lo` passes egress
 //!   and then ingress; one hook sees it once).
 //!
-//! An interface that is deleted takes its hooks with it; when one of the same name appears
-//! again, [`Capture::reconcile`] attaches the loaded programs to it (see [`LinkEvents`]).
+//! Which interfaces get them is [`select`]'s business; [`Capture::reconcile`] follows them
+//! coming and going (woken by [`LinkEvents`]): a new interface the selection wants is
+//! attached, one that goes takes its hooks with it, and one of a name attached before that
+//! appears again is re-attached.
 pub mod iface;
 pub mod link_events;
 pub mod reader;
+pub mod select;
 
 use std::{
     fmt, io,
     os::fd::{AsFd as _, BorrowedFd},
+    time::Duration,
 };
 
 use aya::{
@@ -136,71 +140,150 @@ enum HookLink {
     Tc(SchedClassifierLink),
 }
 
-/// An interface the agent was asked to watch, how to hook it, and its attachments.
+/// An interface the agent attached to (or tried to), how to hook it, and its attachments.
 struct Watched {
     /// The interface as last attached (its index tells a re-created one apart).
     iface: Interface,
     xdp: XdpChoice,
     tc_mode: TcMode,
-    /// Empty while the interface is gone (or re-attaching it failed).
+    /// Empty while the interface is gone (or attaching to it failed).
     links: Vec<HookLink>,
+    /// The hooks as attached, for the report when they go.
+    hooks: Vec<String>,
+    /// Named exactly (`--iface eth2`): kept while gone, as a series at 0 that alerts, and
+    /// re-attached when back. Any other goes with its interface.
+    by_name: bool,
+    /// Why it was selected.
+    why: String,
+    /// The last attach error reported (a retry failing the same way is not reported again).
+    failed: Option<String>,
+}
+
+/// An interface the selection wants now ([`select::Selector::wants`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub iface: Interface,
+    pub why: String,
+    /// See [`select::Selection::exact_names`].
+    pub by_name: bool,
 }
 
 /// What [`Capture::reconcile`] did about one interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterfaceChange {
-    /// The interface the hooks were on is gone (deleted, or replaced under the same name).
-    Gone { interface: String, index: u32 },
-    /// An interface of that name is there again and has its hooks.
+    /// A new interface the selection wants has its hooks.
+    Attached {
+        interface: String,
+        index: u32,
+        reports: Vec<AttachReport>,
+        why: String,
+    },
+    /// The interface the hooks were on is gone (deleted, renamed, or replaced under the same
+    /// name). `kept`: it is named by `--iface`, and re-attached when it is back.
+    Gone {
+        interface: String,
+        index: u32,
+        kept: bool,
+        hooks: Vec<String>,
+    },
+    /// An interface of a name attached before is there again and has its hooks.
     Reattached {
         interface: String,
         index: u32,
         reports: Vec<AttachReport>,
     },
-    /// An interface of that name is there again, but attaching to it failed; tried again at the
-    /// next change of any interface.
-    Failed { interface: String, error: String },
+    /// Attaching to an interface failed; tried again at the next change of any interface.
+    Failed {
+        interface: String,
+        index: u32,
+        error: String,
+    },
 }
 
 impl InterfaceChange {
     pub fn interface(&self) -> &str {
         match self {
-            InterfaceChange::Gone { interface, .. }
+            InterfaceChange::Attached { interface, .. }
+            | InterfaceChange::Gone { interface, .. }
             | InterfaceChange::Reattached { interface, .. }
             | InterfaceChange::Failed { interface, .. } => interface,
         }
     }
+
+    pub fn index(&self) -> u32 {
+        match self {
+            InterfaceChange::Attached { index, .. }
+            | InterfaceChange::Gone { index, .. }
+            | InterfaceChange::Reattached { index, .. }
+            | InterfaceChange::Failed { index, .. } => *index,
+        }
+    }
+
+    /// The hooks attached (or, for [`InterfaceChange::Gone`], detached), e.g.
+    /// `tc_ingress (tcx)`.
+    pub fn hooks(&self) -> Vec<String> {
+        match self {
+            InterfaceChange::Attached { reports, .. }
+            | InterfaceChange::Reattached { reports, .. } => {
+                reports.iter().map(hook_description).collect()
+            }
+            InterfaceChange::Gone { hooks, .. } => hooks.clone(),
+            InterfaceChange::Failed { .. } => Vec::new(),
+        }
+    }
+}
+
+/// `tc_ingress (netlink clsact)`, with the fallback note if there was one.
+fn hook_description(report: &AttachReport) -> String {
+    let mut text = format!("{} ({})", report.hook.name(), report.how);
+    if let Some(note) = &report.note {
+        text.push_str(&format!(" [{note}]"));
+    }
+    text
 }
 
 impl fmt::Display for InterfaceChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hooks = self.hooks().join(", ");
         match self {
-            InterfaceChange::Gone { interface, index } => write!(
-                f,
-                "interface {interface} (ifindex {index}) is gone, and its hooks with it; \
-                 re-attaching when it is back"
-            ),
-            InterfaceChange::Reattached {
+            InterfaceChange::Attached {
                 interface,
                 index,
-                reports,
+                why,
+                ..
+            } => write!(
+                f,
+                "interface {interface} (ifindex {index}) is new: attached {hooks} ({why})"
+            ),
+            InterfaceChange::Gone {
+                interface,
+                index,
+                kept,
+                ..
             } => {
                 write!(
                     f,
-                    "interface {interface} is back (ifindex {index}): re-attached"
+                    "interface {interface} (ifindex {index}) is gone, and its hooks with it; "
                 )?;
-                for (n, report) in reports.iter().enumerate() {
-                    let sep = if n == 0 { " " } else { ", " };
-                    write!(f, "{sep}{} ({})", report.hook.name(), report.how)?;
-                    if let Some(note) = &report.note {
-                        write!(f, " [{note}]")?;
-                    }
+                if *kept {
+                    write!(f, "re-attaching when it is back")
+                } else {
+                    write!(f, "its series are removed")
                 }
-                Ok(())
             }
-            InterfaceChange::Failed { interface, error } => write!(
+            InterfaceChange::Reattached {
+                interface, index, ..
+            } => write!(
                 f,
-                "interface {interface} is back but re-attaching failed: {error}; \
+                "interface {interface} is back (ifindex {index}): re-attached {hooks}"
+            ),
+            InterfaceChange::Failed {
+                interface,
+                index,
+                error,
+            } => write!(
+                f,
+                "interface {interface} (ifindex {index}) is there but attaching failed: {error}; \
                  trying again at the next interface change"
             ),
         }
@@ -212,23 +295,34 @@ pub struct Capture {
     /// Declared before `ebpf`, so dropped first: a netlink XDP attachment is detached by naming
     /// its program's file descriptor, which must still be open then.
     watched: Vec<Watched>,
+    /// Every name the hooks were attached to since start: one that comes back is re-attached.
+    attached_names: std::collections::BTreeSet<String>,
     ebpf: Ebpf,
     stats: PerCpuArray<MapData, u64>,
     reports: Vec<AttachReport>,
+    /// What the kernel programs were loaded with, for the reader's own timer.
+    wake_interval: Duration,
 }
 
 impl Capture {
-    /// Loads and verifies the programs. `ring_bytes` sizes the event ring buffer (a power of
-    /// two, multiple of the page size).
+    /// Loads and verifies the programs, with the default wake-up interval. `ring_bytes` sizes
+    /// the event ring buffer (a power of two, multiple of the page size).
     pub fn load(ring_bytes: u32) -> Result<Capture, CaptureError> {
+        Capture::load_with(
+            ring_bytes,
+            Duration::from_nanos(dhcp_common::DEFAULT_WAKE_INTERVAL_NS),
+        )
+    }
+
+    /// Loads and verifies the programs. `wake_interval` bounds how often the kernel wakes the
+    /// event reader (zero: for every record, as the kernel does by default).
+    pub fn load_with(ring_bytes: u32, wake_interval: Duration) -> Result<Capture, CaptureError> {
         if !aya::sys::is_map_supported(MapType::RingBuf).unwrap_or(false) {
             return Err(CaptureError::NoRingBuffer);
         }
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::EVENTS_MAP, ring_bytes)
-            .load(EBPF_OBJECT)
-            .map_err(CaptureError::Load)?;
+        let wake_ns = u64::try_from(wake_interval.as_nanos()).unwrap_or(u64::MAX);
+        let mut ebpf = load_object(ring_bytes, wake_ns).map_err(CaptureError::Load)?;
         xdp_program(&mut ebpf)?
             .load()
             .map_err(|source| CaptureError::Program {
@@ -250,26 +344,38 @@ impl Capture {
             .map_err(|e| CaptureError::Map(names::STATS_MAP, e.to_string()))?;
         Ok(Capture {
             watched: Vec::new(),
+            attached_names: std::collections::BTreeSet::new(),
             ebpf,
             stats,
             reports: Vec::new(),
+            wake_interval,
         })
     }
 
-    /// Attaches the hooks an interface gets (see the module docs), and keeps watching its name:
-    /// see [`Capture::reconcile`].
+    /// Attaches the hooks an interface gets (see the module docs), and follows it: see
+    /// [`Capture::reconcile`].
     pub fn attach(
         &mut self,
-        iface: &Interface,
+        wanted: &Wanted,
         xdp: XdpChoice,
         tc_mode: TcMode,
     ) -> Result<(), CaptureError> {
-        let links = self.attach_hooks(iface, xdp, tc_mode)?;
+        let first_report = self.reports.len();
+        let links = self.attach_hooks(&wanted.iface, xdp, tc_mode)?;
+        self.attached_names.insert(wanted.iface.name.clone());
+        let hooks = self.reports[first_report..]
+            .iter()
+            .map(hook_description)
+            .collect();
         self.watched.push(Watched {
-            iface: iface.clone(),
+            iface: wanted.iface.clone(),
             xdp,
             tc_mode,
             links,
+            hooks,
+            by_name: wanted.by_name,
+            why: wanted.why.clone(),
+            failed: None,
         });
         Ok(())
     }
@@ -303,51 +409,156 @@ impl Capture {
         Ok(links)
     }
 
-    /// Brings the attachments in line with the interfaces as they are now. An interface the
-    /// hooks were on that is gone (deleted, or replaced by another of the same name) gives up
-    /// its dead attachments; one that is there again under its name gets the hooks again, the
-    /// way it got them at start-up. Call it whenever [`LinkEvents`] reports a change; it
-    /// returns what it did.
-    pub fn reconcile(&mut self) -> Vec<InterfaceChange> {
+    /// Brings the attachments in line with the interfaces as they are now and `wanted`, what
+    /// the selection wants of them. An interface the hooks were on that is gone (deleted,
+    /// renamed, or replaced by another of the same name) gives up its attachments and, unless
+    /// named by `--iface`, is forgotten; an interface of a name attached before that is there
+    /// again gets the hooks again, the way it got them first; a wanted interface not attached
+    /// yet is attached. Call it whenever [`LinkEvents`] reports a change or the selection
+    /// changes; it returns what it did.
+    ///
+    /// An attached interface stays attached while it exists, wanted or not: a served link that
+    /// loses its address for a moment (a redundant router's VIP moving, a configuration read
+    /// mid-rewrite) must not leave the agent blind, and hooks on a link no longer served cost
+    /// nothing.
+    pub fn reconcile(
+        &mut self,
+        wanted: &[Wanted],
+        xdp: XdpChoice,
+        tc_mode: TcMode,
+    ) -> Vec<InterfaceChange> {
         let mut changes = Vec::new();
-        for n in 0..self.watched.len() {
+        let mut n = 0;
+        while n < self.watched.len() {
             let watched = &mut self.watched[n];
             let now = Interface::by_name(&watched.iface.name);
             let same = now.as_ref().is_some_and(|i| i.index == watched.iface.index);
-            if same && !watched.links.is_empty() {
-                continue;
-            }
-            if !watched.links.is_empty() {
+            if !same {
+                let had_hooks = !watched.links.is_empty();
                 watched.links.clear();
-                changes.push(InterfaceChange::Gone {
-                    interface: watched.iface.name.clone(),
-                    index: watched.iface.index,
-                });
+                // One never attached (failing) goes too: its series are removed with it.
+                if had_hooks || !watched.by_name {
+                    changes.push(InterfaceChange::Gone {
+                        interface: watched.iface.name.clone(),
+                        index: watched.iface.index,
+                        kept: watched.by_name,
+                        hooks: std::mem::take(&mut watched.hooks),
+                    });
+                }
+                if !watched.by_name {
+                    self.watched.remove(n);
+                    continue;
+                }
             }
+            n += 1;
             let Some(now) = now else {
                 continue;
             };
-            let (xdp, tc_mode) = (watched.xdp, watched.tc_mode);
+            if self.watched[n - 1].links.is_empty() {
+                let change = self.attach_again(n - 1, now);
+                changes.extend(change);
+            }
+        }
+        for wanted in wanted {
+            if self
+                .watched
+                .iter()
+                .any(|w| w.iface.name == wanted.iface.name)
+            {
+                continue;
+            }
+            let again = self.attached_names.contains(&wanted.iface.name);
             let first_report = self.reports.len();
-            let attached = self.attach_hooks(&now, xdp, tc_mode);
-            let watched = &mut self.watched[n];
-            match attached {
-                Ok(links) => {
-                    watched.links = links;
-                    watched.iface = now;
-                    changes.push(InterfaceChange::Reattached {
-                        interface: watched.iface.name.clone(),
-                        index: watched.iface.index,
-                        reports: self.reports[first_report..].to_vec(),
+            match self.attach(wanted, xdp, tc_mode) {
+                Ok(()) => {
+                    // Reported with the change, not kept: the start-up list stays bounded.
+                    let reports = self.reports.drain(first_report..).collect();
+                    let (interface, index) = (wanted.iface.name.clone(), wanted.iface.index);
+                    changes.push(if again {
+                        InterfaceChange::Reattached {
+                            interface,
+                            index,
+                            reports,
+                        }
+                    } else {
+                        InterfaceChange::Attached {
+                            interface,
+                            index,
+                            reports,
+                            why: wanted.why.clone(),
+                        }
                     });
                 }
-                Err(err) => changes.push(InterfaceChange::Failed {
-                    interface: watched.iface.name.clone(),
-                    error: error_chain(&err),
-                }),
+                Err(err) => {
+                    self.reports.truncate(first_report);
+                    let error = error_chain(&err);
+                    changes.push(InterfaceChange::Failed {
+                        interface: wanted.iface.name.clone(),
+                        index: wanted.iface.index,
+                        error: error.clone(),
+                    });
+                    self.watched.push(Watched {
+                        iface: wanted.iface.clone(),
+                        xdp,
+                        tc_mode,
+                        links: Vec::new(),
+                        hooks: Vec::new(),
+                        by_name: wanted.by_name,
+                        why: wanted.why.clone(),
+                        failed: Some(error),
+                    });
+                }
             }
         }
         changes
+    }
+
+    /// Attaches watched interface `n`, which has no hooks, to `now`, the interface of its name
+    /// (re-created, or still there after a failed attach). A failure is reported only when it
+    /// differs from the last.
+    fn attach_again(&mut self, n: usize, now: Interface) -> Option<InterfaceChange> {
+        let (xdp, tc_mode) = (self.watched[n].xdp, self.watched[n].tc_mode);
+        let first_report = self.reports.len();
+        let attached = self.attach_hooks(&now, xdp, tc_mode);
+        let again = self.attached_names.contains(&now.name);
+        let reports: Vec<AttachReport> = self.reports.drain(first_report..).collect();
+        let watched = &mut self.watched[n];
+        let (interface, index) = (now.name.clone(), now.index);
+        watched.iface = now;
+        match attached {
+            Ok(links) => {
+                watched.links = links;
+                watched.hooks = reports.iter().map(hook_description).collect();
+                watched.failed = None;
+                self.attached_names.insert(interface.clone());
+                Some(if again {
+                    InterfaceChange::Reattached {
+                        interface,
+                        index,
+                        reports,
+                    }
+                } else {
+                    InterfaceChange::Attached {
+                        interface,
+                        index,
+                        reports,
+                        why: watched.why.clone(),
+                    }
+                })
+            }
+            Err(err) => {
+                let error = error_chain(&err);
+                if watched.failed.as_ref() == Some(&error) {
+                    return None;
+                }
+                watched.failed = Some(error.clone());
+                Some(InterfaceChange::Failed {
+                    interface,
+                    index,
+                    error,
+                })
+            }
+        }
     }
 
     /// Every watched interface by name, and whether its hooks are attached now.
@@ -438,7 +649,8 @@ impl Capture {
         Ok(HookLink::Tc(link))
     }
 
-    /// What was attached where, in order.
+    /// What was attached where at start-up, in order (what [`Capture::reconcile`] attaches
+    /// later is in the [`InterfaceChange`]s it returns).
     pub fn reports(&self) -> &[AttachReport] {
         &self.reports
     }
@@ -454,7 +666,8 @@ impl Capture {
 
     /// Takes the event ring buffer as an async reader; call once, inside a tokio runtime.
     pub fn event_reader(&mut self) -> Result<EventReader, CaptureError> {
-        EventReader::new(self.take_ring_buffer()?).map_err(CaptureError::Reader)
+        let wake_interval = self.wake_interval;
+        EventReader::new(self.take_ring_buffer()?, wake_interval).map_err(CaptureError::Reader)
     }
 
     /// Runs the program behind `hook` `repeat` times on `frame` with BPF_PROG_TEST_RUN,
@@ -514,6 +727,65 @@ impl Capture {
             };
         }
         Ok(out)
+    }
+}
+
+/// Loads the object with its ring size and wake-up interval.
+///
+/// aya 0.14's `EbpfLoader::new()` reads and parses the kernel's BTF (`/sys/kernel/btf/vmlinux`,
+/// 5.5 MB on 6.18) for CO-RE relocations, which these programs have none of (they touch only
+/// packet bytes and their own maps). That parse was the agent's peak memory: VmHWM about 25 MB
+/// against 10 MB steady (`cargo xtask bench --only footprint`). So the loader is made on a
+/// thread of its own, in a mount namespace of its own where that file is hidden; the thread
+/// ends with the load and its namespace with it. That needs CAP_SYS_ADMIN (root has it; the
+/// systemd unit instead hides the file with `InaccessiblePaths=`); without it the BTF is read
+/// as before, costing memory only.
+fn load_object(ring_bytes: u32, wake_ns: u64) -> Result<Ebpf, aya::EbpfError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Err(err) = hide_kernel_btf() {
+                    log::debug!("kernel BTF not hidden from the loader: {err}");
+                }
+                EbpfLoader::new()
+                    .map_max_entries(names::EVENTS_MAP, ring_bytes)
+                    .override_global(names::WAKE_INTERVAL_GLOBAL, &wake_ns, true)
+                    .load(EBPF_OBJECT)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Gives the calling thread a mount namespace of its own with an empty `/sys/kernel/btf`.
+fn hide_kernel_btf() -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: unshare and mount with valid NUL-terminated strings; they change this thread's
+    // mount namespace only (CLONE_NEWNS unshares the thread's filesystem context too).
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        // Private first: with shared propagation (systemd's default for /) the mount below
+        // would appear in the host's namespace as well.
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/sys/kernel/btf".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reads `PacketEvent`s out of the BPF ring buffer without busy polling: the ring buffer's fd
 //! becomes readable when the kernel has submitted records, and tokio's `AsyncFd` waits on it.
-use std::io;
+use std::{io, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use dhcp_common::{
@@ -69,37 +69,71 @@ const _: () = assert!(std::mem::offset_of!(PacketEvent, flags) < EVENT_HEADER_BY
 const _: () = assert!(std::mem::offset_of!(PacketEvent, data) == EVENT_HEADER_BYTES);
 
 /// Async reader over the `EVENTS` ring buffer.
+///
+/// The kernel programs wake the reader at most once per wake-up interval (see
+/// `dhcp_common::DEFAULT_WAKE_INTERVAL_NS`): records submitted after a wake-up, within the
+/// interval, come with no wake-up of their own. So after every drain that a wake-up started,
+/// the reader drains again one interval later on its own timer; that drain arms the timer
+/// again only if it found records. Anything submitted later than one interval after the last
+/// wake-up wakes the reader itself, so nothing waits longer than about one interval, and at
+/// rest the reader sleeps with no timer at all.
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// How long after a drain the next unannounced records are collected; zero when the
+    /// kernel wakes the reader for every record.
+    follow_up: Duration,
+    /// When the next drain is due without a wake-up, if one is.
+    due: Option<tokio::time::Instant>,
     /// Records that did not parse as `PacketEvent`s.
     pub undecodable: u64,
 }
 
 impl EventReader {
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<EventReader> {
+    /// `wake_interval` is the interval the kernel programs were loaded with.
+    pub fn new(ring: RingBuf<MapData>, wake_interval: Duration) -> io::Result<EventReader> {
         // SAFETY: the ring buffer owns its map fd, which stays open and the same for as long as
         // the RingBuf lives, and the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(io::Error::from)?;
         Ok(EventReader {
             ring,
+            // A millisecond more: tokio's timer has millisecond ticks.
+            follow_up: if wake_interval.is_zero() {
+                Duration::ZERO
+            } else {
+                wake_interval + Duration::from_millis(1)
+            },
+            due: None,
             undecodable: 0,
         })
     }
 
     /// Waits until at least one event is available, then drains what is there into `out`.
+    /// Cancel-safe: records are only taken after the last await.
     pub async fn read_batch(&mut self, out: &mut Vec<RawEvent>) -> io::Result<()> {
         loop {
-            let mut guard = self.ring.readable_mut().await?;
-            // Clear readiness *before* draining: the kernel only signals when the consumer has
-            // caught up, so a record submitted after our last read re-arms the fd. Clearing
-            // after the drain could swallow that signal and stall the reader.
-            guard.clear_ready();
-            let ring = guard.get_inner_mut();
             let before = out.len();
-            while let Some(record) = ring.next() {
-                match RawEvent::from_record(&record) {
-                    Some(event) => out.push(event),
-                    None => self.undecodable += 1,
+            let woken = match self.due {
+                Some(due) => tokio::time::timeout_at(due, self.ring.readable_mut())
+                    .await
+                    .ok(),
+                None => Some(self.ring.readable_mut().await),
+            };
+            match woken {
+                Some(guard) => {
+                    let mut guard = guard?;
+                    // Clear readiness *before* draining: the kernel signals again only for a
+                    // record submitted after the clear, and a record submitted after our last
+                    // read re-arms the fd. Clearing after the drain could swallow that signal.
+                    guard.clear_ready();
+                    self.undecodable += drain(guard.get_inner_mut(), out);
+                    if !self.follow_up.is_zero() {
+                        self.due = Some(tokio::time::Instant::now() + self.follow_up);
+                    }
+                }
+                None => {
+                    self.undecodable += drain(self.ring.get_mut(), out);
+                    self.due =
+                        (out.len() > before).then(|| tokio::time::Instant::now() + self.follow_up);
                 }
             }
             if out.len() > before {
@@ -107,4 +141,16 @@ impl EventReader {
             }
         }
     }
+}
+
+/// Takes every record there is; returns how many did not parse.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<RawEvent>) -> u64 {
+    let mut undecodable = 0;
+    while let Some(record) = ring.next() {
+        match RawEvent::from_record(&record) {
+            Some(event) => out.push(event),
+            None => undecodable += 1,
+        }
+    }
+    undecodable
 }
