@@ -67,7 +67,7 @@ pub struct CaptureArgs {
     /// How long a captured frame may wait before the agent is woken to read it, when frames
     /// come in a stream (the first after a quiet spell wakes it at once); `0ms` wakes it for
     /// every frame. Longer batches cost less CPU per frame.
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub wake_interval: Duration,
 }
 

@@ -7,7 +7,7 @@
 //! iface = ["eth0", "lo"]
 //! tc_mode = "auto"
 //! xdp_mode = "off"
-//! ring_bytes = 8388608
+//! ring_bytes = 1048576
 //! leases = "/var/lib/misc/dnsmasq.leases"
 //! lease_format = "dnsmasq"
 //! dnsmasq_conf = "/etc/dnsmasq.conf"

@@ -392,6 +392,19 @@ fn report_interface_changes(
     Ok(())
 }
 
+/// How late past its grace a release may be settled, so that releases falling due together
+/// share a wake-up: well inside the 10 ms past the grace that detection may take.
+const SETTLE_EVERY: Duration = Duration::from_millis(5);
+
+/// `ns` rounded up to a multiple of `every` (unchanged for zero).
+fn round_up(ns: i128, every: Duration) -> i128 {
+    let every = i128::try_from(every.as_nanos()).unwrap_or(i128::MAX);
+    if every == 0 {
+        return ns;
+    }
+    ns + (every - ns.rem_euclid(every)) % every
+}
+
 fn now_ns() -> i128 {
     jiff::Timestamp::now().as_nanosecond()
 }
@@ -727,8 +740,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // Dropped releases just settled are repaired when asked.
         observer.plan_repairs(now(), false, &mut findings);
         daemon.fan_out(&mut observer, &mut findings)?;
-        // When the next pending release's grace ends.
+        // When the next pending release's grace ends, rounded up to SETTLE_EVERY: in a stream
+        // of releases a deadline falls due every fraction of a millisecond, and one wake-up
+        // settles all that fall due within it.
         let settle_at = observer.next_deadline_ns().map(|deadline| {
+            let deadline = round_up(deadline, SETTLE_EVERY);
             let wait = u64::try_from(deadline - now_ns()).unwrap_or(0);
             tokio::time::Instant::now() + Duration::from_nanos(wait)
         });
@@ -838,6 +854,15 @@ mod tests {
 
     use super::*;
     use dhcp_engine::outstanding::OutstandingRelease;
+
+    #[test]
+    fn deadlines_round_up_to_the_wake_up_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(round_up(12_000_000, ms(5)), 15_000_000);
+        assert_eq!(round_up(15_000_000, ms(5)), 15_000_000);
+        assert_eq!(round_up(15_000_001, ms(5)), 20_000_000);
+        assert_eq!(round_up(12_345, Duration::ZERO), 12_345);
+    }
 
     #[test]
     fn a_state_file_others_can_change_is_not_resumed() {

@@ -129,11 +129,14 @@ impl AgentUnderTest {
         let (watching_tx, watching) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("watching;") {
-                    let _ = watching_tx.send(Instant::now());
-                }
+                // Written before it is signalled: a caller reading the log once the agent
+                // is watching finds the line there.
+                let at = Instant::now();
                 if writeln!(log_file, "{line}").is_err() {
                     break;
+                }
+                if line.starts_with("watching;") {
+                    let _ = watching_tx.send(at);
                 }
             }
         });
