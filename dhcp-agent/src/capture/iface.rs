@@ -50,7 +50,7 @@ fn flags(name: &str) -> u32 {
     }
     // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes ifru_flags of `request`.
     let flags = unsafe {
-        let ok = libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) == 0;
+        let ok = libc::ioctl(socket, libc::SIOCGIFFLAGS as _, &mut request) == 0;
         libc::close(socket);
         if ok { request.ifr_ifru.ifru_flags } else { 0 }
     };
