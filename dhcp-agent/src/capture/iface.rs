@@ -28,20 +28,20 @@ impl Interface {
         (index != 0).then(|| Interface {
             name: name.to_owned(),
             index,
-            loopback: flags(name) & IFF_LOOPBACK != 0,
+            loopback: flags(name).unwrap_or(0) & IFF_LOOPBACK != 0,
         })
     }
 }
 
-/// The interface's flags (SIOCGIFFLAGS); 0 when it is gone.
-fn flags(name: &str) -> u32 {
+/// The interface's flags (SIOCGIFFLAGS); `None` when it is gone.
+fn flags(name: &str) -> Option<u32> {
     if name.len() >= libc::IFNAMSIZ {
-        return 0;
+        return None;
     }
     // SAFETY: plain socket(2) call; the descriptor is closed below.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if socket < 0 {
-        return 0;
+        return None;
     }
     // SAFETY: ifreq is plain data; zeroes are valid.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -52,13 +52,13 @@ fn flags(name: &str) -> u32 {
     let flags = unsafe {
         let ok = libc::ioctl(socket, libc::SIOCGIFFLAGS as _, &mut request) == 0;
         libc::close(socket);
-        if ok { request.ifr_ifru.ifru_flags } else { 0 }
+        ok.then_some(request.ifr_ifru.ifru_flags)
     };
-    u32::from(flags as u16)
+    flags.map(|f| u32::from(f as u16))
 }
 
-/// The name of every interface of this network namespace (if_nameindex).
-fn names() -> std::io::Result<Vec<String>> {
+/// The index and name of every interface of this network namespace (if_nameindex).
+fn names() -> std::io::Result<Vec<(u32, String)>> {
     // SAFETY: if_nameindex returns an array ended by a zero entry, freed below.
     unsafe {
         let list = libc::if_nameindex();
@@ -68,11 +68,12 @@ fn names() -> std::io::Result<Vec<String>> {
         let mut names = Vec::new();
         let mut entry = list;
         while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
-            names.push(
+            names.push((
+                (*entry).if_index,
                 std::ffi::CStr::from_ptr((*entry).if_name)
                     .to_string_lossy()
                     .into_owned(),
-            );
+            ));
             entry = entry.add(1);
         }
         libc::if_freenameindex(list);
@@ -86,14 +87,15 @@ fn names() -> std::io::Result<Vec<String>> {
 pub fn links() -> std::io::Result<Vec<Link>> {
     let addresses = crate::system::link_ipv4();
     let mut found = Vec::new();
-    for name in names()? {
-        let Some(iface) = Interface::by_name(&name) else {
+    for (index, name) in names()? {
+        // One ioctl for both flags; none answers for an interface deleted meanwhile.
+        let Some(flags) = flags(&name) else {
             continue;
         };
         found.push(Link {
-            up: flags(&name) & IFF_UP != 0,
-            loopback: iface.loopback,
-            index: iface.index,
+            up: flags & IFF_UP != 0,
+            loopback: flags & IFF_LOOPBACK != 0,
+            index,
             ipv4: addresses
                 .iter()
                 .filter(|(link, _, _)| *link == name)

@@ -201,6 +201,31 @@ pub enum InterfaceChange {
 }
 
 impl InterfaceChange {
+    /// Hooks attached to an interface: `again` when its name had hooks before (re-created),
+    /// else attached for the first time, and `why` it is wanted.
+    fn attached(
+        again: bool,
+        interface: String,
+        index: u32,
+        reports: Vec<AttachReport>,
+        why: &str,
+    ) -> InterfaceChange {
+        if again {
+            InterfaceChange::Reattached {
+                interface,
+                index,
+                reports,
+            }
+        } else {
+            InterfaceChange::Attached {
+                interface,
+                index,
+                reports,
+                why: why.to_owned(),
+            }
+        }
+    }
+
     pub fn interface(&self) -> &str {
         match self {
             InterfaceChange::Attached { interface, .. }
@@ -473,21 +498,13 @@ impl Capture {
                 Ok(()) => {
                     // Reported with the change, not kept: the start-up list stays bounded.
                     let reports = self.reports.drain(first_report..).collect();
-                    let (interface, index) = (wanted.iface.name.clone(), wanted.iface.index);
-                    changes.push(if again {
-                        InterfaceChange::Reattached {
-                            interface,
-                            index,
-                            reports,
-                        }
-                    } else {
-                        InterfaceChange::Attached {
-                            interface,
-                            index,
-                            reports,
-                            why: wanted.why.clone(),
-                        }
-                    });
+                    changes.push(InterfaceChange::attached(
+                        again,
+                        wanted.iface.name.clone(),
+                        wanted.iface.index,
+                        reports,
+                        &wanted.why,
+                    ));
                 }
                 Err(err) => {
                     self.reports.truncate(first_report);
@@ -531,20 +548,13 @@ impl Capture {
                 watched.hooks = reports.iter().map(hook_description).collect();
                 watched.failed = None;
                 self.attached_names.insert(interface.clone());
-                Some(if again {
-                    InterfaceChange::Reattached {
-                        interface,
-                        index,
-                        reports,
-                    }
-                } else {
-                    InterfaceChange::Attached {
-                        interface,
-                        index,
-                        reports,
-                        why: watched.why.clone(),
-                    }
-                })
+                Some(InterfaceChange::attached(
+                    again,
+                    interface,
+                    index,
+                    reports,
+                    &watched.why,
+                ))
             }
             Err(err) => {
                 let error = error_chain(&err);
