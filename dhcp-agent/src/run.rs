@@ -577,17 +577,14 @@ const PROBE_EVERY: u32 = 5;
 /// address), checked at every housekeeping tick: the probe is sent at one tick and its answer
 /// read at the next, so the check adds no wake-up to the agent's once a second.
 struct LivenessChecks {
-    server: SocketAddrV4,
-    /// The probe sent at the last tick, if one was.
-    sent: Option<server_query::SentProbe>,
+    prober: server_query::Prober,
     ticks: u32,
 }
 
 impl LivenessChecks {
     fn new(server: SocketAddrV4) -> LivenessChecks {
         LivenessChecks {
-            server,
-            sent: None,
+            prober: server_query::Prober::new(server),
             ticks: 0,
         }
     }
@@ -604,7 +601,7 @@ impl LivenessChecks {
         let check = ServerCheck {
             listening,
             // A second to answer; dnsmasq answers within a millisecond.
-            answered: self.sent.take().map(|probe| probe.answer().is_some()),
+            answered: self.prober.answer().map(|answer| answer.is_some()),
             should_serve: config.is_none_or(intent::should_serve),
         };
         observer.on_server_check(check, now(), findings);
@@ -615,11 +612,9 @@ impl LivenessChecks {
         if listening
             && self.ticks.is_multiple_of(PROBE_EVERY)
             && let Some(ip) = about
+            && let Err(err) = self.prober.send(ip, observer.own_xid(now()))
         {
-            match server_query::SentProbe::send(self.server, ip, observer.own_xid(now())) {
-                Ok(probe) => self.sent = Some(probe),
-                Err(err) => log::debug!("liveness probe not sent: {err}"),
-            }
+            log::debug!("liveness probe not sent: {err}");
         }
     }
 }

@@ -442,9 +442,6 @@ fn decide(
 ) -> Option<Verdict> {
     let release = &pending.release;
     let current = table.get_v4(release.ciaddr);
-    if pending.lease.is_none() {
-        pending.lease = current.cloned();
-    }
     let since = release.seen_ns - lately.window_ns;
     let removed_since = lately
         .removed
@@ -459,6 +456,18 @@ fn decide(
         .is_some_and(|(chaddr, at)| {
             *chaddr == release.chaddr && *at >= since && *at <= release.seen_ns
         });
+    // The lease the RELEASE was for is the one the table showed then, unless the server ACKed
+    // it to this client just before: the table read then may predate the file's rewrite for
+    // that ACK, and the lease the ACK made is the one to hold on to (a VM that renewed and was
+    // expunged at once kept the older expiry, and the repair then took the lease in the file
+    // for another one and forgot it: the soak, 2026-12-01).
+    if pending.lease.is_none()
+        || acked_before
+            && current.is_some_and(|lease| release.matches(lease))
+            && pending.lease.as_ref() != current
+    {
+        pending.lease = current.cloned();
+    }
     let outcome = match current {
         None if pending.lease.is_some() || removed_since.is_some() => Outcome::Honored,
         // Never in the table, but ACKed just before: the lease came and went between two reads
@@ -667,6 +676,54 @@ mod tests {
         assert_eq!(settled, vec![6, 7, 8, 9, 3]);
         assert_eq!(correlator.pending(), 0);
         assert_eq!(correlator.next_deadline_ns(), None);
+    }
+
+    /// The VM renewed, then was expunged, faster than the agent read the file in between: the
+    /// RELEASE finds the older lease in the table, the file then shows the renewed one. The
+    /// ACK on the wire before the RELEASE makes the renewed lease the one held.
+    #[test]
+    fn a_lease_renewed_just_before_its_release_is_the_one_held() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let r = release(Some(PRIMARY));
+        let before = table_with(IP);
+        let renewed = Lease {
+            expiry: Expiry::At(9_999_999_999 + 40),
+            ..lease(IP)
+        };
+        let mut after = LeaseTable::default();
+        after.insert(renewed.clone());
+        correlator.on_ack(IP, &MAC, r.seen_ns - SECOND / 10);
+        assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
+        assert!(
+            correlator
+                .on_table(&before, &after, r.seen_ns + SECOND / 10, &identity)
+                .is_empty()
+        );
+        let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(verdicts.len(), 1);
+        assert!(matches!(verdicts[0].outcome, Outcome::Dropped(_)));
+        assert_eq!(verdicts[0].lease.as_ref(), Some(&renewed));
+        assert!(!verdicts[0].renewed_since);
+    }
+
+    /// Without an ACK just before, a lease that changed after the RELEASE is not taken for it
+    /// (the table seen at the RELEASE stands).
+    #[test]
+    fn a_lease_changed_without_an_ack_is_not_the_one_released() {
+        let identity = identity();
+        let mut correlator = Correlator::new(2 * SECOND);
+        let r = release(Some(PRIMARY));
+        let before = table_with(IP);
+        let mut after = LeaseTable::default();
+        after.insert(Lease {
+            expiry: Expiry::At(9_999_999_999 + 40),
+            ..lease(IP)
+        });
+        assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
+        correlator.on_table(&before, &after, r.seen_ns + SECOND / 10, &identity);
+        let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
+        assert_eq!(verdicts[0].lease, Some(lease(IP)));
     }
 
     #[test]

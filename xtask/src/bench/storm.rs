@@ -548,6 +548,18 @@ impl Ramp {
                     s.seen.malformed
                 )
             })?;
+            // Decoding costs something: a step that read no CPU measured nothing (per-packet
+            // figures and their ratio would be 0).
+            sane(
+                s.seen.decoded == 0.0 || s.agent_cpu > Duration::ZERO,
+                || {
+                    format!(
+                        "{}: the agent decoded {} packets on no measured CPU time",
+                        s.label(),
+                        s.seen.decoded
+                    )
+                },
+            )?;
         }
         sane(self.after.lossless(), || {
             format!(
