@@ -6,11 +6,7 @@
 //! dnsmasq's own checks give (in dnsmasq's order); no lease when the RELEASE was seen ->
 //! `no_lease`. A lease that merely expires is never a release: only observed RELEASEs open
 //! records.
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-    net::Ipv4Addr,
-};
+use std::{cmp::Reverse, collections::BinaryHeap, net::Ipv4Addr};
 
 use dhcp_wire::{Mac, MessageType, Packet};
 
@@ -179,6 +175,10 @@ pub struct Pending {
 /// A pending record's key: the released address and the client's hardware address.
 type PendingKey = (Ipv4Addr, Vec<u8>);
 
+/// Keys come from clients: a hasher seeded per process (foldhash) keeps lookups fast (SipHash
+/// showed in perf at 10,000 frames/s) without letting a client pick colliding keys in advance.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Pending releases and how to settle them.
 ///
 /// The lease file lags the wire (the server rewrites it after handling a packet, and the agent
@@ -216,11 +216,11 @@ impl Correlator {
     pub fn new(grace_ns: i128) -> Correlator {
         Correlator {
             grace_ns,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             deadlines: BinaryHeap::new(),
             resumed_unjudged: false,
-            recently_removed: HashMap::new(),
-            recent_acks: HashMap::new(),
+            recently_removed: HashMap::default(),
+            recent_acks: HashMap::default(),
             server_down: false,
         }
     }
