@@ -11,7 +11,7 @@ use std::{cmp::Reverse, collections::BinaryHeap, net::Ipv4Addr};
 use dhcp_wire::{Mac, MessageType, Packet};
 
 use crate::{
-    leases::{Lease, LeaseTable},
+    leases::{Expiry, Lease, LeaseTable},
     provenance::Origin,
     server_identity::ServerIdentity,
 };
@@ -206,7 +206,7 @@ pub struct Correlator {
     /// The last ACK of each address lately: to which client, when. A client that gets a lease
     /// and releases it before the agent has read the file in between never shows in the table;
     /// the ACK on the wire proves the lease existed, so its disappearance is `honored`.
-    recent_acks: HashMap<Ipv4Addr, (Vec<u8>, i128)>,
+    recent_acks: HashMap<Ipv4Addr, RecentAck>,
     /// The server is down now (see [`crate::liveness`]).
     server_down: bool,
 }
@@ -298,15 +298,23 @@ impl Correlator {
         self.settle(table, now_ns, identity, Some(&key)).pop()
     }
 
-    /// The server ACKed `ip` to the client `chaddr` at `seen_ns`: a pending RELEASE of that
-    /// lease from before is marked renewed (one lookup; ACKs are as frequent as RELEASEs).
-    pub fn on_ack(&mut self, ip: Ipv4Addr, chaddr: &[u8], seen_ns: i128) {
+    /// The server ACKed `ip` to the client `chaddr` at `seen_ns`, for `lease_time` seconds
+    /// (option 51, if the ACK had it): a pending RELEASE of that lease from before is marked
+    /// renewed (one lookup; ACKs are as frequent as RELEASEs).
+    pub fn on_ack(&mut self, ip: Ipv4Addr, chaddr: &[u8], seen_ns: i128, lease_time: Option<u32>) {
         if let Some(pending) = self.pending.get_mut(&(ip, chaddr.to_vec()))
             && seen_ns > pending.release.seen_ns
         {
             pending.renewed_since = true;
         }
-        self.recent_acks.insert(ip, (chaddr.to_vec(), seen_ns));
+        self.recent_acks.insert(
+            ip,
+            RecentAck {
+                chaddr: chaddr.to_vec(),
+                at_ns: seen_ns,
+                lease_time,
+            },
+        );
     }
 
     /// The lease table changed from `previous` to `table`: releases whose lease is gone are
@@ -326,7 +334,7 @@ impl Correlator {
         }
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
-        self.recent_acks.retain(|_, (_, at)| *at >= horizon);
+        self.recent_acks.retain(|_, ack| ack.at_ns >= horizon);
         self.settle(table, now_ns, identity, None)
     }
 
@@ -424,11 +432,36 @@ impl Correlator {
     }
 }
 
-/// The verdict on one pending release now, if it can be given yet.
+/// The last ACK of an address the wire showed.
+#[derive(Debug)]
+struct RecentAck {
+    chaddr: Vec<u8>,
+    at_ns: i128,
+    /// Option 51, seconds (`u32::MAX`: infinite).
+    lease_time: Option<u32>,
+}
+
+impl RecentAck {
+    /// Whether `lease` is the one this ACK made: dnsmasq writes the expiry as the time it
+    /// answered plus the lease time, in whole seconds (a second or two of slack for the
+    /// clocks of the wire and the server).
+    fn made(&self, lease: &Lease) -> bool {
+        match (self.lease_time, lease.expiry) {
+            (Some(u32::MAX), Expiry::Never) => true,
+            (Some(secs), Expiry::At(expiry)) if secs != u32::MAX => {
+                let acked = u64::try_from(self.at_ns / 1_000_000_000).unwrap_or(0);
+                let made = acked + u64::from(secs);
+                (made.saturating_sub(1)..=made + 2).contains(&expiry)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What the wire and the table showed lately, beside the table itself.
 struct Lately<'a> {
     removed: &'a HashMap<Ipv4Addr, (Lease, i128)>,
-    acked: &'a HashMap<Ipv4Addr, (Vec<u8>, i128)>,
+    acked: &'a HashMap<Ipv4Addr, RecentAck>,
     /// How far before a RELEASE a removal or an ACK still counts for it.
     window_ns: i128,
 }
@@ -450,21 +483,22 @@ fn decide(
         .map(|(lease, _)| lease);
     // The server ACKed the address to this client shortly before: the lease existed even if
     // the table never showed it.
-    let acked_before = lately
-        .acked
-        .get(&release.ciaddr)
-        .is_some_and(|(chaddr, at)| {
-            *chaddr == release.chaddr && *at >= since && *at <= release.seen_ns
-        });
+    let acked = lately.acked.get(&release.ciaddr).filter(|ack| {
+        ack.chaddr == release.chaddr && ack.at_ns >= since && ack.at_ns <= release.seen_ns
+    });
+    let acked_before = acked.is_some();
     // The lease the RELEASE was for is the one the table showed then, unless the server ACKed
-    // it to this client just before: the table read then may predate the file's rewrite for
-    // that ACK, and the lease the ACK made is the one to hold on to (a VM that renewed and was
-    // expunged at once kept the older expiry, and the repair then took the lease in the file
-    // for another one and forgot it: the soak, 2026-12-01).
+    // it to this client just before and the table now shows the very lease that ACK made (its
+    // expiry is the ACK's time plus its lease time): the table read at the RELEASE predated the
+    // file's rewrite for that ACK. A VM that renewed and was expunged at once kept the older
+    // expiry, and the repair then took the lease in the file for another one and forgot it
+    // (the soak, 2026-12-01). Any other change (a renewal the agent did not see) is not taken.
     if pending.lease.is_none()
-        || acked_before
-            && current.is_some_and(|lease| release.matches(lease))
-            && pending.lease.as_ref() != current
+        || current.is_some_and(|lease| {
+            release.matches(lease)
+                && pending.lease.as_ref() != Some(lease)
+                && acked.is_some_and(|ack| ack.made(lease))
+        })
     {
         pending.lease = current.cloned();
     }
@@ -680,31 +714,40 @@ mod tests {
 
     /// The VM renewed, then was expunged, faster than the agent read the file in between: the
     /// RELEASE finds the older lease in the table, the file then shows the renewed one. The
-    /// ACK on the wire before the RELEASE makes the renewed lease the one held.
+    /// ACK on the wire before the RELEASE made that lease (its time plus option 51 is the
+    /// expiry), so it is the one held; a lease no ACK the agent saw made is not.
     #[test]
     fn a_lease_renewed_just_before_its_release_is_the_one_held() {
         let identity = identity();
-        let mut correlator = Correlator::new(2 * SECOND);
         let r = release(Some(PRIMARY));
-        let before = table_with(IP);
-        let renewed = Lease {
-            expiry: Expiry::At(9_999_999_999 + 40),
-            ..lease(IP)
+        let acked_ns = r.seen_ns - SECOND / 10;
+        let made_by_ack = 99 + 3600; // the ACK's second plus its lease time
+        let held = |expiry: u64| {
+            let mut correlator = Correlator::new(2 * SECOND);
+            let before = table_with(IP);
+            let mut after = LeaseTable::default();
+            after.insert(Lease {
+                expiry: Expiry::At(expiry),
+                ..lease(IP)
+            });
+            correlator.on_ack(IP, &MAC, acked_ns, Some(3600));
+            assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
+            assert!(
+                correlator
+                    .on_table(&before, &after, r.seen_ns + SECOND / 10, &identity)
+                    .is_empty()
+            );
+            let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
+            assert_eq!(verdicts.len(), 1);
+            assert!(matches!(verdicts[0].outcome, Outcome::Dropped(_)));
+            assert!(!verdicts[0].renewed_since);
+            verdicts[0].lease.as_ref().map(|l| l.expiry)
         };
-        let mut after = LeaseTable::default();
-        after.insert(renewed.clone());
-        correlator.on_ack(IP, &MAC, r.seen_ns - SECOND / 10);
-        assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
-        assert!(
-            correlator
-                .on_table(&before, &after, r.seen_ns + SECOND / 10, &identity)
-                .is_empty()
-        );
-        let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
-        assert_eq!(verdicts.len(), 1);
-        assert!(matches!(verdicts[0].outcome, Outcome::Dropped(_)));
-        assert_eq!(verdicts[0].lease.as_ref(), Some(&renewed));
-        assert!(!verdicts[0].renewed_since);
+        assert_eq!(held(made_by_ack), Some(Expiry::At(made_by_ack)));
+        assert_eq!(held(made_by_ack + 1), Some(Expiry::At(made_by_ack + 1)));
+        // A renewal the agent did not see (a later expiry): the lease seen at the RELEASE stands,
+        // and the repair's table check then finds it gone.
+        assert_eq!(held(made_by_ack + 600), Some(lease(IP).expiry));
     }
 
     /// Without an ACK just before, a lease that changed after the RELEASE is not taken for it
@@ -830,7 +873,7 @@ mod tests {
         let identity = identity();
         let mut correlator = Correlator::new(2 * SECOND);
         let r = release(Some(VIP));
-        correlator.on_ack(IP, &MAC, r.seen_ns - SECOND);
+        correlator.on_ack(IP, &MAC, r.seen_ns - SECOND, None);
         let empty = LeaseTable::default();
         assert_eq!(correlator.on_release(r.clone(), &empty, &identity), None);
         assert!(
@@ -843,7 +886,7 @@ mod tests {
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
         // Another client's ACK proves nothing about this client's lease.
         let mut correlator = Correlator::new(2 * SECOND);
-        correlator.on_ack(IP, &[2, 0, 0, 0, 0, 9], r.seen_ns - SECOND);
+        correlator.on_ack(IP, &[2, 0, 0, 0, 0, 9], r.seen_ns - SECOND, None);
         correlator.on_release(r.clone(), &empty, &identity);
         let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity);
         assert_eq!(verdicts[0].outcome, Outcome::NoLease);

@@ -353,7 +353,7 @@ impl Observer {
             && !from_rogue
         {
             self.correlator
-                .on_ack(m.yiaddr, &m.chaddr, packet.meta.unix_ns);
+                .on_ack(m.yiaddr, &m.chaddr, packet.meta.unix_ns, m.lease_time);
             self.outstanding.on_renewed(m.yiaddr, &m.chaddr);
             let mut found = Vec::new();
             self.reconciler.on_ack(m.yiaddr, &m.chaddr, &mut found);

@@ -232,14 +232,14 @@ impl World {
             Step::Renew { ip: index } => {
                 if let Some(owner) = self.table.get_v4(ip(index)).map(|l| l.hwaddr[5]) {
                     self.correlator
-                        .on_ack(ip(index), &mac(owner), self.now_ns());
+                        .on_ack(ip(index), &mac(owner), self.now_ns(), None);
                     let renewed = self.lease(index, owner);
                     self.change_table(index, Some(renewed));
                 }
             }
             Step::Reassign { ip: index, client } => {
                 self.correlator
-                    .on_ack(ip(index), &mac(client), self.now_ns());
+                    .on_ack(ip(index), &mac(client), self.now_ns(), None);
                 let lease = self.lease(index, client);
                 self.change_table(index, Some(lease));
             }
