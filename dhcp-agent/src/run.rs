@@ -601,7 +601,7 @@ impl LivenessChecks {
         let check = ServerCheck {
             listening,
             // A second to answer; dnsmasq answers within a millisecond.
-            answered: self.prober.answer().map(|answer| answer.is_some()),
+            answered: self.prober.answered(),
             should_serve: config.is_none_or(intent::should_serve),
         };
         observer.on_server_check(check, now(), findings);

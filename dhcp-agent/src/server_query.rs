@@ -122,8 +122,8 @@ fn answer_to(datagram: &[u8], xid: u32) -> Option<LeaseState> {
     })
 }
 
-/// DHCPINFORMs sent without waiting: each answer is collected later with
-/// [`Prober::answer`]. The daemon's liveness check sends one at a housekeeping tick and reads
+/// DHCPINFORMs sent without waiting: each answer is looked for later with
+/// [`Prober::answered`]. The daemon's liveness check sends one at a housekeeping tick and reads
 /// the answer at the next, so asking the server costs no wake-up of its own (a blocking probe
 /// on a helper thread cost three context switches each time). The socket is kept between
 /// probes: one opened per probe made the agent's open files move between two counts (the
@@ -156,33 +156,33 @@ impl Prober {
                 socket
             }
         };
-        self.drain(&socket);
+        drain(&socket);
         socket.send_to(&inform(ip, xid), self.server)?;
         self.socket = Some(socket);
         self.xid = Some(xid);
         Ok(())
     }
 
-    /// The answer to the probe in flight, if it has arrived by now; `None` when none was sent.
-    pub fn answer(&mut self) -> Option<Option<LeaseState>> {
+    /// Whether the probe in flight has been answered by now; `None` when none was sent.
+    pub fn answered(&mut self) -> Option<bool> {
         let xid = self.xid.take()?;
         let socket = self.socket.as_ref()?;
         let mut buf = [0u8; 1500];
         // Whatever else is queued (a late answer, a stray datagram) is read past; an error
         // means no answer.
         while let Ok(n) = socket.recv(&mut buf) {
-            if let Some(state) = answer_to(&buf[..n], xid) {
-                return Some(Some(state));
+            if answer_to(&buf[..n], xid).is_some() {
+                return Some(true);
             }
         }
-        Some(None)
+        Some(false)
     }
+}
 
-    /// Reads past what an earlier probe left queued.
-    fn drain(&self, socket: &UdpSocket) {
-        let mut buf = [0u8; 1500];
-        while socket.recv(&mut buf).is_ok() {}
-    }
+/// Reads past what an earlier probe left queued.
+fn drain(socket: &UdpSocket) {
+    let mut buf = [0u8; 1500];
+    while socket.recv(&mut buf).is_ok() {}
 }
 
 /// A DHCPRELEASE as the server will accept it: ciaddr, chaddr, the server's own id in option 54,

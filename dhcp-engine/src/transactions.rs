@@ -61,7 +61,7 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// One exchange, kept small: every new exchange evicts the oldest of up to [`MAX_OPEN`], whose
 /// memory has gone cold, so each cache line of an entry costs a miss per packet at low rates
 /// (this map was a quarter of the agent's CPU at 10,000 frames/s with 44,000 clients, perf).
-/// Times are Unix nanoseconds in an i64 (good until 2262), 0 for none; the interface is an
+/// Times are Unix nanoseconds in an i64 (good until 2262), [`NONE`] for none; the interface is an
 /// index into [`Transactions::interfaces`] rather than a String allocated per exchange.
 #[derive(Debug)]
 struct Open {
@@ -76,7 +76,7 @@ struct Open {
 
 #[derive(Debug)]
 pub struct Transactions {
-    discover_timeout_ns: i128,
+    discover_timeout_ns: i64,
     open: Map<Key, Open>,
     /// Keys in the order their exchanges started, with that start (keys can be reused).
     order: VecDeque<(i64, Key)>,
@@ -90,7 +90,7 @@ pub struct Transactions {
 impl Transactions {
     pub fn new(discover_timeout: std::time::Duration) -> Transactions {
         Transactions {
-            discover_timeout_ns: i128::try_from(discover_timeout.as_nanos()).unwrap_or(i128::MAX),
+            discover_timeout_ns: i64::try_from(discover_timeout.as_nanos()).unwrap_or(i64::MAX),
             open: Map::default(),
             order: VecDeque::new(),
             discovers: VecDeque::new(),
@@ -178,7 +178,6 @@ impl Transactions {
         if self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
             self.give_up_oldest();
         }
-        let interface = self.interface_index(interface);
         match self.open.entry(key) {
             std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -187,24 +186,12 @@ impl Transactions {
                     started_ns: at,
                     discover_ns: NONE,
                     request_ns: NONE,
-                    interface,
+                    interface: interface_index(&mut self.interfaces, interface),
                     offered: false,
                     finished: false,
                 })
             }
         }
-    }
-
-    /// The index of `name` in [`Transactions::interfaces`], added if new. Past `u16::MAX`
-    /// names (never on a router) the last one stands for the rest.
-    fn interface_index(&mut self, name: &str) -> u16 {
-        if let Some(i) = self.interfaces.iter().position(|known| known == name) {
-            return i as u16;
-        }
-        if self.interfaces.len() <= usize::from(u16::MAX) {
-            self.interfaces.push(name.to_owned());
-        }
-        (self.interfaces.len() - 1) as u16
     }
 
     fn give_up_oldest(&mut self) {
@@ -219,10 +206,9 @@ impl Transactions {
     /// Reports DISCOVERs unanswered for longer than the timeout and forgets old exchanges.
     pub fn on_tick(&mut self, now_ns: i128) -> Vec<TransactionEvent> {
         let now = ns64(now_ns);
-        let timeout = i64::try_from(self.discover_timeout_ns).unwrap_or(i64::MAX);
         let mut events = Vec::new();
         while let Some(&(discover_ns, key)) = self.discovers.front() {
-            if now.saturating_sub(discover_ns) < timeout {
+            if now.saturating_sub(discover_ns) < self.discover_timeout_ns {
                 break; // the rest came later
             }
             self.discovers.pop_front();
@@ -250,6 +236,19 @@ impl Transactions {
         }
         events
     }
+}
+
+/// The index of `name` in `interfaces` ([`Transactions::interfaces`]), added if new; looked up
+/// only when an exchange starts. Past `u16::MAX` names (never on a router) the last one stands
+/// for the rest.
+fn interface_index(interfaces: &mut Vec<String>, name: &str) -> u16 {
+    if let Some(i) = interfaces.iter().position(|known| known == name) {
+        return i as u16;
+    }
+    if interfaces.len() <= usize::from(u16::MAX) {
+        interfaces.push(name.to_owned());
+    }
+    (interfaces.len() - 1) as u16
 }
 
 /// "No time" in [`Open`]'s time fields.
