@@ -276,6 +276,9 @@ fn one_life(
     };
     // Anything else (a second release, a repair of another address) is a finding.
     let mut stray = Vec::new();
+    // The server's own events (up, down) are about no address: not strays, but shown when a
+    // check fails (a server judged down explains a `no_server` verdict).
+    let mut server = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !expected.is_empty() {
         let waiting: Vec<&str> = expected.iter().map(|(what, _)| *what).collect();
@@ -283,18 +286,21 @@ fn one_life(
             .next_event(
                 deadline.saturating_duration_since(Instant::now()),
                 |e| e["ip"] == ip.to_string(),
-                // The server's own events (up, down) are about no address.
                 |e| {
                     if e.get("ip").is_some() {
                         stray.push(e.to_string())
+                    } else {
+                        server.push(e.to_string())
                     }
                 },
             )
             .with_context(|| {
                 format!(
-                    "{ip} ({ending:?}): no {}; other events meanwhile: [{}]",
+                    "{ip} ({ending:?}): no {}; other events meanwhile: [{}]; events about no \
+                     address: [{}]",
                     waiting.join(", no "),
-                    stray.join(", ")
+                    stray.join(", "),
+                    server.join(", ")
                 )
             })?;
         match expected.iter().position(|(_, check)| check(&event)) {
