@@ -19,6 +19,7 @@ use serde::Serialize;
 use dhcp_engine::{
     Finding, Observer, ObserverConfig,
     correlate::{Cause, Outcome, Verdict, diagnose},
+    correlate6::{Outcome6, Verdict6},
     leases::LeaseFormatName,
     observer::{LeaseFileRead, Now},
     time::rfc3339,
@@ -260,6 +261,35 @@ fn client_event(interface: &str, client: &[u8], xid: u32, at_ns: i128) -> Client
 
 /// The row of one settled RELEASE. With a lease file the observer's verdict stands (what the
 /// daemon would have said with that table); without one only the wire can speak.
+/// A DHCPv6 release's row: `mac` is the client's DUID, the server ids are DUIDs; the evidence
+/// is the server's `reply`, or with no reply by the end of the grace the `lease_file` (or, with
+/// none, its silence: `no_reply`).
+fn release6_row(verdict: &Verdict6, with_file: bool) -> ReleaseRow {
+    let r = &verdict.release;
+    let cause = match &verdict.outcome {
+        Outcome6::Dropped(cause) => Some(cause.name()),
+        _ => None,
+    };
+    let evidence = match (verdict.by_reply, with_file) {
+        (true, _) => "reply",
+        (false, true) => "lease_file",
+        (false, false) => "no_reply",
+    };
+    ReleaseRow {
+        time: rfc3339(r.seen_ns),
+        interface: r.interface.clone(),
+        ip: r.address.to_string(),
+        mac: hex_colon(&r.client_duid),
+        xid: format!("0x{:06x}", r.xid),
+        origin: r.origin.name(),
+        received_server_id: r.server_duid.as_deref().map(hex_colon),
+        expected_server_id: verdict.expected_server_duid.as_deref().map(hex_colon),
+        outcome: verdict.outcome.name(),
+        cause,
+        evidence: Some(evidence),
+    }
+}
+
 fn release_row(verdict: &Verdict, observer: &Observer, with_file: bool) -> ReleaseRow {
     let release = &verdict.release;
     let identity = observer.identity();
@@ -320,6 +350,7 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     let (mut discover_ack, mut request_ack) = (Vec::new(), Vec::new());
     let mut timeline = Timeline::default();
     let mut verdicts = Vec::new();
+    let mut verdicts6 = Vec::new();
     // What the observer found in the frames the filter shows.
     let mut record = |findings: &mut Vec<Finding>, report: &mut Report| {
         for finding in findings.drain(..) {
@@ -347,6 +378,7 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
                         .push(client_event(&interface, &client, xid, at_ns)),
                 },
                 Finding::Settled(verdict) => verdicts.push(verdict),
+                Finding::Settled6(verdict) => verdicts6.push(verdict),
                 _ => {}
             }
         }
@@ -370,7 +402,14 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
         // The observer follows what is shown, and learns the server ids (and leases granted)
         // from every reply: a RELEASE shown is judged against the server's id even when the
         // filter hides the server's answers.
-        if shown || packet.dhcpv4().is_some_and(|m| m.op == 2) {
+        let from_server = packet.dhcpv4().is_some_and(|m| m.op == 2)
+            || packet.dhcpv6().is_some_and(|m| {
+                matches!(
+                    m.code,
+                    dhcp_wire::dhcpv6::code::REPLY | dhcp_wire::dhcpv6::code::ADVERTISE
+                )
+            });
+        if shown || from_server {
             observer.expire_exchanges(packet.meta.unix_ns, &mut findings);
             observer.on_packet(&packet, &mut findings);
             record(&mut findings, &mut report);
@@ -409,7 +448,13 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<Report> {
     report.releases = verdicts
         .iter()
         .map(|verdict| release_row(verdict, &observer, args.leases.is_some()))
+        .chain(
+            verdicts6
+                .iter()
+                .map(|verdict| release6_row(verdict, args.leases.is_some())),
+        )
         .collect();
+    report.releases.sort_by(|a, b| a.time.cmp(&b.time));
     report.discover_to_ack = Durations::of(discover_ack);
     report.request_to_ack = Durations::of(request_ack);
     report.server_ids = observer

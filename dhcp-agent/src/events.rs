@@ -18,10 +18,12 @@ use std::{
 use anyhow::Context as _;
 use dhcp_engine::{
     correlate::{Cause, Outcome, Verdict},
+    correlate6::{self, Cause6, Outcome6, Verdict6},
     declared::ClientKeys,
     liveness::ServerStatus,
     observer::{Divergence, DivergenceKind},
     outstanding::{Repair, RepairResult},
+    outstanding6::Repair6,
     provenance::RogueServer,
     reconcile::{BlockedHost, OrphanLease, Reconciled, Reconciler},
     time::rfc3339,
@@ -315,6 +317,9 @@ fn by_mac(mac: &Mac, ip: Ipv4Addr) -> ClientKeys<'_> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseEvent {
     pub event: String,
+    /// `dhcpv4` or `dhcpv6` (written by versions before DHCPv6 was correlated: absent, v4).
+    #[serde(default = "dhcpv4")]
+    pub protocol: String,
     pub outcome: String,
     pub flagged: bool,
     pub cause: Option<String>,
@@ -340,9 +345,73 @@ pub struct ReleaseEvent {
     pub host: Option<String>,
     pub seen: String,
     pub settled: String,
+    /// DHCPv6: the identity association's id (the lease's IAID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iaid: Option<u32>,
+    /// DHCPv6: the message (`RELEASE` or `DECLINE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// DHCPv6: copies of the RELEASE seen before it settled (counted once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retransmissions: Option<u32>,
+    /// DHCPv6: settled by the server's REPLY (`reply`) or by its silence past the grace
+    /// (`deadline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_by: Option<String>,
+}
+
+fn dhcpv4() -> String {
+    "dhcpv4".into()
 }
 
 impl ReleaseEvent {
+    /// The event of a DHCPv6 verdict: `ip` is the address, `client_id` the client's DUID,
+    /// `mac` the link-layer address its DUID names (when it names one), the server ids DUIDs.
+    pub fn new6(v: &Verdict6, names: &Reconciler) -> ReleaseEvent {
+        let r = &v.release;
+        let mac = correlate6::duid_link_layer(&r.client_duid);
+        let client = ClientKeys {
+            hwaddr: mac.as_ref().map(|m| &m[..]),
+            htype: 1,
+            client_id: Some(&r.client_duid),
+            hostname: v.lease.as_ref().and_then(|l| l.hostname.as_deref()),
+            ip: None,
+        };
+        let cause = match &v.outcome {
+            Outcome6::Dropped(cause) => Some(cause),
+            _ => None,
+        };
+        let expected = match cause {
+            Some(Cause6::ServerIdMismatch { expected, .. }) => Some(expected.clone()),
+            _ => v.expected_server_duid.clone(),
+        };
+        ReleaseEvent {
+            event: "release".into(),
+            protocol: "dhcpv6".into(),
+            outcome: v.outcome.name().into(),
+            flagged: cause.is_some(),
+            cause: cause.map(|c| c.name().into()),
+            ip: r.address.to_string(),
+            mac: mac.map(|m| hex_colon(&m)).unwrap_or_default(),
+            client_id: Some(hex_colon(&r.client_duid)),
+            interface: r.interface.clone(),
+            origin: r.origin.name().into(),
+            sender_mac: r.sender.map(|m| m.to_string()),
+            xid: format!("0x{:06x}", r.xid),
+            received_server_id: r.server_duid.as_deref().map(hex_colon),
+            expected_server_id: expected.as_deref().map(hex_colon),
+            requested_ip: None,
+            hostname: v.lease.as_ref().and_then(|l| l.hostname.clone()),
+            host: names.declared_name(&client),
+            seen: rfc3339(r.seen_ns),
+            settled: rfc3339(v.settled_ns),
+            iaid: Some(r.iaid),
+            message: Some(r.kind.name().into()),
+            retransmissions: Some(v.retransmissions),
+            settled_by: Some(if v.by_reply { "reply" } else { "deadline" }.into()),
+        }
+    }
+
     /// The event of a verdict; `names` gives the client's name from the host lines.
     pub fn new(v: &Verdict, names: &Reconciler) -> ReleaseEvent {
         let r = &v.release;
@@ -363,6 +432,7 @@ impl ReleaseEvent {
         };
         ReleaseEvent {
             event: "release".into(),
+            protocol: dhcpv4(),
             outcome: v.outcome.name().into(),
             flagged: cause.is_some(),
             cause: cause.map(|c| c.name().into()),
@@ -380,14 +450,20 @@ impl ReleaseEvent {
             host: names.declared_name(&client),
             seen: rfc3339(r.seen_ns),
             settled: rfc3339(v.settled_ns),
+            ..ReleaseEvent::default()
         }
     }
 
     pub fn text(&self) -> String {
+        let who = match (&self.iaid, &self.client_id) {
+            (Some(iaid), Some(duid)) => format!("duid {duid} iaid {iaid}"),
+            _ => self.mac.clone(),
+        };
         let mut line = format!(
-            "RELEASE {} {}{} on {}: {}",
+            "{} {} {}{} on {}: {}",
+            self.message.as_deref().unwrap_or("RELEASE"),
             self.ip,
-            self.mac,
+            who,
             host_text(&self.host),
             self.interface,
             self.outcome.to_uppercase()
@@ -416,6 +492,9 @@ impl ReleaseEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemediationEvent {
     pub event: String,
+    /// `dhcpv4` or `dhcpv6` (absent before DHCPv6 repairs: v4).
+    #[serde(default = "dhcpv4")]
+    pub protocol: String,
     pub result: String,
     pub ip: String,
     pub mac: String,
@@ -427,9 +506,37 @@ pub struct RemediationEvent {
     /// The name the hosts file gives the client; absent in state files written before it.
     #[serde(default)]
     pub host: Option<String>,
+    /// DHCPv6: the client's DUID and the binding's IAID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iaid: Option<u32>,
 }
 
 impl RemediationEvent {
+    /// A DHCPv6 repair's event: `server_id` is the DUID the RELEASE named.
+    pub fn new6(
+        repair: &Repair6,
+        result: RepairResult,
+        detail: Option<String>,
+    ) -> RemediationEvent {
+        RemediationEvent {
+            event: "remediation".into(),
+            protocol: "dhcpv6".into(),
+            result: result.name().into(),
+            ip: repair.address.to_string(),
+            mac: correlate6::duid_link_layer(&repair.client_duid)
+                .map(|m| hex_colon(&m))
+                .unwrap_or_default(),
+            server_id: hex_colon(&repair.server_duid),
+            basis: repair.basis.name().into(),
+            detail,
+            host: None,
+            client_id: Some(hex_colon(&repair.client_duid)),
+            iaid: Some(repair.iaid),
+        }
+    }
+
     pub fn new(
         repair: &Repair,
         result: RepairResult,
@@ -442,6 +549,7 @@ impl RemediationEvent {
         };
         RemediationEvent {
             event: "remediation".into(),
+            protocol: dhcpv4(),
             result: result.name().into(),
             ip: repair.ip.to_string(),
             mac: hex_colon(&repair.mac),
@@ -449,6 +557,8 @@ impl RemediationEvent {
             basis: repair.basis.name().into(),
             detail,
             host: names.declared_name(&client),
+            client_id: None,
+            iaid: None,
         }
     }
 

@@ -172,6 +172,14 @@ impl OwnXids {
         xid
     }
 
+    /// A new DHCPv6 transaction id (24 bits) for a packet the agent is about to send.
+    pub fn issue_v6(&mut self, now_ns: i128) -> u32 {
+        let xid = self.issue(now_ns) & 0x00ff_ffff;
+        self.issued.push_back((xid, now_ns));
+        self.known.insert(xid);
+        xid
+    }
+
     /// Whether `xid` is one the agent handed out lately.
     pub fn is_own(&self, xid: u32) -> bool {
         self.known.contains(&xid)

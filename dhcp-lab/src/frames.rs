@@ -104,6 +104,68 @@ pub fn dhcpv6_solicit(xid: u32, duid: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A DHCPv6 client/server message, encoded by dhcproto: what the correlation tests send and
+/// expect (RELEASE, REPLY, ADVERTISE with identity associations and status codes).
+#[derive(Debug, Clone, Default)]
+pub struct Dhcpv6Spec {
+    /// Message type code (8 RELEASE, 7 REPLY, ...).
+    pub code: u8,
+    pub xid: u32,
+    pub client_duid: Option<Vec<u8>>,
+    pub server_duid: Option<Vec<u8>>,
+    /// The message's own status (option 13 at the top level).
+    pub status: Option<u16>,
+    /// IA_NAs: IAID, addresses, the IA's own status.
+    pub ias: Vec<(u32, Vec<Ipv6Addr>, Option<u16>)>,
+}
+
+impl Dhcpv6Spec {
+    pub fn payload(&self) -> Vec<u8> {
+        let status = |code: u16, msg: &str| {
+            v6::DhcpOption::StatusCode(v6::StatusCode {
+                status: code.into(),
+                msg: msg.into(),
+            })
+        };
+        let mut msg = v6::Message::new(v6::MessageType::from(self.code));
+        msg.set_xid_num(self.xid);
+        let opts = msg.opts_mut();
+        if let Some(duid) = &self.client_duid {
+            opts.insert(v6::DhcpOption::ClientId(duid.clone()));
+        }
+        if let Some(duid) = &self.server_duid {
+            opts.insert(v6::DhcpOption::ServerId(duid.clone()));
+        }
+        for (iaid, addresses, ia_status) in &self.ias {
+            let mut ia_opts = v6::DhcpOptions::new();
+            for addr in addresses {
+                ia_opts.insert(v6::DhcpOption::IAAddr(v6::IAAddr {
+                    addr: *addr,
+                    preferred_life: 0,
+                    valid_life: 0,
+                    opts: v6::DhcpOptions::new(),
+                }));
+            }
+            if let Some(code) = ia_status {
+                ia_opts.insert(status(*code, "ia status"));
+            }
+            opts.insert(v6::DhcpOption::IANA(v6::IANA {
+                id: *iaid,
+                t1: 0,
+                t2: 0,
+                opts: ia_opts,
+            }));
+        }
+        if let Some(code) = self.status {
+            opts.insert(status(code, "status"));
+        }
+        let mut out = Vec::new();
+        msg.encode(&mut Encoder::new(&mut out))
+            .expect("encoding to a Vec cannot fail");
+        out
+    }
+}
+
 /// Link and network framing of a crafted packet.
 #[derive(Debug, Clone)]
 pub struct Framing {

@@ -1,5 +1,7 @@
-//! DHCPv6 (RFC 8415): enough to count and show it: the message type, the transaction id and the
-//! client's DUID (option 1), from a strict walk of the message's option framing.
+//! DHCPv6 (RFC 8415): enough to count, show and correlate it: the message type, the transaction
+//! id, the client's and the server's DUIDs (options 1 and 2), the status code (13) and the
+//! identity associations (IA_NA 3, IA_TA 4) with their addresses (IAADDR 5) and statuses, from a
+//! strict walk of the message's option framing.
 //!
 //! Why not `dhcproto`'s decoder (it builds the messages the tests send): on hostile input it
 //! computes option lengths with unchecked subtractions. A vendor-class option (16) shorter than
@@ -8,16 +10,72 @@
 //! vendor options (17) and authentication (11) do the same, at any depth. The `decode_frame`
 //! fuzz target found it within seconds. Like the DHCPv4 reader, the wire walk is ours and every
 //! error says where the message breaks.
+use std::net::Ipv6Addr;
+
 use thiserror::Error;
 
-/// What the observer shows of a DHCPv6 message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the observer shows and correlates of a DHCPv6 message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dhcpv6Info {
     pub message_type: &'static str,
+    /// The message type's code (1 SOLICIT .. 13 RELAY-REPL).
+    pub code: u8,
     /// 24-bit transaction id (0 for relay messages, which have none).
     pub xid: u32,
     /// DUID of the client (option 1), when present.
     pub client_duid: Option<Vec<u8>>,
+    /// DUID of the server (option 2), when present.
+    pub server_duid: Option<Vec<u8>>,
+    /// The message's own status code (option 13 at the top level), when present.
+    pub status: Option<u16>,
+    /// The identity associations (IA_NA, IA_TA), in message order.
+    pub ias: Vec<Ia>,
+}
+
+/// One identity association of a message: its id, its addresses and its own status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ia {
+    /// IA_TA (temporary addresses) rather than IA_NA.
+    pub temporary: bool,
+    pub iaid: u32,
+    pub addresses: Vec<Ipv6Addr>,
+    /// The status code inside the IA (or inside one of its addresses), e.g. NoBinding.
+    pub status: Option<u16>,
+}
+
+/// Message type codes the correlation needs.
+pub mod code {
+    pub const ADVERTISE: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const RENEW: u8 = 5;
+    pub const REBIND: u8 = 6;
+    pub const REPLY: u8 = 7;
+    pub const RELEASE: u8 = 8;
+    pub const DECLINE: u8 = 9;
+}
+
+/// Status codes (RFC 8415 section 21.13).
+pub mod status {
+    pub const SUCCESS: u16 = 0;
+    pub const UNSPEC_FAIL: u16 = 1;
+    pub const NO_ADDRS_AVAIL: u16 = 2;
+    pub const NO_BINDING: u16 = 3;
+    pub const NOT_ON_LINK: u16 = 4;
+    pub const USE_MULTICAST: u16 = 5;
+
+    /// The status's name as RFC 8415 spells it.
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            SUCCESS => "Success",
+            UNSPEC_FAIL => "UnspecFail",
+            NO_ADDRS_AVAIL => "NoAddrsAvail",
+            NO_BINDING => "NoBinding",
+            NOT_ON_LINK => "NotOnLink",
+            USE_MULTICAST => "UseMulticast",
+            6 => "NoPrefixAvail",
+            _ => "other",
+        }
+    }
 }
 
 /// Why a UDP payload is not a well-formed DHCPv6 message.
@@ -46,6 +104,11 @@ const RELAY_HEADER: usize = 34;
 const RELAY_FORW: u8 = 12;
 const RELAY_REPL: u8 = 13;
 const OPTION_CLIENT_ID: u16 = 1;
+const OPTION_SERVER_ID: u16 = 2;
+const OPTION_IA_NA: u16 = 3;
+const OPTION_IA_TA: u16 = 4;
+const OPTION_IAADDR: u16 = 5;
+const OPTION_STATUS_CODE: u16 = 13;
 
 /// Name of a DHCPv6 message type by its code.
 pub fn message_type_name(code: u8) -> &'static str {
@@ -81,26 +144,92 @@ pub fn parse(payload: &[u8]) -> Result<Dhcpv6Info, Dhcpv6Error> {
             kind,
         });
     };
-    let client_duid = client_id(options, header)?;
+    let top = walk(options, header)?;
     if header == RELAY_HEADER {
         // The client's own message travels inside option 9; the relay's has no id of its own.
         return Ok(Dhcpv6Info {
             message_type: message_type_name(code),
-            xid: 0,
-            client_duid: None,
+            code,
+            ..Dhcpv6Info::default()
         });
     }
-    Ok(Dhcpv6Info {
+    let mut info = Dhcpv6Info {
         message_type: message_type_name(code),
+        code,
         xid: u32::from_be_bytes([0, payload[1], payload[2], payload[3]]),
-        client_duid: client_duid.map(<[u8]>::to_vec),
-    })
+        ..Dhcpv6Info::default()
+    };
+    for (code, at, value) in top {
+        let base = header + at + 4;
+        match code {
+            OPTION_CLIENT_ID if info.client_duid.is_none() => {
+                info.client_duid = Some(value.to_vec())
+            }
+            OPTION_SERVER_ID if info.server_duid.is_none() => {
+                info.server_duid = Some(value.to_vec())
+            }
+            OPTION_STATUS_CODE if info.status.is_none() => info.status = status_code(value),
+            OPTION_IA_NA | OPTION_IA_TA => {
+                if let Some(ia) = identity_association(code, value, base)? {
+                    info.ias.push(ia);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
 }
 
-/// Walks the options area (at `base` in the payload, for the error offsets); every option must
-/// fit. Returns the first client identifier.
-fn client_id(area: &[u8], base: usize) -> Result<Option<&[u8]>, Dhcpv6Error> {
-    let mut found = None;
+/// An IA_NA (iaid, T1, T2, options) or IA_TA (iaid, options); one too short for its fixed part
+/// is skipped (RFC 8415 section 16: such an option is ignored, not the message).
+fn identity_association(code: u16, value: &[u8], base: usize) -> Result<Option<Ia>, Dhcpv6Error> {
+    let temporary = code == OPTION_IA_TA;
+    let fixed = if temporary { 4 } else { 12 };
+    let (Some(iaid), Some(options)) = (value.get(..4), value.get(fixed..)) else {
+        return Ok(None);
+    };
+    let mut ia = Ia {
+        temporary,
+        iaid: u32::from_be_bytes([iaid[0], iaid[1], iaid[2], iaid[3]]),
+        addresses: Vec::new(),
+        status: None,
+    };
+    for (code, at, value) in walk(options, base + fixed)? {
+        match code {
+            OPTION_IAADDR => {
+                let Some(address) = value.get(..16) else {
+                    continue;
+                };
+                let octets: [u8; 16] = address.try_into().unwrap_or([0; 16]);
+                ia.addresses.push(Ipv6Addr::from(octets));
+                // An address may carry its own status (after its two lifetimes).
+                if let Some(inner) = value.get(24..) {
+                    for (code, _, value) in walk(inner, base + fixed + at + 4 + 24)? {
+                        if code == OPTION_STATUS_CODE && ia.status.is_none() {
+                            ia.status = status_code(value);
+                        }
+                    }
+                }
+            }
+            OPTION_STATUS_CODE if ia.status.is_none() => ia.status = status_code(value),
+            _ => {}
+        }
+    }
+    Ok(Some(ia))
+}
+
+/// A status code option's code (its message text is not kept).
+fn status_code(value: &[u8]) -> Option<u16> {
+    value.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+}
+
+/// One option of an area: its code, its offset in the area and its value.
+type RawOption<'a> = (u16, usize, &'a [u8]);
+
+/// Walks an options area (at `base` in the payload, for the error offsets); every option must
+/// fit.
+fn walk(area: &[u8], base: usize) -> Result<Vec<RawOption<'_>>, Dhcpv6Error> {
+    let mut options = Vec::new();
     let mut at = 0;
     while at < area.len() {
         let Some(&[c0, c1, l0, l1]) = area.get(at..at + 4) else {
@@ -120,12 +249,10 @@ fn client_id(area: &[u8], base: usize) -> Result<Option<&[u8]>, Dhcpv6Error> {
                 len,
             });
         };
-        if code == OPTION_CLIENT_ID && found.is_none() {
-            found = Some(value);
-        }
+        options.push((code, at, value));
         at += 4 + len;
     }
-    Ok(found)
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -139,8 +266,10 @@ mod tests {
             parse(&solicit),
             Ok(Dhcpv6Info {
                 message_type: "SOLICIT",
+                code: 1,
                 xid: 0x00ab_cdef,
                 client_duid: Some(vec![0, 3, 0, 1, 1, 2, 3, 4]),
+                ..Dhcpv6Info::default()
             })
         );
         // RELAY-FORW: hop count, link and peer addresses, then option 9 carrying a SOLICIT.
@@ -152,8 +281,8 @@ mod tests {
             parse(&relay),
             Ok(Dhcpv6Info {
                 message_type: "RELAY-FORW",
-                xid: 0,
-                client_duid: None,
+                code: 12,
+                ..Dhcpv6Info::default()
             })
         );
     }
@@ -228,6 +357,77 @@ mod tests {
         for (payload, expected) in cases {
             assert_eq!(parse(payload), Err(expected), "{payload:?}");
         }
+    }
+
+    #[test]
+    fn reads_identity_associations_server_ids_and_statuses() {
+        let address: Ipv6Addr = "fd00::10".parse().unwrap();
+        let other: Ipv6Addr = "fd00::11".parse().unwrap();
+        // What dnsmasq answers a RELEASE of two addresses, one it had no binding for: an IA
+        // with the unknown address and NoBinding, and Success at the top (rfc3315.c).
+        let reply = dhcp_lab::frames::Dhcpv6Spec {
+            code: code::REPLY,
+            xid: 0x00_0102,
+            client_duid: Some(vec![0, 1, 0, 1, 9]),
+            server_duid: Some(vec![0, 3, 0, 1, 2, 2, 2, 2, 2, 2]),
+            status: Some(status::SUCCESS),
+            ias: vec![(77, vec![other], Some(status::NO_BINDING))],
+        }
+        .payload();
+        let info = parse(&reply).unwrap();
+        assert_eq!((info.code, info.xid), (code::REPLY, 0x102));
+        assert_eq!(
+            info.server_duid.as_deref(),
+            Some(&[0, 3, 0, 1, 2, 2, 2, 2, 2, 2][..])
+        );
+        assert_eq!(info.status, Some(status::SUCCESS));
+        assert_eq!(
+            info.ias,
+            vec![Ia {
+                temporary: false,
+                iaid: 77,
+                addresses: vec![other],
+                status: Some(status::NO_BINDING),
+            }]
+        );
+        // What dhcp_release6 sends: xid 0, client and server ids, one IA_NA with one address.
+        let release = dhcp_lab::frames::Dhcpv6Spec {
+            code: code::RELEASE,
+            client_duid: Some(vec![0, 1, 0, 1, 9]),
+            server_duid: Some(vec![0, 3, 0, 1, 2]),
+            ias: vec![(1234, vec![address], None)],
+            ..Default::default()
+        }
+        .payload();
+        let info = parse(&release).unwrap();
+        assert_eq!(
+            (info.message_type, info.xid, info.status),
+            ("RELEASE", 0, None)
+        );
+        assert_eq!(info.ias[0].addresses, vec![address]);
+        assert_eq!(info.ias[0].iaid, 1234);
+    }
+
+    #[test]
+    fn an_ia_too_short_for_its_fixed_part_is_skipped_and_a_cut_one_is_an_error() {
+        // IA_NA of 4 bytes (no T1/T2): ignored, the message still reads.
+        let short = [8, 0, 0, 1, 0, 3, 0, 4, 0, 0, 0, 9];
+        assert_eq!(parse(&short).unwrap().ias, vec![]);
+        // IA_NA whose inner IAADDR runs past the IA's end: the framing is broken.
+        let cut = [
+            8, 0, 0, 1, // RELEASE
+            0, 3, 0, 16, // IA_NA, 16 bytes
+            0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, // iaid, T1, T2
+            0, 5, 0, 24, // IAADDR claiming 24 bytes, none there
+        ];
+        assert_eq!(
+            parse(&cut),
+            Err(Dhcpv6Error::OptionPastEnd {
+                code: 5,
+                offset: 20,
+                len: 24
+            })
+        );
     }
 
     #[test]

@@ -160,6 +160,13 @@ impl Packet {
             _ => None,
         }
     }
+
+    pub fn dhcpv6(&self) -> Option<&Dhcpv6Info> {
+        match &self.body {
+            Body::V6(info) => Some(info),
+            _ => None,
+        }
+    }
 }
 
 const DHCPV4_PORTS: [u16; 2] = [67, 68];
@@ -464,8 +471,10 @@ mod tests {
             packet.body,
             Body::V6(Dhcpv6Info {
                 message_type: "SOLICIT",
+                code: 1,
                 xid: 0x123456,
-                client_duid: Some(vec![0, 1, 2])
+                client_duid: Some(vec![0, 1, 2]),
+                ..Dhcpv6Info::default()
             })
         );
     }

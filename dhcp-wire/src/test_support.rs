@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use dhcp_common::Hook;
+pub use dhcp_lab::frames::Dhcpv6Spec;
 use dhcp_lab::frames::{self, Dhcpv4Spec, Framing};
 use dhcproto::v4;
 
@@ -74,4 +75,28 @@ pub fn release_packet() -> Packet {
     )
     .unwrap();
     decode_frame(&frame, lo_meta())
+}
+
+/// A DHCPv6 message seen on `guest0` by `hook` at `unix_ns`: from the client's link-local
+/// address to the servers' multicast group, or (REPLY, ADVERTISE) back.
+pub fn v6_packet(spec: &Dhcpv6Spec, unix_ns: i128, hook: Hook) -> Packet {
+    let client: std::net::Ipv6Addr = "fe80::5054:ff:fe00:1".parse().unwrap();
+    let server: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let servers: std::net::Ipv6Addr = "ff02::1:2".parse().unwrap();
+    let from_server = matches!(spec.code, 2 | 7 | 10 | 13);
+    let (src, dst, ports) = if from_server {
+        (server, client, (547, 546))
+    } else {
+        (client, servers, (546, 547))
+    };
+    let frame = frames::ipv6_udp(&Framing::default(), src, dst, ports, &spec.payload()).unwrap();
+    let meta = FrameMeta {
+        unix_ns,
+        ifindex: 2,
+        interface: "guest0".into(),
+        hook,
+        wire_len: frame.len() as u32,
+        ..lo_meta()
+    };
+    decode_frame(&frame, meta)
 }

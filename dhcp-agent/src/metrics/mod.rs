@@ -18,6 +18,7 @@ use prometheus::{
 
 use dhcp_engine::{
     correlate::{Cause, Outcome, Verdict},
+    correlate6::{Cause6, Outcome6, Verdict6},
     leases::LeaseTable,
     liveness::ServerStatus,
     observer::{DivergenceKind, ReloadResult},
@@ -75,6 +76,8 @@ pub const HOOKS: &[&str] = &[
 ];
 pub const OUTCOMES: &[&str] = &Outcome::NAMES;
 pub const CAUSES: &[&str] = &Cause::NAMES;
+/// DHCPv6's causes (the `cause` label of `protocol="dhcpv6"` series).
+pub const CAUSES6: &[&str] = &Cause6::NAMES;
 pub const REMEDIATION_RESULTS: &[&str] = &RepairResult::NAMES;
 /// `empty`: an empty file that replaced a table with leases none of which was released or
 /// expired, not believed yet (see [`dhcp_engine::leases::emptied`]).
@@ -127,6 +130,7 @@ pub struct Metrics {
     server_up: IntGauge,
     server_should_serve: IntGauge,
     release_origins: IntCounterVec,
+    release_retransmissions: IntCounterVec,
     rogue_packets: IntCounterVec,
     rogue_servers: IntGauge,
     own_packets: prometheus::IntCounter,
@@ -241,14 +245,14 @@ impl Metrics {
             releases: counter(
                 r,
                 "dhcp_releases_total",
-                "RELEASEs settled, by outcome: honored, dropped by the server, or for no lease.",
-                &["outcome"],
+                "RELEASEs settled, by outcome: honored, dropped by the server, or for no lease; by protocol (a DHCPv6 RELEASE counts once per address, its retransmissions not at all).",
+                &["outcome", "protocol"],
             ),
             releases_dropped: counter(
                 r,
                 "dhcp_releases_dropped_total",
-                "RELEASEs the server dropped, by cause.",
-                &["cause"],
+                "RELEASEs the server dropped, by cause and protocol.",
+                &["cause", "protocol"],
             ),
             releases_pending: simple_gauge(
                 "dhcp_releases_pending",
@@ -261,8 +265,8 @@ impl Metrics {
             remediations: counter(
                 r,
                 "dhcp_remediations_total",
-                "Repairs of dropped releases, by result.",
-                &["result"],
+                "Repairs of dropped releases, by result and protocol.",
+                &["result", "protocol"],
             ),
             leases: gauge(
                 r,
@@ -348,7 +352,13 @@ impl Metrics {
                 r,
                 "dhcp_release_origins_total",
                 "RELEASEs settled, by who sent them: the router itself, a guest, or forged (another Ethernet address than the client's).",
-                &["origin"],
+                &["origin", "protocol"],
+            ),
+            release_retransmissions: counter(
+                r,
+                "dhcp_release_retransmissions_total",
+                "Copies of a DHCPv6 RELEASE already counted (clients and dhcp_release6 send again until answered), by protocol.",
+                &["protocol"],
             ),
             rogue_packets: counter(
                 r,
@@ -405,14 +415,23 @@ impl Metrics {
             (&metrics.capture_events, HOOKS),
             (&metrics.capture_lost, HOOKS),
             (&metrics.capture_truncated, HOOKS),
-            (&metrics.releases, OUTCOMES),
-            (&metrics.releases_dropped, CAUSES),
-            (&metrics.remediations, REMEDIATION_RESULTS),
             (&metrics.lease_file_reloads, RELOAD_RESULTS),
-            (&metrics.release_origins, ORIGINS),
             (&metrics.reconcile_found, RECONCILE_FINDINGS),
+            (&metrics.release_retransmissions, PROTOCOLS),
         ] {
             zero(metric, set);
+        }
+        for (protocol, causes) in [("dhcpv4", CAUSES), ("dhcpv6", CAUSES6)] {
+            for (metric, set) in [
+                (&metrics.releases, OUTCOMES),
+                (&metrics.releases_dropped, causes),
+                (&metrics.remediations, REMEDIATION_RESULTS),
+                (&metrics.release_origins, ORIGINS),
+            ] {
+                for value in set {
+                    metric.with_label_values(&[value, protocol]);
+                }
+            }
         }
         for status in LEASE_STATUSES {
             metrics.leases_by_status.with_label_values(&[status]).set(0);
@@ -471,18 +490,48 @@ impl Metrics {
 
     pub fn release_settled(&self, verdict: &Verdict) {
         if let Some(outcome) = fixed(OUTCOMES, verdict.outcome.name()) {
-            self.releases.with_label_values(&[outcome]).inc();
+            self.releases.with_label_values(&[outcome, "dhcpv4"]).inc();
         }
         if let Outcome::Dropped(cause) = &verdict.outcome
             && let Some(cause) = fixed(CAUSES, cause.name())
         {
-            self.releases_dropped.with_label_values(&[cause]).inc();
+            self.releases_dropped
+                .with_label_values(&[cause, "dhcpv4"])
+                .inc();
         }
+    }
+
+    /// A DHCPv6 release settled (one per address), with its sender.
+    pub fn release6_settled(&self, verdict: &Verdict6) {
+        if let Some(outcome) = fixed(OUTCOMES, verdict.outcome.name()) {
+            self.releases.with_label_values(&[outcome, "dhcpv6"]).inc();
+        }
+        if let Outcome6::Dropped(cause) = &verdict.outcome
+            && let Some(cause) = fixed(CAUSES6, cause.name())
+        {
+            self.releases_dropped
+                .with_label_values(&[cause, "dhcpv6"])
+                .inc();
+        }
+        if let Some(origin) = fixed(ORIGINS, verdict.release.origin.name()) {
+            self.release_origins
+                .with_label_values(&[origin, "dhcpv6"])
+                .inc();
+        }
+    }
+
+    /// A copy of a DHCPv6 RELEASE already counted.
+    pub fn release_retransmission(&self) {
+        self.release_retransmissions
+            .with_label_values(&["dhcpv6"])
+            .inc();
     }
 
     pub fn release_origin(&self, origin: Origin) {
         if let Some(origin) = fixed(ORIGINS, origin.name()) {
-            self.release_origins.with_label_values(&[origin]).inc();
+            self.release_origins
+                .with_label_values(&[origin, "dhcpv4"])
+                .inc();
         }
     }
 
@@ -577,8 +626,15 @@ impl Metrics {
     }
 
     pub fn remediation(&self, result: RepairResult) {
+        self.remediation_of("dhcpv4", result);
+    }
+
+    /// A repair's result, by protocol (`dhcpv4`, `dhcpv6`).
+    pub fn remediation_of(&self, protocol: &'static str, result: RepairResult) {
         if let Some(result) = fixed(REMEDIATION_RESULTS, result.name()) {
-            self.remediations.with_label_values(&[result]).inc();
+            self.remediations
+                .with_label_values(&[result, protocol])
+                .inc();
         }
     }
 
@@ -1092,7 +1148,7 @@ mod tests {
                         (_, "protocol") => PROTOCOLS.to_vec(),
                         (_, "hook") => HOOKS.to_vec(),
                         (_, "outcome") => OUTCOMES.to_vec(),
-                        (_, "cause") => CAUSES.to_vec(),
+                        (_, "cause") => [CAUSES, CAUSES6].concat(),
                         ("dhcp_remediations_total", "result") => REMEDIATION_RESULTS.to_vec(),
                         ("dhcp_lease_file_reloads_total", "result") => RELOAD_RESULTS.to_vec(),
                         (_, "exchange") => EXCHANGES.to_vec(),
