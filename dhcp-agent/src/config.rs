@@ -377,6 +377,9 @@ mod tests {
         ("server", r#""10.0.0.1:67""#, ""),
         ("metrics_addr", r#""0.0.0.0:9100""#, ""),
         ("discover_timeout", r#""9s""#, ""),
+        ("server_kind", r#""kea""#, ""),
+        ("kea_conf", r#""/etc/kea/kea-dhcp4.conf""#, ""),
+        ("kea_control_socket", r#""/run/kea/kea4-ctrl-socket""#, ""),
     ];
 
     #[test]

@@ -16,18 +16,20 @@ use std::{
 use anyhow::Context as _;
 use dhcp_engine::{
     Finding, Observer, ObserverConfig,
-    correlate::{Outcome, Verdict},
+    correlate::{Outcome, ServerChecks, Verdict},
+    correlate6::Outcome6,
     dnsmasq_conf::DnsmasqConfig,
     leases::LeaseFormatName,
     liveness::ServerCheck,
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
     outstanding::{Repair, RepairResult, RepairStep},
+    outstanding6::Repair6,
     provenance::TrustedServer,
     reconcile::{ReconcileConfig, Reconciler},
     server_identity::ServerIdentity,
     time::rfc3339,
 };
-use dhcp_wire::Mac;
+use dhcp_wire::{Mac, hex_colon};
 
 use crate::{
     args::{CaptureArgs, parse_duration, parse_lease_format},
@@ -37,10 +39,11 @@ use crate::{
         RemediationEvent, RogueEvent, ServerEvent, emit,
     },
     intent::{self, ConfSource, FilesFollower},
+    kea::ServerKind,
     leases::{DEFAULT_LEASE_FILE, LeaseFollower, LoadError},
     metrics::{Metrics, http::Readiness},
     pipeline::{Pipeline, account},
-    remediate, server_query,
+    remediate, remediate6, server_query,
     service::{InterfaceNames, Interfaces, shutdown_signal, start_capture},
     state::{DEFAULT_STATE_FILE, PendingRelease, StateFile},
     system,
@@ -131,6 +134,104 @@ pub struct RunArgs {
     /// A DISCOVER with no OFFER after this long counts as unanswered.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
+    /// Which DHCP server this router runs. By default: Kea with --kea-conf, dnsmasq with a
+    /// dnsmasq configuration, else what the lease file's text says (Kea's CSV header), else
+    /// dnsmasq.
+    #[arg(long, value_enum)]
+    pub server_kind: Option<ServerKind>,
+    /// Kea's DHCPv4 configuration (kea-dhcp4.conf): its control socket (lease_cmds: the memory
+    /// probe and repairs through `lease4-get`/`lease4-del`) and its interfaces.
+    #[arg(long, conflicts_with_all = ["dnsmasq_conf", "dnsmasq_pid_file"])]
+    pub kea_conf: Option<PathBuf>,
+    /// Kea's control socket, when --kea-conf does not say (or to override it).
+    #[arg(long)]
+    pub kea_control_socket: Option<PathBuf>,
+}
+
+/// How the agent reaches the server's memory, and whose checks explain a dropped release.
+#[derive(Debug, Clone)]
+pub struct ServerSide {
+    pub kind: ServerKind,
+    pub access: server_query::ServerAccess,
+    pub checks: ServerChecks,
+}
+
+impl ServerSide {
+    /// The server kind (given or detected), and for Kea its settings: the control socket must
+    /// answer with lease_cmds loaded, else the agent observes only (and says so).
+    pub fn from_args(args: &RunArgs) -> anyhow::Result<ServerSide> {
+        let lease_text = std::fs::read_to_string(&args.leases).ok();
+        let kind = args.server_kind.unwrap_or_else(|| {
+            crate::kea::ServerKind::detect(
+                args.kea_conf.is_some(),
+                args.conf_source().is_some(),
+                lease_text.as_deref(),
+            )
+        });
+        if kind == ServerKind::Dnsmasq {
+            return Ok(ServerSide {
+                kind,
+                access: server_query::ServerAccess::Dhcp(args.server),
+                checks: ServerChecks::Dnsmasq,
+            });
+        }
+        let settings = match &args.kea_conf {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                crate::kea::parse_kea_conf(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => crate::kea::KeaSettings::default(),
+        };
+        let checks = ServerChecks::Kea {
+            loopback: settings.listens_on_loopback(),
+        };
+        let socket = args
+            .kea_control_socket
+            .clone()
+            .or(settings.control_socket.clone());
+        let access = match socket {
+            None => {
+                eprintln!(
+                    "kea control socket not configured (no control-socket in --kea-conf, no \
+                     --kea-control-socket): observing only, no memory probe, no repair"
+                );
+                server_query::ServerAccess::ObserveOnly
+            }
+            Some(socket) => {
+                let control = crate::kea::KeaControl::new(&socket);
+                // lease4-get of an address no one holds: "not found" proves lease_cmds is loaded.
+                match control.lease4_get(std::net::Ipv4Addr::UNSPECIFIED) {
+                    Ok(_) => server_query::ServerAccess::Kea(control),
+                    Err(err) => {
+                        eprintln!(
+                            "kea control socket {}: {err}: observing only, no memory probe, \
+                             no repair",
+                            socket.display()
+                        );
+                        server_query::ServerAccess::ObserveOnly
+                    }
+                }
+            }
+        };
+        Ok(ServerSide {
+            kind,
+            access,
+            checks,
+        })
+    }
+
+    /// The observer's configuration for this server: Kea's checks; without a way to ask the
+    /// server, neither memory probe nor repair.
+    pub fn adjust(&self, mut config: ObserverConfig) -> ObserverConfig {
+        config.server_checks = self.checks;
+        if matches!(self.access, server_query::ServerAccess::ObserveOnly) {
+            config.probe_memory = false;
+            config.repair = None;
+        }
+        config
+    }
 }
 
 /// 9967: next to the DHCP exporters' ports in Prometheus' port allocation list; loopback only
@@ -173,6 +274,7 @@ impl RunArgs {
 }
 
 type RepairDone = (Repair, RepairResult, Option<String>);
+type Repair6Done = (Repair6, RepairResult, Option<String>);
 
 /// Where the daemon's findings go: event lines, the state file, the metrics, and the tasks that
 /// ask the server (memory probes, repairs) off the event loop.
@@ -183,6 +285,9 @@ struct Daemon {
     readiness: Arc<Readiness>,
     state: StateFile,
     repairs: tokio::sync::mpsc::Sender<RepairDone>,
+    repairs6: tokio::sync::mpsc::Sender<Repair6Done>,
+    /// How the server's memory is asked and repairs are made (dnsmasq: DHCP; Kea: lease_cmds).
+    access: server_query::ServerAccess,
     checks: tokio::sync::mpsc::Sender<(Verdict, Option<bool>)>,
     /// Something changed that the state file should show (written with the next tick).
     unsaved: bool,
@@ -209,6 +314,15 @@ impl Daemon {
                 );
                 flagged = true;
             }
+            if let Finding::Settled6(verdict) = finding
+                && matches!(verdict.outcome, Outcome6::Dropped(_))
+            {
+                StateFile::remember(
+                    &mut self.state.flagged,
+                    ReleaseEvent::new6(verdict, observer.reconciler()),
+                );
+                flagged = true;
+            }
         }
         if flagged {
             self.save_state(observer);
@@ -225,17 +339,43 @@ impl Daemon {
                     let event = ReleaseEvent::new(&verdict, observer.reconciler());
                     emit(self.args.json, &event, event.text())?;
                 }
+                Finding::Settled6(verdict) => {
+                    self.metrics.release6_settled(&verdict);
+                    self.unsaved = true;
+                    let event = ReleaseEvent::new6(&verdict, observer.reconciler());
+                    emit(self.args.json, &event, event.text())?;
+                }
+                Finding::Retransmission6(_) => self.metrics.release_retransmission(),
+                Finding::ServerDuidLearned(duid) => {
+                    eprintln!("DHCPv6 server DUID {} learned", hex_colon(&duid));
+                }
+                Finding::Repair6(repair, step) => match step {
+                    RepairStep::Send => {
+                        let done = self.repairs6.clone();
+                        let (leases, format) = (self.args.leases.clone(), self.args.lease_format);
+                        tokio::task::spawn_blocking(move || {
+                            let (result, detail) = remediate6::execute6(
+                                &repair,
+                                &leases,
+                                format,
+                                Duration::from_secs(3),
+                            );
+                            let _ = done.blocking_send((repair, result, detail));
+                        });
+                    }
+                    RepairStep::DryRun => {
+                        self.repair6_reported(&repair, RepairResult::DryRun, None)?
+                    }
+                    RepairStep::RateLimited => {
+                        self.repair6_reported(&repair, RepairResult::RateLimited, None)?
+                    }
+                },
                 Finding::CheckMemory(verdict) => {
-                    let (done, server) = (self.checks.clone(), self.args.server);
+                    let (done, access) = (self.checks.clone(), self.access.clone());
                     let xid = observer.own_xid(now());
                     tokio::task::spawn_blocking(move || {
-                        let held = server_query::probe(
-                            server,
-                            verdict.release.ciaddr,
-                            server_query::PROBE_TIMEOUT,
-                            xid,
-                        )
-                        .map(|state| state.leased());
+                        let held =
+                            access.holds(verdict.release.ciaddr, xid, server_query::PROBE_TIMEOUT);
                         if let Err(err) = &held {
                             eprintln!("memory probe for {} failed: {err}", verdict.release.ciaddr);
                         }
@@ -246,9 +386,20 @@ impl Daemon {
                     RepairStep::Send => {
                         // Sending and verifying blocks on the server's answers: off the loop.
                         let (done, server) = (self.repairs.clone(), self.args.server);
+                        let access = self.access.clone();
+                        let (leases, format) = (self.args.leases.clone(), self.args.lease_format);
                         tokio::task::spawn_blocking(move || {
-                            let (result, detail) =
-                                remediate::execute(&repair, server, Duration::from_secs(2));
+                            let (result, detail) = match &access {
+                                // Kea's own API, no packet.
+                                server_query::ServerAccess::Kea(kea) => remediate::execute_kea(
+                                    &repair,
+                                    kea,
+                                    &leases,
+                                    format,
+                                    Duration::from_secs(2),
+                                ),
+                                _ => remediate::execute(&repair, server, Duration::from_secs(2)),
+                            };
                             let _ = done.blocking_send((repair, result, detail));
                         });
                     }
@@ -311,6 +462,20 @@ impl Daemon {
     ) -> anyhow::Result<()> {
         self.metrics.remediation(result);
         let event = RemediationEvent::new(repair, result, detail, names);
+        StateFile::remember(&mut self.state.remediations, event.clone());
+        self.unsaved = true;
+        emit(self.args.json, &event, event.text())
+    }
+
+    /// A DHCPv6 repair's result: counted, kept in the state file, printed.
+    fn repair6_reported(
+        &mut self,
+        repair: &Repair6,
+        result: RepairResult,
+        detail: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.metrics.remediation_of("dhcpv6", result);
+        let event = RemediationEvent::new6(repair, result, detail);
         StateFile::remember(&mut self.state.remediations, event.clone());
         self.unsaved = true;
         emit(self.args.json, &event, event.text())
@@ -579,14 +744,37 @@ const PROBE_EVERY: u32 = 5;
 struct LivenessChecks {
     prober: server_query::Prober,
     ticks: u32,
+    /// Kea ignores a DHCPINFORM over `lo`: it is asked on its control socket instead (or, when
+    /// it has none, judged by its port alone).
+    access: server_query::ServerAccess,
 }
 
 impl LivenessChecks {
-    fn new(server: SocketAddrV4) -> LivenessChecks {
+    fn new(server: SocketAddrV4, access: server_query::ServerAccess) -> LivenessChecks {
         LivenessChecks {
             prober: server_query::Prober::new(server),
             ticks: 0,
+            access,
         }
+    }
+
+    /// Kea's liveness: its UDP port, and its control socket answering.
+    fn check_kea(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
+        let Some(listening) = system::udp_port_bound(server_query::SERVER_PORT) else {
+            return;
+        };
+        let answered = match &self.access {
+            server_query::ServerAccess::Kea(kea) => {
+                Some(kea.lease4_get(std::net::Ipv4Addr::UNSPECIFIED).is_ok())
+            }
+            _ => None,
+        };
+        let check = ServerCheck {
+            listening,
+            answered,
+            should_serve: true,
+        };
+        observer.on_server_check(check, now(), findings);
     }
 
     fn check(
@@ -595,6 +783,9 @@ impl LivenessChecks {
         config: Option<&DnsmasqConfig>,
         findings: &mut Vec<Finding>,
     ) {
+        if !matches!(self.access, server_query::ServerAccess::Dhcp(_)) {
+            return self.check_kea(observer, findings);
+        }
         let Some(listening) = system::udp_port_bound(server_query::SERVER_PORT) else {
             return; // no /proc/net/udp: nothing known
         };
@@ -642,7 +833,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_or_else(ServerIdentity::default, |config| {
             ServerIdentity::from_config(config, &system::local_subnets())
         });
-    let mut observer = Observer::new(args.observer_config(), identity);
+    let server_side = ServerSide::from_args(&args)?;
+    eprintln!("server: {}", server_side.kind.name());
+    let mut observer = Observer::new(server_side.adjust(args.observer_config()), identity);
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
     let mut findings = Vec::new();
@@ -683,7 +876,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     observer.resume(pending, outstanding, renewed, &state_source, &mut findings);
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
     let mut declared = Declared::start(source, config, &mut observer, &mut findings)?;
-    let mut liveness = LivenessChecks::new(args.server);
+    let mut liveness = LivenessChecks::new(args.server, server_side.access.clone());
     liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
@@ -709,12 +902,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("creating the housekeeping timer")?;
     let (repairs_tx, mut repairs_done) = tokio::sync::mpsc::channel(64);
     let (checks_tx, mut checks_done) = tokio::sync::mpsc::channel(64);
+    let (repairs6_tx, mut repairs6_done) = tokio::sync::mpsc::channel(64);
     let mut daemon = Daemon {
         args,
         metrics: Arc::clone(&metrics),
         readiness,
         state,
         repairs: repairs_tx,
+        repairs6: repairs6_tx,
+        access: server_side.access.clone(),
         checks: checks_tx,
         unsaved: false,
     };
@@ -796,8 +992,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
                 // Releases the rate limit held back, or resumed from the last run.
                 observer.plan_repairs(now(), true, &mut findings);
-                metrics.set_releases_pending(observer.pending());
-                metrics.set_releases_unresolved(observer.outstanding().len());
+                metrics.set_releases_pending(observer.pending() + observer.pending6());
+                metrics.set_releases_unresolved(
+                    observer.outstanding().len() + observer.outstanding6().len(),
+                );
                 let pools = observer.identity().pools();
                 metrics.set_leases(observer.table(), &pools);
                 metrics.set_reconciliation(observer.reconciler(), &pools);
@@ -806,7 +1004,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     daemon.save_state(&observer);
                 }
             }
-            _ = divergence_scan.tick(), if args.probe_memory && !scanning => {
+            // The scan asks with DHCPINFORMs, which only dnsmasq answers.
+            _ = divergence_scan.tick(), if args.probe_memory && !scanning
+                && server_side.kind == ServerKind::Dnsmasq => {
                 scanning = true;
                 let (in_file, removed) = observer.divergence_questions();
                 let xids = (0..in_file.len() + removed.len())
@@ -829,6 +1029,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some((repair, result, detail)) = repairs_done.recv() => {
                 observer.on_repair_result(&repair, result);
                 daemon.repair_reported(&repair, result, detail, observer.reconciler())?;
+                daemon.save_state(&observer);
+            }
+            Some((repair, result, detail)) = repairs6_done.recv() => {
+                observer.on_repair6_result(&repair, result);
+                daemon.repair6_reported(&repair, result, detail)?;
                 daemon.save_state(&observer);
             }
         }

@@ -256,6 +256,33 @@ pub fn release_and_verify(
 /// How long one probe waits for the local server's answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How the agent asks the server's memory and makes repairs: dnsmasq answers DHCPINFORMs at
+/// its address; Kea answers `lease4-get` on its control socket (it ignores a DHCPINFORM sent
+/// over `lo`: it listens on its configured interfaces only); a Kea without a control socket
+/// cannot be asked at all (observe only).
+#[derive(Debug, Clone)]
+pub enum ServerAccess {
+    Dhcp(SocketAddrV4),
+    Kea(crate::kea::KeaControl),
+    ObserveOnly,
+}
+
+impl ServerAccess {
+    /// Whether the server holds a lease for `ip` in its memory (`xid`: the DHCPINFORM's).
+    pub fn holds(&self, ip: Ipv4Addr, xid: u32, timeout: Duration) -> Result<bool, String> {
+        match self {
+            ServerAccess::Dhcp(server) => probe(*server, ip, timeout, xid)
+                .map(|s| s.leased())
+                .map_err(|e| e.to_string()),
+            ServerAccess::Kea(kea) => kea
+                .lease4_get(ip)
+                .map(|lease| lease.is_some())
+                .map_err(|e| e.to_string()),
+            ServerAccess::ObserveOnly => Err("the server cannot be asked (observing only)".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,18 +34,24 @@ pub enum Cause {
     /// No server was running (or answering) when the RELEASE was sent: a redundant router's
     /// BACKUP, a server stopped or crashed. The lease comes back with the server.
     NoServer,
+    /// The server never received it: sent over `lo` (as `dhcp_release` sends, to the server's
+    /// own address) while the server listens only on the guest interfaces. Kea 2.2 opens raw
+    /// sockets on its configured interfaces only and logs nothing for such a packet
+    /// (dhcp-lab/tests/kea_lab.rs).
+    NotReceived,
     Unknown,
 }
 
 impl Cause {
     /// Every cause's [`Cause::name`] (the metrics' label set).
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "server_id_mismatch",
         "missing_server_id",
         "requested_ip_present",
         "subnet_not_served",
         "client_mismatch",
         "no_server",
+        "not_received",
         "unknown",
     ];
 
@@ -57,6 +63,7 @@ impl Cause {
             Cause::SubnetNotServed => "subnet_not_served",
             Cause::ClientMismatch => "client_mismatch",
             Cause::NoServer => "no_server",
+            Cause::NotReceived => "not_received",
             Cause::Unknown => "unknown",
         }
     }
@@ -78,6 +85,31 @@ impl Outcome {
             Outcome::Honored => "honored",
             Outcome::Dropped(_) => "dropped",
             Outcome::NoLease => "no_lease",
+        }
+    }
+}
+
+/// Whose checks tell why a RELEASE the server kept was ignored: each server has its own, in
+/// its own order ([`diagnose`] for dnsmasq, [`diagnose_kea`] for Kea).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerChecks {
+    #[default]
+    Dnsmasq,
+    /// Kea; `loopback`: it listens on `lo` too (its `interfaces-config` names `lo`).
+    Kea { loopback: bool },
+}
+
+impl ServerChecks {
+    /// Why the server ignored `release` (see [`diagnose`]).
+    pub fn diagnose(
+        self,
+        release: &Release,
+        lease: Option<&Lease>,
+        identity: &ServerIdentity,
+    ) -> Cause {
+        match self {
+            ServerChecks::Dnsmasq => diagnose(release, lease, identity),
+            ServerChecks::Kea { loopback } => diagnose_kea(release, lease, identity, loopback),
         }
     }
 }
@@ -209,6 +241,8 @@ pub struct Correlator {
     recent_acks: HashMap<Ipv4Addr, RecentAck>,
     /// The server is down now (see [`crate::liveness`]).
     server_down: bool,
+    /// Whose checks explain a drop.
+    checks: ServerChecks,
 }
 
 impl Correlator {
@@ -222,7 +256,14 @@ impl Correlator {
             recently_removed: HashMap::default(),
             recent_acks: HashMap::default(),
             server_down: false,
+            checks: ServerChecks::Dnsmasq,
         }
+    }
+
+    /// Explains drops with `checks` (dnsmasq's by default).
+    pub fn with_checks(mut self, checks: ServerChecks) -> Correlator {
+        self.checks = checks;
+        self
     }
 
     /// The server went down (or came back): releases seen while it stays down reached no
@@ -367,6 +408,7 @@ impl Correlator {
             removed: &self.recently_removed,
             acked: &self.recent_acks,
             window_ns: self.grace_ns,
+            checks: self.checks,
         };
         let mut settled = Vec::new();
         while let Some(Reverse((deadline, _))) = self.deadlines.peek()
@@ -406,6 +448,7 @@ impl Correlator {
             removed: &self.recently_removed,
             acked: &self.recent_acks,
             window_ns: self.grace_ns,
+            checks: self.checks,
         };
         let mut decide = |pending: &mut Pending| decide(pending, table, now_ns, identity, &lately);
         if let Some(key) = only {
@@ -464,6 +507,7 @@ struct Lately<'a> {
     acked: &'a HashMap<Ipv4Addr, RecentAck>,
     /// How far before a RELEASE a removal or an ACK still counts for it.
     window_ns: i128,
+    checks: ServerChecks,
 }
 
 fn decide(
@@ -511,12 +555,12 @@ fn decide(
         Some(_) if now_ns >= pending.deadline_ns && pending.server_down => {
             Outcome::Dropped(Cause::NoServer)
         }
-        Some(lease) if now_ns >= pending.deadline_ns => {
-            Outcome::Dropped(match diagnose(release, Some(lease), identity) {
+        Some(lease) if now_ns >= pending.deadline_ns => Outcome::Dropped(
+            match lately.checks.diagnose(release, Some(lease), identity) {
                 Cause::Unknown if pending.server_went_down => Cause::NoServer,
                 cause => cause,
-            })
-        }
+            },
+        ),
         _ => return None,
     };
     Some(Verdict {
@@ -540,6 +584,7 @@ pub fn wire_flag(release: &Release, identity: &ServerIdentity) -> Option<String>
         Cause::MissingServerId => Some("no server id (option 54): the server ignores it".into()),
         Cause::RequestedIpPresent => Some("option 50 present: the server looks up no lease".into()),
         Cause::SubnetNotServed => Some("address in no subnet the server serves".into()),
+        Cause::NotReceived => Some("sent where the server does not listen: never received".into()),
         Cause::ClientMismatch | Cause::NoServer | Cause::Unknown => None,
     }
 }
@@ -563,6 +608,46 @@ pub fn diagnose(release: &Release, lease: Option<&Lease>, identity: &ServerIdent
     }
     if identity.serves(release.ciaddr) == Some(false) {
         return Cause::SubnetNotServed;
+    }
+    if lease.is_some_and(|lease| !release.matches(lease)) {
+        return Cause::ClientMismatch;
+    }
+    Cause::Unknown
+}
+
+/// Why Kea 2.2 ignored `release`, in Kea's order (src/bin/dhcp4/dhcp4_srv.cc at Kea-2.2.0,
+/// each seen in dhcp-lab/tests/kea_lab.rs). `loopback`: Kea listens on `lo`.
+///
+/// 1. Not received: seen on `lo` while Kea listens only on its configured interfaces (raw
+///    sockets there; nothing in its log).
+/// 2. `Dhcpv4Srv::acceptServerId`: option 54 present but not an address Kea has a socket on
+///    nor a configured server id: `DHCP4_PACKET_DROP_0003 ... foreign server identifier`.
+///    Without option 54 Kea accepts a RELEASE (its sanity check makes it optional), so a missing
+///    id is no cause; nor is option 50, nor the subnet: `processRelease` looks the lease up by
+///    ciaddr alone, in no subnet.
+/// 3. `processRelease`: the lease belongs to another client (`Lease4::belongsToClient`: the
+///    client ids when both have one, else the hardware address; the same rule as
+///    [`Release::matches`]): `DHCP4_RELEASE_FAIL_WRONG_CLIENT`. (No lease at all,
+///    `DHCP4_RELEASE_FAIL_NO_LEASE`, is the outcome `no_lease`, not a drop.)
+pub fn diagnose_kea(
+    release: &Release,
+    lease: Option<&Lease>,
+    identity: &ServerIdentity,
+    loopback: bool,
+) -> Cause {
+    if release.interface == "lo" && !loopback {
+        return Cause::NotReceived;
+    }
+    if let Some(received) = release.server_id
+        && !identity.is_server_id(received)
+        && let Some(expected) = identity
+            .expected_for(release.ciaddr)
+            .or_else(|| identity.known().next())
+    {
+        return Cause::ServerIdMismatch {
+            expected: expected.server_id,
+            received,
+        };
     }
     if lease.is_some_and(|lease| !release.matches(lease)) {
         return Cause::ClientMismatch;
@@ -807,6 +892,181 @@ mod tests {
         };
         assert_eq!(dropped_cause(wrong_id, with_id), Cause::ClientMismatch);
         assert_eq!(dropped_cause(release(Some(VIP)), lease(IP)), Cause::Unknown);
+    }
+
+    /// [`dropped_cause`] with Kea's checks, for a RELEASE seen on `interface`.
+    fn kea_dropped_cause(r: Release, lease: Lease, interface: &str, loopback: bool) -> Cause {
+        let identity = identity();
+        let mut table = LeaseTable::default();
+        table.insert(lease);
+        let mut correlator =
+            Correlator::new(2 * SECOND).with_checks(ServerChecks::Kea { loopback });
+        let r = Release {
+            interface: interface.into(),
+            ..r
+        };
+        assert_eq!(correlator.on_release(r.clone(), &table, &identity), None);
+        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity);
+        match &verdicts[..] {
+            [verdict] => match &verdict.outcome {
+                Outcome::Dropped(cause) => cause.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Kea's decision table, in Kea's order: what it never received, then its server id
+    /// check, then the lease's owner; what dnsmasq refuses and Kea does not (no option 54,
+    /// option 50, an unserved subnet) is no cause.
+    #[test]
+    fn kea_drops_for_its_own_reasons_in_its_own_order() {
+        let other_client = |server_id| Release {
+            chaddr: vec![2; 6],
+            ..release(server_id)
+        };
+        let elsewhere = Ipv4Addr::new(10, 9, 9, 9);
+        let table: [(Release, Lease, &str, bool, Cause); 11] = [
+            // `dhcp_release` over lo, even with the right server id.
+            (
+                release(Some(VIP)),
+                lease(IP),
+                "lo",
+                false,
+                Cause::NotReceived,
+            ),
+            (
+                release(Some(PRIMARY)),
+                lease(IP),
+                "lo",
+                false,
+                Cause::NotReceived,
+            ),
+            (
+                other_client(Some(PRIMARY)),
+                lease(IP),
+                "lo",
+                false,
+                Cause::NotReceived,
+            ),
+            // Kea listening on lo receives it; its other checks apply.
+            (release(Some(VIP)), lease(IP), "lo", true, Cause::Unknown),
+            (
+                release(Some(PRIMARY)),
+                lease(IP),
+                "lo",
+                true,
+                Cause::ServerIdMismatch {
+                    expected: VIP,
+                    received: PRIMARY,
+                },
+            ),
+            // A guest's RELEASE with a foreign server id, even another client's.
+            (
+                other_client(Some(PRIMARY)),
+                lease(IP),
+                "guest0",
+                false,
+                Cause::ServerIdMismatch {
+                    expected: VIP,
+                    received: PRIMARY,
+                },
+            ),
+            (
+                other_client(Some(VIP)),
+                lease(IP),
+                "guest0",
+                false,
+                Cause::ClientMismatch,
+            ),
+            (
+                other_client(None),
+                lease(IP),
+                "guest0",
+                false,
+                Cause::ClientMismatch,
+            ),
+            // No option 54: Kea accepts it (dnsmasq would not).
+            (release(None), lease(IP), "guest0", false, Cause::Unknown),
+            (
+                Release {
+                    requested_ip: Some(IP),
+                    ..release(Some(VIP))
+                },
+                lease(IP),
+                "guest0",
+                false,
+                Cause::Unknown,
+            ),
+            (
+                Release {
+                    ciaddr: elsewhere,
+                    ..release(Some(VIP))
+                },
+                lease(elsewhere),
+                "guest0",
+                false,
+                Cause::Unknown,
+            ),
+        ];
+        for (r, lease, interface, loopback, want) in table {
+            let label = format!("{r:?} on {interface}, loopback {loopback}");
+            assert_eq!(
+                kea_dropped_cause(r, lease, interface, loopback),
+                want,
+                "{label}"
+            );
+        }
+        // dnsmasq's checks are unchanged by default.
+        assert_eq!(
+            dropped_cause(release(None), lease(IP)),
+            Cause::MissingServerId
+        );
+    }
+
+    /// A server id Kea uses for another of its subnets is its own: Kea accepts any address
+    /// it has a socket on.
+    #[test]
+    fn kea_accepts_any_of_its_server_ids() {
+        let mut identity = identity();
+        let other = Ipv4Addr::new(172, 29, 102, 1);
+        // Kea's ACK on its second subnet, as it leaves the router.
+        let mut ack = dhcp_lab::frames::Dhcpv4Spec::new(
+            dhcp_lab::frames::MessageType::Ack,
+            9,
+            [0x52, 0x54, 0, 0, 0, 9],
+        );
+        ack.yiaddr = Ipv4Addr::new(172, 29, 102, 100);
+        ack.server_id = Some(other);
+        ack.subnet_mask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        let frame = dhcp_lab::frames::ipv4_udp(
+            &dhcp_lab::frames::Framing::default(),
+            other,
+            Ipv4Addr::BROADCAST,
+            (67, 68),
+            &ack.encode(),
+        )
+        .unwrap();
+        let meta = dhcp_wire::FrameMeta {
+            interface: "guest1".into(),
+            hook: dhcp_common::Hook::TcEgress,
+            ..dhcp_wire::test_support::lo_meta()
+        };
+        identity.observe(&dhcp_wire::decode_frame(&frame, meta));
+        let r = Release {
+            interface: "guest1".into(),
+            ..release(Some(other))
+        };
+        assert!(identity.is_server_id(other), "learned from the ACK");
+        let kea = ServerChecks::Kea { loopback: false };
+        assert_eq!(
+            kea.diagnose(&r, Some(&lease(IP)), &identity),
+            Cause::Unknown
+        );
+        assert!(matches!(
+            ServerChecks::Dnsmasq.diagnose(&r, Some(&lease(IP)), &identity),
+            Cause::ServerIdMismatch { .. }
+        ));
     }
 
     #[test]
@@ -1069,6 +1329,7 @@ mod tests {
             Cause::SubnetNotServed,
             Cause::ClientMismatch,
             Cause::NoServer,
+            Cause::NotReceived,
             Cause::Unknown,
         ];
         assert_eq!(causes.map(|c| c.name()), Cause::NAMES);

@@ -10,7 +10,8 @@ use std::{collections::HashSet, net::Ipv4Addr, time::Duration, time::Instant};
 use dhcp_wire::{Mac, MessageType, Packet};
 
 use crate::{
-    correlate::{Correlator, Outcome, Pending, Release, Verdict, diagnose},
+    correlate::{Correlator, Outcome, Pending, Release, ServerChecks, Verdict},
+    correlate6::{self, Correlator6, Outcome6, Release6, Seen, Verdict6},
     leases::{
         Lease, LeaseTable,
         emptied::{self, EmptyFileGuard, expired},
@@ -19,6 +20,7 @@ use crate::{
     outstanding::{
         Basis, Outstanding, OutstandingRelease, RateLimit, Repair, RepairResult, RepairStep,
     },
+    outstanding6::{Outstanding6, Repair6},
     provenance::{OwnXids, RogueServer, TrustedServer, rogue_reply},
     reconcile::{Intent, ReconcileConfig, Reconciled, Reconciler},
     server_identity::{KnownServer, ServerIdentity},
@@ -53,6 +55,8 @@ pub struct ObserverConfig {
     pub own_xid_seed: u32,
     /// Servers besides this router's that may answer on its networks (not rogue).
     pub trusted_servers: Vec<TrustedServer>,
+    /// Which server this is (dnsmasq or Kea): whose checks explain a dropped release.
+    pub server_checks: ServerChecks,
 }
 
 impl Default for ObserverConfig {
@@ -66,6 +70,7 @@ impl Default for ObserverConfig {
             reconcile: ReconcileConfig::default(),
             own_xid_seed: 0,
             trusted_servers: Vec::new(),
+            server_checks: ServerChecks::Dnsmasq,
         }
     }
 }
@@ -193,12 +198,22 @@ pub enum Finding {
     Exchange(TransactionEvent),
     /// A RELEASE settled.
     Settled(Verdict),
+    /// A DHCPv6 RELEASE (or DECLINE) settled: one verdict per address.
+    Settled6(Verdict6),
+    /// A copy of a DHCPv6 RELEASE pending or settled lately: counted, not judged again.
+    Retransmission6(Release6),
+    /// The DHCPv6 server's DUID, learned or changed (from its REPLY or ADVERTISE, or the lease
+    /// file's `duid` line).
+    ServerDuidLearned(Vec<u8>),
     /// The file says this released lease is gone (or never was): ask the server's memory and
     /// answer with [`Observer::on_memory_answer`]; the verdict is settled then.
     CheckMemory(Verdict),
     /// A repair to make (or to report, for a dry run or the rate limit); answer a sent one with
     /// [`Observer::on_repair_result`].
     Repair(Repair, RepairStep),
+    /// A DHCPv6 repair (a RELEASE naming the server's DUID); answer a sent one with
+    /// [`Observer::on_repair6_result`].
+    Repair6(Repair6, RepairStep),
     /// The file and the server's memory disagree (each reported once, again only after it was
     /// resolved).
     Divergence(Divergence),
@@ -227,6 +242,8 @@ pub struct Observer {
     identity: ServerIdentity,
     transactions: Transactions,
     correlator: Correlator,
+    correlator6: Correlator6,
+    outstanding6: Outstanding6,
     table: LeaseTable,
     /// A lease table has been taken (before that, releases wait in `unresumed`).
     table_loaded: bool,
@@ -258,7 +275,9 @@ impl Observer {
         let (config_reconcile, own_xid_seed) = (config.reconcile, config.own_xid_seed);
         Observer {
             transactions: Transactions::new(config.discover_timeout),
-            correlator: Correlator::new(nanos(config.grace)),
+            correlator: Correlator::new(nanos(config.grace)).with_checks(config.server_checks),
+            correlator6: Correlator6::new(nanos(config.grace)),
+            outstanding6: Outstanding6::default(),
             empty_file: EmptyFileGuard::new(config.empty_file_hold),
             limit: RateLimit::new(per_minute, per_minute.clamp(1, 10)),
             config,
@@ -318,6 +337,9 @@ impl Observer {
     /// Whether `packet` is one of the agent's own (or the server's answer to one).
     pub fn is_own(&self, packet: &Packet) -> bool {
         packet.dhcpv4().is_some_and(|m| self.own_xids.is_own(m.xid))
+            || packet
+                .dhcpv6()
+                .is_some_and(|m| m.xid != 0 && self.own_xids.is_own(m.xid))
     }
 
     /// One decoded packet. Returns whether it was a RELEASE (it opened a pending record).
@@ -342,6 +364,9 @@ impl Observer {
         if let Some((interface, mac, mut rogue)) = rogue {
             rogue.first = self.rogues.insert((interface, mac));
             out.push(Finding::Rogue(rogue));
+        }
+        if packet.dhcpv6().is_some() {
+            return self.on_dhcpv6(packet, out);
         }
         let Some(m) = packet.dhcpv4() else {
             return false;
@@ -369,6 +394,51 @@ impl Observer {
             self.settle(verdict, out);
         }
         true
+    }
+
+    /// A DHCPv6 message: the server's DUID from its replies, a REPLY settling releases (or
+    /// granting an address again), a RELEASE or DECLINE opening records.
+    fn on_dhcpv6(&mut self, packet: &Packet, out: &mut Vec<Finding>) -> bool {
+        let Some(m) = packet.dhcpv6() else {
+            return false;
+        };
+        if matches!(
+            m.code,
+            dhcp_wire::dhcpv6::code::ADVERTISE | dhcp_wire::dhcpv6::code::REPLY
+        ) && let Some(duid) = &m.server_duid
+            && let Some(learned) = self.correlator6.learn_server_duid(duid)
+        {
+            out.push(Finding::ServerDuidLearned(learned));
+        }
+        if m.code == dhcp_wire::dhcpv6::code::REPLY {
+            if let Some(duid) = &m.client_duid {
+                for ia in &m.ias {
+                    for address in &ia.addresses {
+                        if correlate6::grants(m, ia.iaid, *address) {
+                            self.outstanding6.on_renewed(*address, duid);
+                        }
+                    }
+                }
+            }
+            for verdict in self.correlator6.on_reply(packet) {
+                self.settled6(verdict, out);
+            }
+            return false;
+        }
+        let releases = Release6::from_packet(packet);
+        let opened = !releases.is_empty();
+        for release in releases {
+            if self.correlator6.on_release(release.clone(), &self.table) == Seen::Retransmission {
+                out.push(Finding::Retransmission6(release));
+            }
+        }
+        opened
+    }
+
+    fn settled6(&mut self, verdict: Verdict6, out: &mut Vec<Finding>) {
+        self.outstanding6.on_verdict(&verdict);
+        self.repairs_due |= matches!(verdict.outcome, Outcome6::Dropped(_));
+        out.push(Finding::Settled6(verdict));
     }
 
     /// A read of the lease file. A missing, unreadable or broken file, or an empty one that
@@ -448,6 +518,14 @@ impl Observer {
             ))),
             (emptied::Verdict::Believe, None) => {}
         }
+        let known_duid = self.correlator6.server_duid().map(<[u8]>::to_vec);
+        self.correlator6.on_table(&new);
+        if let Some(duid) = self.correlator6.server_duid()
+            && known_duid.as_deref() != Some(duid)
+        {
+            out.push(Finding::ServerDuidLearned(duid.to_vec()));
+        }
+        self.outstanding6.refresh(&new);
         let previous = std::mem::replace(&mut self.table, new);
         if !self.table_loaded {
             self.table_loaded = true;
@@ -497,6 +575,7 @@ impl Observer {
             out.push(Finding::Server(status));
         }
         self.correlator.set_server_down(self.liveness.is_down());
+        self.correlator6.set_server_down(self.liveness.is_down());
     }
 
     /// An xid for a packet the agent sends now (a probe): recognised when it is captured.
@@ -511,6 +590,9 @@ impl Observer {
             .correlator
             .on_tick(&self.table, now.unix_ns, &self.identity);
         self.settle_all(verdicts, out);
+        for verdict in self.correlator6.on_tick(&self.table, now.unix_ns) {
+            self.settled6(verdict, out);
+        }
     }
 
     /// Time passed: unanswered DISCOVERs, an empty lease file held long enough, releases past
@@ -553,6 +635,13 @@ impl Observer {
             self.correlator
                 .on_tick(&self.table, last.max(end_ns + grace), &self.identity);
         self.settle_all(verdicts, out);
+        let last6 = self.correlator6.next_deadline_ns().unwrap_or(end_ns);
+        for verdict in self.correlator6.on_tick(
+            &self.table,
+            last6.max(end_ns + grace) + correlate6::RETRANSMISSION_WINDOW_NS,
+        ) {
+            self.settled6(verdict, out);
+        }
     }
 
     fn settle_all(&mut self, verdicts: Vec<Verdict>, out: &mut Vec<Finding>) {
@@ -596,7 +685,11 @@ impl Observer {
                 ip: r.ciaddr,
                 mac: Mac::from_slice(&r.chaddr),
             }));
-            verdict.outcome = Outcome::Dropped(diagnose(r, verdict.lease.as_ref(), &self.identity));
+            verdict.outcome = Outcome::Dropped(self.config.server_checks.diagnose(
+                r,
+                verdict.lease.as_ref(),
+                &self.identity,
+            ));
             verdict.in_memory_only = true;
         }
         self.settled(verdict, out);
@@ -652,6 +745,24 @@ impl Observer {
             repair.probe_xid = self.own_xids.issue(now.unix_ns);
             out.push(Finding::Repair(repair, step));
         }
+        let own_xids = &mut self.own_xids;
+        let due6 = self.outstanding6.due(
+            &self.table,
+            self.correlator6.server_duid(),
+            |basis| policy.allows(basis),
+            &mut self.limit,
+            now.mono,
+            policy.dry_run,
+            || own_xids.issue_v6(now.unix_ns),
+        );
+        out.extend(due6.into_iter().map(|(r, step)| Finding::Repair6(r, step)));
+    }
+
+    /// What became of a DHCPv6 repair.
+    pub fn on_repair6_result(&mut self, repair: &Repair6, result: RepairResult) {
+        if result == RepairResult::Remediated {
+            self.outstanding6.remove(repair);
+        }
     }
 
     /// What became of a repair.
@@ -701,7 +812,28 @@ impl Observer {
     }
 
     pub fn next_deadline_ns(&self) -> Option<i128> {
-        self.correlator.next_deadline_ns()
+        match (
+            self.correlator.next_deadline_ns(),
+            self.correlator6.next_deadline_ns(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The DHCPv6 server's DUID, when known.
+    pub fn server_duid(&self) -> Option<&[u8]> {
+        self.correlator6.server_duid()
+    }
+
+    /// DHCPv6 releases waiting for the server's REPLY.
+    pub fn pending6(&self) -> usize {
+        self.correlator6.pending()
+    }
+
+    /// Dropped DHCPv6 releases owed a repair.
+    pub fn outstanding6(&self) -> &Outstanding6 {
+        &self.outstanding6
     }
 
     pub fn table(&self) -> &LeaseTable {

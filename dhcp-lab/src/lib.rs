@@ -19,10 +19,12 @@
 //! the router and the VMs are namespaces plugged into a [`Switch`], and each VM is a [`VmHandle`].
 pub mod cloudstack;
 pub mod frames;
+pub mod kea;
 pub mod netns;
 pub mod neutron;
 pub mod prometheus;
 pub mod traffic;
+pub mod v6;
 
 use std::{
     fs,

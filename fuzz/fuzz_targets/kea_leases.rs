@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use dhcp_engine::leases::{Expiry, LeaseTable, kea::KeaV4};
-use dhcp_observer_fuzz::{check_lease_file, hex};
+use dhcp_observer_fuzz::{check_lease_file, hex, kea_escape};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,12 +25,7 @@ fn render(table: &LeaseTable) -> String {
             Expiry::At(at) => (3600, at),
         };
         let client_id = lease.client_id.as_deref().map(hex).unwrap_or_default();
-        // Kea escapes the commas of text fields.
-        let hostname = lease
-            .hostname
-            .as_deref()
-            .unwrap_or("")
-            .replace(',', "&#x2c");
+        let hostname = kea_escape(lease.hostname.as_deref().unwrap_or(""));
         let _ = writeln!(
             out,
             "{},{},{client_id},{lifetime},{expire},1,0,0,{hostname},0,,0",

@@ -54,3 +54,17 @@ pub fn hex(bytes: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// A text field as Kea's CSV writer escapes it: each byte below 0x20 or above 0x7e, the comma
+/// and `&` as `&#x` and two hex digits (src/lib/util/csv_file.cc).
+pub fn kea_escape(text: &str) -> String {
+    let mut out = String::new();
+    for &b in text.as_bytes() {
+        if b < 0x20 || b > 0x7e || b == b',' || b == b'&' {
+            out.push_str(&format!("&#x{b:02x}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}

@@ -53,14 +53,20 @@ pub enum Target {
     DnsmasqLeases,
     /// Kea's DHCPv4 memfile CSV.
     KeaLeases,
+    /// Kea's DHCPv6 memfile CSV.
+    KeaV6Leases,
+    /// Kea's control-channel answers (`lease_cmds`).
+    KeaControlAnswer,
 }
 
 impl Target {
-    const ALL: [Target; 4] = [
+    const ALL: [Target; 6] = [
         Target::DecodeFrame,
         Target::Dhcpv4Options,
         Target::DnsmasqLeases,
         Target::KeaLeases,
+        Target::KeaV6Leases,
+        Target::KeaControlAnswer,
     ];
 
     /// The name of the fuzz target (its file in `fuzz/fuzz_targets/`).
@@ -70,6 +76,8 @@ impl Target {
             Target::Dhcpv4Options => "dhcpv4_options",
             Target::DnsmasqLeases => "dnsmasq_leases",
             Target::KeaLeases => "kea_leases",
+            Target::KeaV6Leases => "kea_v6_leases",
+            Target::KeaControlAnswer => "kea_control_answer",
         }
     }
 
@@ -80,6 +88,8 @@ impl Target {
             Target::Dhcpv4Options => payload_seeds(),
             Target::DnsmasqLeases => text_seeds(dnsmasq_files()),
             Target::KeaLeases => text_seeds(kea_files()),
+            Target::KeaV6Leases => text_seeds(kea_v6_files()),
+            Target::KeaControlAnswer => text_seeds(kea_answers()),
         })
     }
 }
@@ -338,6 +348,37 @@ fn payload_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
+/// Kea 2.2.0's answers on its control socket, as the lab's Kea gave them
+/// (`dhcp-lab/tests/kea_lab.rs`), and a DHCPv6 lease as `Lease6::toElement` writes it.
+fn kea_answers() -> Vec<(&'static str, String)> {
+    [
+        (
+            "found4",
+            r#"{ "arguments": { "cltt": 1796237707, "fqdn-fwd": false, "fqdn-rev": false, "hostname": "vm", "hw-address": "52:54:00:20:00:01", "ip-address": "172.29.101.100", "state": 0, "subnet-id": 1, "valid-lft": 3600 }, "result": 0, "text": "IPv4 lease found." }"#,
+        ),
+        (
+            "found4-client-id",
+            r#"{"arguments":{"cltt":10,"hw-address":"52:54:00:20:00:01","client-id":"01:52:54:00:20:00:01","ip-address":"10.0.0.5","state":0,"subnet-id":1,"valid-lft":4294967295,"hostname":""},"result":0,"text":"IPv4 lease found."}"#,
+        ),
+        (
+            "found6",
+            r#"{ "arguments": { "cltt": 100, "duid": "00:03:00:01:52:54:00:20:00:01", "hostname": "", "iaid": 7, "ip-address": "2001:db8::10", "preferred-lft": 3000, "state": 0, "subnet-id": 1, "type": "IA_NA", "valid-lft": 4000 }, "result": 0, "text": "IPv6 lease found." }"#,
+        ),
+        ("not-found", r#"{ "result": 3, "text": "Lease not found." }"#),
+        ("deleted", r#"{ "result": 0, "text": "IPv4 lease deleted." }"#),
+        (
+            "unsupported",
+            r#"{ "result": 2, "text": "'lease4-get' command not supported." }"#,
+        ),
+        (
+            "control-agent",
+            r#"[ { "result": 3, "text": "Lease not found." } ]"#,
+        ),
+    ]
+    .map(|(name, text)| (name, text.to_owned()))
+    .into()
+}
+
 fn text_seeds(files: Vec<(&'static str, String)>) -> Vec<(String, Vec<u8>)> {
     files
         .into_iter()
@@ -366,6 +407,17 @@ fn dnsmasq_files() -> Vec<(&'static str, String)> {
 
 /// Kea's memfile as Kea 2.x appends to it (a lease, its renewal, a release, a reclaimed lease,
 /// an infinite one, an escaped comma), and a file with an older, shorter header.
+/// Kea 2.2's DHCPv6 memfile: renewals, a delegated prefix, a temporary address, deletions.
+fn kea_v6_files() -> Vec<(&'static str, String)> {
+    let header = "address,duid,valid_lifetime,expire,subnet_id,pref_lifetime,lease_type,iaid,prefix_len,fqdn_fwd,fqdn_rev,hostname,hwaddr,state,user_context,hwtype,hwaddr_source\n";
+    let rows = "fd00::10,00:03:00:01:52:54:00:10:00:01,3600,1732470000,1,3000,0,1048577,128,0,0,vm1,52:54:00:10:00:01,0,,1,2\n\
+                fd00::11,00:03:00:01:52:54:00:10:00:02,3600,1732470000,1,3000,1,5,128,0,0,a&#x2cb,,0,,0,0\n\
+                fd00::10,00:03:00:01:52:54:00:10:00:01,3600,1732473600,1,3000,0,1048577,128,0,0,vm1,52:54:00:10:00:01,0,,1,2\n\
+                fd00:1::,00:03:00:01:52:54:00:10:00:01,3600,1732470000,1,3000,2,7,56,0,0,,,0,,0,0\n\
+                fd00::11,00:03:00:01:52:54:00:10:00:02,0,1732470000,1,3000,1,5,128,0,0,,,0,,0,0\n";
+    vec![("current", format!("{header}{rows}"))]
+}
+
 fn kea_files() -> Vec<(&'static str, String)> {
     let row = |k: u32, lifetime: u64, expire: u64, hostname: &str, state: u8| {
         let mac = traffic::client_mac(k).map(|b| format!("{b:02x}")).join(":");

@@ -72,11 +72,11 @@ const LAB: &[Need] = &[
     need(Tool::Deb("dnsmasq-base"), "the routers' DHCP server"),
     need(
         Tool::Deb("dnsmasq-utils"),
-        "dhcp_release and dhcp_lease_time: VMs expunged and lease times read",
+        "dhcp_release, dhcp_release6 and dhcp_lease_time: VMs expunged (IPv4 and IPv6) and lease times read",
     ),
     need(
         Tool::Deb("isc-dhcp-client"),
-        "dhclient: the VMs' DHCP client",
+        "dhclient: the VMs' DHCP client (-4 and -6)",
     ),
     need(
         Tool::Deb("iproute2"),
@@ -165,6 +165,10 @@ const TESTS: &[Need] = &[
     need(
         Tool::Deb("systemd"),
         "the deploy test runs systemd-analyze verify",
+    ),
+    need(
+        Tool::Deb("kea-dhcp4-server"),
+        "the Kea tests run their own kea-dhcp4 (2.2, with the lease_cmds hook from kea-common); its service is never started",
     ),
 ];
 
@@ -506,8 +510,9 @@ fn simulate(mut cmd: Command, packages: &[&str]) -> anyhow::Result<Simulation> {
 
 /// Installs `packages`, never removing one: see the module's comment.
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    // Packages such as prometheus start their system service on install; the tests run their
-    // own instances, so forbid service starts for the duration (as Debian container images do).
+    // Packages such as prometheus and kea-dhcp4-server start their system service on install;
+    // the tests run their own instances (a Kea service would also take the host's port 67), so
+    // forbid service starts for the duration (as Debian container images do).
     let policy = Path::new("/usr/sbin/policy-rc.d");
     let own_policy = !policy.exists();
     if own_policy {
@@ -893,6 +898,7 @@ Components: main
             "tshark",
             "qemu-system-x86",
             "systemd-container",
+            "kea-dhcp4-server",
         ] {
             assert!(debs(&[Scope::Test]).contains(p), "{p}");
         }

@@ -107,22 +107,28 @@ impl LeaseFileError {
 }
 
 /// The lease file formats the agent reads, by the name used on the command line and in the
-/// config file (`dnsmasq`, `kea-v4`).
+/// config file (`dnsmasq`, `kea-v4`, `kea-v6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LeaseFormatName {
     Dnsmasq,
     KeaV4,
+    KeaV6,
 }
 
 impl LeaseFormatName {
-    pub const ALL: [LeaseFormatName; 2] = [LeaseFormatName::Dnsmasq, LeaseFormatName::KeaV4];
+    pub const ALL: [LeaseFormatName; 3] = [
+        LeaseFormatName::Dnsmasq,
+        LeaseFormatName::KeaV4,
+        LeaseFormatName::KeaV6,
+    ];
 
     /// The name on the command line and in the config file.
     pub fn name(self) -> &'static str {
         match self {
             LeaseFormatName::Dnsmasq => "dnsmasq",
             LeaseFormatName::KeaV4 => "kea-v4",
+            LeaseFormatName::KeaV6 => "kea-v6",
         }
     }
 
@@ -131,6 +137,7 @@ impl LeaseFormatName {
         match self {
             LeaseFormatName::Dnsmasq => Box::new(dnsmasq::Dnsmasq),
             LeaseFormatName::KeaV4 => Box::new(kea::KeaV4),
+            LeaseFormatName::KeaV6 => Box::new(kea::KeaV6),
         }
     }
 }
@@ -147,7 +154,7 @@ impl std::str::FromStr for LeaseFormatName {
         LeaseFormatName::ALL
             .into_iter()
             .find(|f| f.name() == text)
-            .ok_or_else(|| format!("{text:?} is not a lease format (dnsmasq, kea-v4)"))
+            .ok_or_else(|| format!("{text:?} is not a lease format (dnsmasq, kea-v4, kea-v6)"))
     }
 }
 
