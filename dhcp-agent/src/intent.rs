@@ -13,7 +13,9 @@ use std::{
 use anyhow::Context as _;
 use inotify::{EventStream, Inotify, WatchDescriptor, WatchMask};
 
-use dhcp_engine::{declared::DeclaredHosts, dnsmasq_conf::DnsmasqConfig, reconcile::Intent};
+use dhcp_engine::{
+    declared::DeclaredHosts, dnsmasq_conf::DnsmasqConfig, kea_conf::KeaConfig, reconcile::Intent,
+};
 
 use crate::{
     conf_files::{Fs, modified_unix_ns},
@@ -104,6 +106,26 @@ pub fn load_intent(source: &ConfSource, config: DnsmasqConfig) -> (Intent, Vec<P
         local: system::local_subnets(),
     };
     (intent, watched)
+}
+
+/// Reads Kea's configuration (`--kea-conf`), its includes through the file system.
+pub fn load_kea_config(path: &Path) -> anyhow::Result<KeaConfig> {
+    dhcp_engine::kea_conf::load(path, &Fs).with_context(|| format!("reading {}", path.display()))
+}
+
+/// What Kea's configuration at `path` declares: its host reservations, its subnets and pools
+/// (outside the pools only reserved clients get addresses), and the file to follow. Kea reads
+/// its configuration at start and on `config-reload`; the file is followed all the same, as
+/// an operator's edit is what Kea serves next.
+pub fn load_kea_intent(path: &Path, config: &KeaConfig) -> (Intent, Vec<PathBuf>) {
+    let mut hosts = DeclaredHosts::from_kea(config);
+    hosts.newest_change_unix_ns = modified_unix_ns(path);
+    let intent = Intent {
+        hosts,
+        config: config.address_plan(),
+        local: system::local_subnets(),
+    };
+    (intent, vec![path.to_owned()])
 }
 
 /// How long a change must stay quiet before it is read (an orchestrator rewriting a file).

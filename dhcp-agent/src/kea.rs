@@ -1,5 +1,6 @@
-//! Kea's control socket: the agent's way to ask Kea's memory (`lease4-get`) and to repair
-//! (`lease4-del`, the server's own API: no forged packet), through the `lease_cmds` hook.
+//! Kea's control socket: the agent's way to ask Kea's memory (`lease4-get`, `lease6-get`) and
+//! to repair (`lease4-del`, `lease6-del`: the server's own API, no forged packet), through the
+//! `lease_cmds` hook.
 //! The commands and answers are [`dhcp_engine::kea_control`]'s; this is the I/O.
 //!
 //! Kea 2.2 reads one JSON command per connection on its unix stream socket, writes one JSON
@@ -7,13 +8,14 @@
 //! connection, read to the end.
 use std::{
     io::{ErrorKind, Read as _, Write as _},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use dhcp_engine::{
+    kea_conf::Family,
     kea_control::{self, KeaAnswer, KeaAnswerError},
     leases::Lease,
 };
@@ -67,6 +69,8 @@ pub enum KeaControlError {
 pub struct KeaControl {
     socket: PathBuf,
     timeout: Duration,
+    /// Whose socket: kea-dhcp4 answers `lease4-*` commands only, kea-dhcp6 `lease6-*` only.
+    family: Family,
 }
 
 impl KeaControl {
@@ -74,6 +78,26 @@ impl KeaControl {
         KeaControl {
             socket: socket.into(),
             timeout: COMMAND_TIMEOUT,
+            family: Family::V4,
+        }
+    }
+
+    /// The socket of a kea-dhcp6 (`Family::V6`) or a kea-dhcp4.
+    pub fn for_family(mut self, family: Family) -> KeaControl {
+        self.family = family;
+        self
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Whether Kea answers a lease command (a get of an address no one holds: "not found"
+    /// proves the socket open and `lease_cmds` loaded), in its family.
+    pub fn answers_lease_commands(&self) -> Result<(), KeaControlError> {
+        match self.family {
+            Family::V4 => self.lease4_get(Ipv4Addr::UNSPECIFIED).map(drop),
+            Family::V6 => self.lease6_get(Ipv6Addr::UNSPECIFIED).map(drop),
         }
     }
 
@@ -158,6 +182,24 @@ impl KeaControl {
         }
     }
 
+    /// The address lease (IA_NA) Kea's DHCPv6 server holds in memory for `ip`, if any.
+    pub fn lease6_get(&self, ip: Ipv6Addr) -> Result<Option<Lease>, KeaControlError> {
+        match self.send("lease6-get", &kea_control::lease6_get(ip))? {
+            KeaAnswer::Lease(lease) => Ok(Some(lease)),
+            KeaAnswer::NotFound => Ok(None),
+            KeaAnswer::Deleted | KeaAnswer::Failed { .. } => Err(self.unexpected("lease6-get")),
+        }
+    }
+
+    /// Deletes Kea's DHCPv6 address lease of `ip`; `false`: Kea had none.
+    pub fn lease6_del(&self, ip: Ipv6Addr) -> Result<bool, KeaControlError> {
+        match self.send("lease6-del", &kea_control::lease6_del(ip))? {
+            KeaAnswer::Deleted => Ok(true),
+            KeaAnswer::NotFound => Ok(false),
+            KeaAnswer::Lease(_) | KeaAnswer::Failed { .. } => Err(self.unexpected("lease6-del")),
+        }
+    }
+
     fn unexpected(&self, command: &'static str) -> KeaControlError {
         KeaControlError::Failed {
             command,
@@ -192,74 +234,14 @@ impl ServerKind {
             ServerKind::Kea
         } else if dnsmasq_conf {
             ServerKind::Dnsmasq
-        } else if lease_file_text.is_some_and(|t| t.starts_with("address,hwaddr,")) {
+        } else if lease_file_text
+            .is_some_and(|t| t.starts_with("address,hwaddr,") || t.starts_with("address,duid,"))
+        {
             ServerKind::Kea
         } else {
             ServerKind::Dnsmasq
         }
     }
-}
-
-/// What the agent needs from Kea's configuration (`kea-dhcp4.conf`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeaSettings {
-    pub control_socket: Option<PathBuf>,
-    pub lease_file: Option<PathBuf>,
-    pub interfaces: Vec<String>,
-    pub lease_cmds_loaded: bool,
-}
-
-impl KeaSettings {
-    /// Kea listens on `lo` (named in `interfaces-config`, alone or as `lo/ADDRESS`; Kea's `*`
-    /// leaves loopback out).
-    pub fn listens_on_loopback(&self) -> bool {
-        self.interfaces
-            .iter()
-            .any(|i| i == "lo" || i.starts_with("lo/"))
-    }
-}
-
-/// Reads the settings out of Kea's DHCPv4 configuration text. Kea's parser takes `#`, `//`
-/// and `/* */` comments; whole-line `#` and `//` comments are removed here (the Kea-engine's
-/// `kea_conf` parser is the full one).
-pub fn parse_kea_conf(text: &str) -> Result<KeaSettings, serde_json::Error> {
-    let json: String = text
-        .lines()
-        .filter(|l| {
-            let t = l.trim_start();
-            !t.starts_with('#') && !t.starts_with("//")
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let value: serde_json::Value = serde_json::from_str(&json)?;
-    let dhcp4 = &value["Dhcp4"];
-    let path = |v: &serde_json::Value| v.as_str().map(PathBuf::from);
-    let control_socket = path(&dhcp4["control-socket"]["socket-name"]);
-    let lease_file = match dhcp4["lease-database"]["type"].as_str() {
-        Some("memfile") | None => path(&dhcp4["lease-database"]["name"]),
-        Some(_) => None,
-    };
-    let interfaces = dhcp4["interfaces-config"]["interfaces"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let lease_cmds_loaded = dhcp4["hooks-libraries"].as_array().is_some_and(|hooks| {
-        hooks.iter().any(|h| {
-            h["library"]
-                .as_str()
-                .is_some_and(|l| l.ends_with("libdhcp_lease_cmds.so"))
-        })
-    });
-    Ok(KeaSettings {
-        control_socket,
-        lease_file,
-        interfaces,
-        lease_cmds_loaded,
-    })
 }
 
 #[cfg(test)]
@@ -341,6 +323,36 @@ mod tests {
     }
 
     #[test]
+    fn a_dhcpv6_socket_is_asked_with_lease6_commands() {
+        let (_dir, path) = kea_like(&[
+            r#"{ "result": 3, "text": "Lease not found." }"#,
+            r#"{ "arguments": { "cltt": 100, "duid": "00:03:00:01:52:54:00:20:00:01", "hostname": "", "iaid": 7, "ip-address": "fd00:29:101::10", "preferred-lft": 3000, "state": 0, "subnet-id": 1, "type": "IA_NA", "valid-lft": 4000 }, "result": 0, "text": "IPv6 lease found." }"#,
+            r#"{ "result": 0, "text": "IPv6 lease deleted." }"#,
+            r#"{ "result": 3, "text": "IPv6 lease not found." }"#,
+            r#"{ "result": 2, "text": "'lease6-get' command not supported." }"#,
+        ]);
+        let kea = KeaControl::new(&path).for_family(Family::V6);
+        assert_eq!(kea.family(), Family::V6);
+        kea.answers_lease_commands().unwrap();
+        let ip: Ipv6Addr = "fd00:29:101::10".parse().unwrap();
+        let lease = kea.lease6_get(ip).unwrap().unwrap();
+        assert_eq!(
+            (lease.ip, lease.iaid, lease.client_id.as_deref()),
+            (
+                std::net::IpAddr::V6(ip),
+                Some(7),
+                Some(&[0, 3, 0, 1, 0x52, 0x54, 0, 0x20, 0, 1][..])
+            )
+        );
+        assert!(kea.lease6_del(ip).unwrap());
+        assert!(!kea.lease6_del(ip).unwrap());
+        assert!(matches!(
+            kea.answers_lease_commands(),
+            Err(KeaControlError::LeaseCmdsNotLoaded { .. })
+        ));
+    }
+
+    #[test]
     fn a_missing_socket_and_nobody_listening_are_told_apart() {
         let dir = tempdir::Dir::new();
         let missing = KeaControl::new(dir.0.join("none.sock"));
@@ -355,33 +367,6 @@ mod tests {
             KeaControl::new(&stale).lease4_get(IP),
             Err(KeaControlError::Refused(_))
         ));
-    }
-
-    #[test]
-    fn the_settings_come_from_keas_configuration() {
-        let text = r#"// kea-dhcp4.conf
-{ "Dhcp4": {
-    # the guest networks
-    "interfaces-config": { "interfaces": [ "guest0", "lo/127.0.0.1" ] },
-    "control-socket": { "socket-type": "unix", "socket-name": "/run/kea/kea4-ctrl-socket" },
-    "lease-database": { "type": "memfile", "persist": true, "name": "/var/lib/kea/kea-leases4.csv" },
-    "hooks-libraries": [ { "library": "/usr/lib/x86_64-linux-gnu/kea/hooks/libdhcp_lease_cmds.so" } ]
-} }"#;
-        let settings = parse_kea_conf(text).unwrap();
-        assert_eq!(
-            settings.control_socket.as_deref(),
-            Some(Path::new("/run/kea/kea4-ctrl-socket"))
-        );
-        assert_eq!(
-            settings.lease_file.as_deref(),
-            Some(Path::new("/var/lib/kea/kea-leases4.csv"))
-        );
-        assert!(settings.lease_cmds_loaded && settings.listens_on_loopback());
-        let bare =
-            parse_kea_conf(r#"{"Dhcp4": {"interfaces-config": {"interfaces": ["*"]}}}"#).unwrap();
-        assert_eq!(bare.control_socket, None);
-        assert!(!bare.lease_cmds_loaded && !bare.listens_on_loopback());
-        assert!(parse_kea_conf("{").is_err());
     }
 
     #[test]
@@ -405,6 +390,11 @@ mod tests {
             ServerKind::Dnsmasq
         );
         assert_eq!(ServerKind::detect(false, false, None), ServerKind::Dnsmasq);
+        // Kea's DHCPv6 memfile.
+        assert_eq!(
+            ServerKind::detect(false, false, Some("address,duid,valid_lifetime,expire\n")),
+            ServerKind::Kea
+        );
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct LeasesArgs {
     /// The running dnsmasq's pid file, to read its configuration from its command line.
     #[arg(long, conflicts_with = "dnsmasq_conf")]
     pub dnsmasq_pid_file: Option<PathBuf>,
+    /// Kea's configuration instead: its host reservations are the declared hosts, addresses
+    /// outside its pools reservation-only.
+    #[arg(long, conflicts_with_all = ["dnsmasq_conf", "dnsmasq_pid_file"])]
+    pub kea_conf: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:67")]
     pub server: SocketAddrV4,
     #[arg(long)]
@@ -67,15 +71,22 @@ fn reconcile(
     args: &LeasesArgs,
     table: &dhcp_engine::leases::LeaseTable,
 ) -> anyhow::Result<Option<(Reconciler, Vec<Reconciled>)>> {
-    let source = match (&args.dnsmasq_conf, &args.dnsmasq_pid_file) {
-        (Some(path), _) => ConfSource::File(path.clone()),
-        (None, Some(pid_file)) => ConfSource::Process {
+    let source = match (&args.dnsmasq_conf, &args.dnsmasq_pid_file, &args.kea_conf) {
+        (Some(path), _, _) => Some(ConfSource::File(path.clone())),
+        (None, Some(pid_file), _) => Some(ConfSource::Process {
             pid_file: pid_file.clone(),
-        },
+        }),
+        (None, None, Some(_)) => None,
+        (None, None, None) => return Ok(None),
+    };
+    let intent = match (&source, &args.kea_conf) {
+        (Some(source), _) => {
+            let config = intent::load_config(source)?;
+            intent::load_intent(source, config).0
+        }
+        (None, Some(path)) => intent::load_kea_intent(path, &intent::load_kea_config(path)?).0,
         (None, None) => return Ok(None),
     };
-    let config = intent::load_config(&source)?;
-    let (intent, _) = intent::load_intent(&source, config);
     for problem in &intent.hosts.problems {
         eprintln!("host line ignored: {problem}");
     }
@@ -262,6 +273,7 @@ mod tests {
             probe_memory: false,
             dnsmasq_conf: Some(dir.join("dnsmasq.conf")),
             dnsmasq_pid_file: None,
+            kea_conf: None,
             server: "127.0.0.1:67".parse().unwrap(),
             json: true,
         };

@@ -215,3 +215,60 @@ fn run6(args: &Release6Args, timeout: Duration) -> anyhow::Result<()> {
         hex_colon(&server_duid)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> super::ReleaseArgs {
+        let argv = [&["dhcp-agent", "release"][..], args].concat();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Release(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A client id once made clap panic: it read `Option<Vec<u8>>` as several u8 values.
+    #[test]
+    fn the_v4_and_v6_forms_parse_with_their_ids() {
+        let v4 = parse(&[
+            "eth2",
+            "10.0.0.5",
+            "52:54:00:00:00:01",
+            "01:52:54:00:00:00:01",
+        ]);
+        assert_eq!(
+            v4.client_id.as_deref(),
+            Some(&[1, 0x52, 0x54, 0, 0, 0, 1][..])
+        );
+        let v6 = parse(&[
+            "--v6",
+            "--iface",
+            "eth2",
+            "--ip",
+            "fd00::5",
+            "--client-id",
+            "00:03:00:01:aa",
+            "--iaid",
+            "7",
+            "--server-id",
+            "00:01",
+        ]);
+        assert!(v6.v6 && v6.iface.is_none());
+        assert_eq!(
+            v6.v6_args.client_id.as_deref(),
+            Some(&[0, 3, 0, 1, 0xaa][..])
+        );
+        assert_eq!(
+            (v6.v6_args.iaid, v6.v6_args.server_id.as_deref()),
+            (Some(7), Some(&[0, 1][..]))
+        );
+        let missing = ["dhcp-agent", "release", "--v6", "--iface", "eth2"];
+        assert!(
+            Cli::try_parse_from(missing).is_err(),
+            "--ip, --client-id, --iaid required"
+        );
+    }
+}

@@ -4,11 +4,11 @@
 use std::{net::SocketAddrV4, path::Path, time::Duration};
 
 use dhcp_engine::{
-    leases::LeaseFormatName,
+    leases::{Lease, LeaseFormatName},
     outstanding::{Repair, RepairResult},
 };
 
-use crate::server_query;
+use crate::{kea::KeaControlError, server_query};
 
 /// Sends the repair and waits for the server to drop the lease from its memory (blocking).
 pub fn execute(
@@ -51,63 +51,96 @@ pub fn execute_kea(
     format: LeaseFormatName,
     timeout: Duration,
 ) -> (RepairResult, Option<String>) {
-    let held = match kea.lease4_get(repair.ip) {
-        Ok(Some(lease)) => lease,
-        Ok(None) => {
-            return (
-                RepairResult::Remediated,
-                Some("Kea no longer held it".into()),
-            );
-        }
-        Err(err) => return (RepairResult::Failed, Some(err.to_string())),
-    };
-    let same_client = held.mac() == Some(repair.mac)
-        && match (&held.client_id, &repair.client_id) {
-            (Some(held), Some(released)) => held == released,
-            _ => true,
-        };
-    if !same_client {
-        return (
-            RepairResult::Failed,
-            Some("Kea's lease of the address is another client's now: not deleted".into()),
-        );
+    KeaDelete {
+        command: "lease4-del",
+        get: || kea.lease4_get(repair.ip),
+        del: || kea.lease4_del(repair.ip),
+        same_client: |held: &Lease| {
+            held.mac() == Some(repair.mac)
+                && match (&held.client_id, &repair.client_id) {
+                    (Some(held), Some(released)) => held == released,
+                    _ => true,
+                }
+        },
+        // With the files Kea's lease file cleanup keeps leases in (`read_table`).
+        listed: || {
+            crate::leases::read_table(lease_file, format.format().as_ref())
+                .ok()
+                .map(|table| table.get_v4(repair.ip).is_some())
+        },
     }
-    if let Err(err) = kea.lease4_del(repair.ip) {
-        return (RepairResult::Failed, Some(err.to_string()));
-    }
-    match kea.lease4_get(repair.ip) {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            return (
-                RepairResult::Failed,
-                Some("Kea still holds the lease after lease4-del".into()),
-            );
-        }
-        Err(err) => {
-            return (
-                RepairResult::Unverified,
-                Some(format!("deleted; {err} to check it")),
-            );
-        }
-    }
-    let start = std::time::Instant::now();
-    loop {
-        let listed = std::fs::read_to_string(lease_file)
-            .ok()
-            .and_then(|text| format.format().parse(&text).ok())
-            .map(|table| table.get_v4(repair.ip).is_some());
-        match listed {
-            Some(false) => return (RepairResult::Remediated, None),
-            _ if start.elapsed() >= timeout => {
+    .run(lease_file, timeout)
+}
+
+/// A repair through Kea's control socket, for either family: Kea's lease of the address
+/// (`get`) is deleted (`del`) only while it is still the released client's (`same_client`),
+/// then `get` must find none and the lease file (`listed`: `None` when it does not read) must
+/// stop listing it within the timeout.
+pub(crate) struct KeaDelete<G, D, S, L> {
+    pub command: &'static str,
+    pub get: G,
+    pub del: D,
+    pub same_client: S,
+    pub listed: L,
+}
+
+impl<G, D, S, L> KeaDelete<G, D, S, L>
+where
+    G: Fn() -> Result<Option<Lease>, KeaControlError>,
+    D: Fn() -> Result<bool, KeaControlError>,
+    S: Fn(&Lease) -> bool,
+    L: Fn() -> Option<bool>,
+{
+    pub fn run(self, lease_file: &Path, timeout: Duration) -> (RepairResult, Option<String>) {
+        let held = match (self.get)() {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
                 return (
-                    RepairResult::Unverified,
-                    Some(format!(
-                        "deleted from Kea's memory; {} still lists it",
-                        lease_file.display()
-                    )),
+                    RepairResult::Remediated,
+                    Some("Kea no longer held it".into()),
                 );
             }
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            Err(err) => return (RepairResult::Failed, Some(err.to_string())),
+        };
+        if !(self.same_client)(&held) {
+            return (
+                RepairResult::Failed,
+                Some("Kea's lease of the address is another client's now: not deleted".into()),
+            );
+        }
+        if let Err(err) = (self.del)() {
+            return (RepairResult::Failed, Some(err.to_string()));
+        }
+        match (self.get)() {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return (
+                    RepairResult::Failed,
+                    Some(format!("Kea still holds the lease after {}", self.command)),
+                );
+            }
+            Err(err) => {
+                return (
+                    RepairResult::Unverified,
+                    Some(format!("deleted; {err} to check it")),
+                );
+            }
+        }
+        let start = std::time::Instant::now();
+        loop {
+            match (self.listed)() {
+                Some(false) => return (RepairResult::Remediated, None),
+                _ if start.elapsed() >= timeout => {
+                    return (
+                        RepairResult::Unverified,
+                        Some(format!(
+                            "deleted from Kea's memory; {} still lists it",
+                            lease_file.display()
+                        )),
+                    );
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
 }

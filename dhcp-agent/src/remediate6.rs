@@ -7,7 +7,9 @@
 //! without changing them: it implements no LEASEQUERY (RFC 5007) and answers an
 //! INFORMATION-REQUEST with configuration only (rfc3315.c); it rewrites the lease file after
 //! every change of a binding (lease_update_file after lease_prune), so the file follows its
-//! memory. The server answers at port 546 (dhcp6.c sends every reply to the client port),
+//! memory. Kea's DHCPv6 server is repaired through its control socket instead
+//! ([`execute6_kea`]: `lease6-del`, checked with `lease6-get` and the file), as its DHCPv4
+//! server is. The server answers at port 546 (dhcp6.c sends every reply to the client port),
 //! which the agent, without CAP_NET_BIND_SERVICE after attach, does not hold: its REPLY is seen
 //! by the kernel hooks (and counted as the agent's own), not read here.
 use std::{
@@ -140,6 +142,19 @@ pub fn release6_and_verify(
     }
 }
 
+impl<'a> Release6Spec<'a> {
+    /// The RELEASE a repair sends: the binding's, with the server's own DUID.
+    pub fn of(repair: &'a Repair6) -> Release6Spec<'a> {
+        Release6Spec {
+            address: repair.address,
+            client_duid: &repair.client_duid,
+            iaid: repair.iaid,
+            server_duid: &repair.server_duid,
+            xid: repair.xid,
+        }
+    }
+}
+
 /// Sends the repair and waits for the binding to leave the lease file.
 pub fn execute6(
     repair: &Repair6,
@@ -147,13 +162,7 @@ pub fn execute6(
     format: LeaseFormatName,
     timeout: Duration,
 ) -> (RepairResult, Option<String>) {
-    let spec = Release6Spec {
-        address: repair.address,
-        client_duid: &repair.client_duid,
-        iaid: repair.iaid,
-        server_duid: &repair.server_duid,
-        xid: repair.xid,
-    };
+    let spec = Release6Spec::of(repair);
     match release6_and_verify(&repair.interface, &spec, leases, format, timeout) {
         Ok(true) => (RepairResult::Remediated, None),
         Ok(false) => (
@@ -165,6 +174,30 @@ pub fn execute6(
         ),
         Err(err) => (RepairResult::Failed, Some(err.to_string())),
     }
+}
+
+/// Repairs through Kea's control socket: deletes Kea's lease of the address (`lease6-del`)
+/// only while it is still the released binding's (the client's DUID and IAID), then checks
+/// that `lease6-get` finds none and that the lease file no longer lists the binding.
+pub fn execute6_kea(
+    repair: &Repair6,
+    kea: &crate::kea::KeaControl,
+    leases: &Path,
+    format: LeaseFormatName,
+    timeout: Duration,
+) -> (RepairResult, Option<String>) {
+    let spec = Release6Spec::of(repair);
+    crate::remediate::KeaDelete {
+        command: "lease6-del",
+        get: || kea.lease6_get(repair.address),
+        del: || kea.lease6_del(repair.address),
+        same_client: |held: &dhcp_engine::leases::Lease| {
+            held.client_id.as_deref() == Some(&repair.client_duid[..])
+                && held.iaid == Some(repair.iaid)
+        },
+        listed: || binding_listed(leases, format, &spec).ok(),
+    }
+    .run(leases, timeout)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use dhcp_engine::{
     correlate::{Outcome, ServerChecks, Verdict},
     correlate6::Outcome6,
     dnsmasq_conf::DnsmasqConfig,
+    kea_conf::{Family, KeaConfig},
     leases::LeaseFormatName,
     liveness::ServerCheck,
     observer::{Divergence, DivergenceKind, Now, RepairPolicy},
@@ -140,7 +141,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub server_kind: Option<ServerKind>,
     /// Kea's DHCPv4 configuration (kea-dhcp4.conf): its control socket (lease_cmds: the memory
-    /// probe and repairs through `lease4-get`/`lease4-del`) and its interfaces.
+    /// probe and repairs through `lease4-get`/`lease4-del`), its interfaces, and its subnets,
+    /// pools and host reservations (the declared hosts of reconciliation). Followed.
     #[arg(long, conflicts_with_all = ["dnsmasq_conf", "dnsmasq_pid_file"])]
     pub kea_conf: Option<PathBuf>,
     /// Kea's control socket, when --kea-conf does not say (or to override it).
@@ -154,6 +156,21 @@ pub struct ServerSide {
     pub kind: ServerKind,
     pub access: server_query::ServerAccess,
     pub checks: ServerChecks,
+    /// Kea's configuration (`--kea-conf`): its reservations declare hosts for reconciliation.
+    pub kea_config: Option<KeaConfig>,
+    /// Which protocol the server speaks: a Kea server is kea-dhcp4 or kea-dhcp6; dnsmasq is
+    /// `V4` here (it serves both, on port 67 and 547, and is checked on 67).
+    pub family: Family,
+}
+
+impl ServerSide {
+    /// The UDP port whose socket shows the server runs: 547 for kea-dhcp6, else 67.
+    pub fn server_port(&self) -> u16 {
+        match self.family {
+            Family::V4 => server_query::SERVER_PORT,
+            Family::V6 => 547,
+        }
+    }
 }
 
 impl ServerSide {
@@ -173,24 +190,51 @@ impl ServerSide {
                 kind,
                 access: server_query::ServerAccess::Dhcp(args.server),
                 checks: ServerChecks::Dnsmasq,
+                kea_config: None,
+                family: Family::V4,
             });
         }
-        let settings = match &args.kea_conf {
+        if args.lease_format == LeaseFormatName::Dnsmasq {
+            anyhow::bail!(
+                "a Kea server with --lease-format dnsmasq: give --lease-format kea-v4 (or kea-v6) \
+                 and --leases with Kea's memfile{}",
+                args.kea_conf
+                    .as_ref()
+                    .and_then(|p| intent::load_kea_config(p).ok()?.lease_file_path())
+                    .map(|p| format!(" ({} by its configuration)", p.display()))
+                    .unwrap_or_default()
+            );
+        }
+        let kea_config = match &args.kea_conf {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                crate::kea::parse_kea_conf(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?
+                let config = intent::load_kea_config(path)?;
+                for note in &config.notes {
+                    eprintln!("{}: {note}", path.display());
+                }
+                if !config.lease_cmds_loaded {
+                    eprintln!(
+                        "{}: no libdhcp_lease_cmds.so in hooks-libraries: Kea will answer \
+                         neither the memory probe nor a repair",
+                        path.display()
+                    );
+                }
+                Some(config)
             }
-            None => crate::kea::KeaSettings::default(),
+            None => None,
+        };
+        // kea-dhcp4 or kea-dhcp6: its configuration says, else the lease file's format.
+        let family = match (&kea_config, args.lease_format) {
+            (Some(config), _) => config.family,
+            (None, LeaseFormatName::KeaV6) => Family::V6,
+            (None, _) => Family::V4,
         };
         let checks = ServerChecks::Kea {
-            loopback: settings.listens_on_loopback(),
+            loopback: kea_config.as_ref().is_some_and(|c| c.listens_on_loopback()),
         };
         let socket = args
             .kea_control_socket
             .clone()
-            .or(settings.control_socket.clone());
+            .or_else(|| kea_config.as_ref()?.control_socket.clone());
         let access = match socket {
             None => {
                 eprintln!(
@@ -200,9 +244,9 @@ impl ServerSide {
                 server_query::ServerAccess::ObserveOnly
             }
             Some(socket) => {
-                let control = crate::kea::KeaControl::new(&socket);
-                // lease4-get of an address no one holds: "not found" proves lease_cmds is loaded.
-                match control.lease4_get(std::net::Ipv4Addr::UNSPECIFIED) {
+                // kea-dhcp6's socket answers lease6 commands only.
+                let control = crate::kea::KeaControl::new(&socket).for_family(family);
+                match control.answers_lease_commands() {
                     Ok(_) => server_query::ServerAccess::Kea(control),
                     Err(err) => {
                         eprintln!(
@@ -219,6 +263,8 @@ impl ServerSide {
             kind,
             access,
             checks,
+            kea_config,
+            family,
         })
     }
 
@@ -353,13 +399,15 @@ impl Daemon {
                     RepairStep::Send => {
                         let done = self.repairs6.clone();
                         let (leases, format) = (self.args.leases.clone(), self.args.lease_format);
+                        let access = self.access.clone();
                         tokio::task::spawn_blocking(move || {
-                            let (result, detail) = remediate6::execute6(
-                                &repair,
-                                &leases,
-                                format,
-                                Duration::from_secs(3),
-                            );
+                            let timeout = Duration::from_secs(3);
+                            let (result, detail) = match &access {
+                                server_query::ServerAccess::Kea(kea) => {
+                                    remediate6::execute6_kea(&repair, kea, &leases, format, timeout)
+                                }
+                                _ => remediate6::execute6(&repair, &leases, format, timeout),
+                            };
                             let _ = done.blocking_send((repair, result, detail));
                         });
                     }
@@ -655,6 +703,9 @@ fn load_config_at_start(source: Option<&ConfSource>) -> anyhow::Result<Option<Dn
 struct Declared {
     source: Option<ConfSource>,
     config: Option<DnsmasqConfig>,
+    /// Kea's configuration file and what it said last: its reservations are the declared
+    /// hosts (then there is no dnsmasq `source`).
+    kea: Option<(PathBuf, KeaConfig)>,
     watched: Vec<PathBuf>,
     follower: Option<FilesFollower>,
 }
@@ -663,12 +714,14 @@ impl Declared {
     fn start(
         source: Option<ConfSource>,
         config: Option<DnsmasqConfig>,
+        kea: Option<(PathBuf, KeaConfig)>,
         observer: &mut Observer,
         findings: &mut Vec<Finding>,
     ) -> anyhow::Result<Declared> {
         let mut declared = Declared {
             source,
             config,
+            kea,
             watched: Vec::new(),
             follower: None,
         };
@@ -683,6 +736,20 @@ impl Declared {
 
     /// Reads the host lines of the configuration held and hands them over.
     fn take(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
+        if let Some((path, config)) = &self.kea {
+            let (intent, watched) = intent::load_kea_intent(path, config);
+            for problem in &intent.hosts.problems {
+                eprintln!("reservation not matched: {problem}");
+            }
+            eprintln!(
+                "{} declared hosts from Kea's reservations in {}",
+                intent.hosts.len(),
+                path.display()
+            );
+            self.follow(watched);
+            observer.on_intent(intent, now(), findings);
+            return;
+        }
         let (Some(source), Some(config)) = (&self.source, &self.config) else {
             return;
         };
@@ -696,13 +763,6 @@ impl Declared {
                 path.display()
             );
         }
-        if watched != self.watched {
-            match FilesFollower::new(&watched) {
-                Ok(follower) => self.follower = Some(follower),
-                Err(err) => eprintln!("host files not followed: {err}"),
-            }
-            self.watched = watched;
-        }
         eprintln!(
             "{} declared hosts from {}",
             intent.hosts.len(),
@@ -712,11 +772,31 @@ impl Declared {
                     format!("the command line of the dnsmasq of {}", pid_file.display()),
             }
         );
+        self.follow(watched);
         observer.on_intent(intent, now(), findings);
+    }
+
+    /// Follows these files from now on (if they are not those followed already).
+    fn follow(&mut self, watched: Vec<PathBuf>) {
+        if watched != self.watched {
+            match FilesFollower::new(&watched) {
+                Ok(follower) => self.follower = Some(follower),
+                Err(err) => eprintln!("host files not followed: {err}"),
+            }
+            self.watched = watched;
+        }
     }
 
     /// Something followed changed: the configuration and its host lines are read again.
     fn reload(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
+        if let Some((path, config)) = &mut self.kea {
+            match intent::load_kea_config(path) {
+                Ok(new) => *config = new,
+                // Kea keeps running with what it read: so do the declared hosts.
+                Err(err) => eprintln!("Kea's configuration not read again: {err:#}"),
+            }
+            return self.take(observer, findings);
+        }
         let Some(source) = &self.source else { return };
         match intent::load_config(source) {
             Ok(config) => self.config = Some(config),
@@ -747,26 +827,27 @@ struct LivenessChecks {
     /// Kea ignores a DHCPINFORM over `lo`: it is asked on its control socket instead (or, when
     /// it has none, judged by its port alone).
     access: server_query::ServerAccess,
+    /// The server's UDP port (kea-dhcp6: 547).
+    port: u16,
 }
 
 impl LivenessChecks {
-    fn new(server: SocketAddrV4, access: server_query::ServerAccess) -> LivenessChecks {
+    fn new(server: SocketAddrV4, access: server_query::ServerAccess, port: u16) -> LivenessChecks {
         LivenessChecks {
             prober: server_query::Prober::new(server),
             ticks: 0,
             access,
+            port,
         }
     }
 
     /// Kea's liveness: its UDP port, and its control socket answering.
     fn check_kea(&mut self, observer: &mut Observer, findings: &mut Vec<Finding>) {
-        let Some(listening) = system::udp_port_bound(server_query::SERVER_PORT) else {
+        let Some(listening) = system::udp_port_bound(self.port) else {
             return;
         };
         let answered = match &self.access {
-            server_query::ServerAccess::Kea(kea) => {
-                Some(kea.lease4_get(std::net::Ipv4Addr::UNSPECIFIED).is_ok())
-            }
+            server_query::ServerAccess::Kea(kea) => Some(kea.answers_lease_commands().is_ok()),
             _ => None,
         };
         let check = ServerCheck {
@@ -828,13 +909,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     let source = args.conf_source();
     let config = load_config_at_start(source.as_ref())?;
-    let identity = config
-        .as_ref()
-        .map_or_else(ServerIdentity::default, |config| {
-            ServerIdentity::from_config(config, &system::local_subnets())
-        });
     let server_side = ServerSide::from_args(&args)?;
     eprintln!("server: {}", server_side.kind.name());
+    let identity = match (&server_side.kea_config, &config) {
+        (Some(kea), _) => {
+            let local: Vec<_> = system::local_ipv4().into_iter().map(|(ip, _)| ip).collect();
+            ServerIdentity::from_kea(kea, &local, &system::local_subnets())
+        }
+        (None, Some(config)) => ServerIdentity::from_config(config, &system::local_subnets()),
+        (None, None) => ServerIdentity::default(),
+    };
     let mut observer = Observer::new(server_side.adjust(args.observer_config()), identity);
     let mut follower = LeaseFollower::new(&args.leases, args.lease_format.format())
         .with_context(|| format!("watching {}", args.leases.display()))?;
@@ -875,8 +959,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     observer.resume(pending, outstanding, renewed, &state_source, &mut findings);
     observer.on_lease_file(LoadError::read_result(first), now(), &mut findings);
-    let mut declared = Declared::start(source, config, &mut observer, &mut findings)?;
-    let mut liveness = LivenessChecks::new(args.server, server_side.access.clone());
+    let kea = args.kea_conf.clone().zip(server_side.kea_config.clone());
+    let mut declared = Declared::start(source, config, kea, &mut observer, &mut findings)?;
+    let mut liveness = LivenessChecks::new(
+        args.server,
+        server_side.access.clone(),
+        server_side.server_port(),
+    );
     liveness.check(&mut observer, declared.config.as_ref(), &mut findings);
     let mut pcap = args.pcap.open()?;
     let mut link_events = LinkEvents::open().context("subscribing to interface changes")?;
@@ -1054,6 +1143,50 @@ mod tests {
 
     use super::*;
     use dhcp_engine::outstanding::OutstandingRelease;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        use clap::Parser as _;
+        let argv = [&["dhcp-agent", "run"][..], args].concat();
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Run(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A Kea server read with dnsmasq's lease format would read nothing: a clear error, with
+    /// the memfile Kea's configuration names.
+    #[test]
+    fn kea_wants_keas_lease_format() {
+        let dir = std::env::temp_dir().join(format!("dhcp-agent-kea-fmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("kea-dhcp6.conf");
+        std::fs::write(
+            &conf,
+            r#"{ "Dhcp6": { "lease-database": { "type": "memfile", "name": "/x/l6.csv" } } }"#,
+        )
+        .unwrap();
+        let err = ServerSide::from_args(&run_args(&["--kea-conf", conf.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--lease-format kea-v4 (or kea-v6)") && err.contains("/x/l6.csv"),
+            "{err}"
+        );
+        let side = ServerSide::from_args(&run_args(&[
+            "--kea-conf",
+            conf.to_str().unwrap(),
+            "--lease-format",
+            "kea-v6",
+        ]))
+        .unwrap();
+        assert_eq!(side.kind, ServerKind::Kea);
+        assert!(matches!(
+            side.access,
+            server_query::ServerAccess::ObserveOnly
+        ));
+        assert_eq!(side.kea_config.map(|c| c.family), Some(Family::V6));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn deadlines_round_up_to_the_wake_up_interval() {

@@ -6,56 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AGENT, Agent, s, sample};
-use dhcp_lab::{
-    v6::{ROUTER_IFACE, V6Lab},
-    wait_for,
-};
+use common::{AGENT, Agent, s, sample, scrape_in, start_run, wait_metric, wait_metric_in};
+use dhcp_lab::v6::{ROUTER_IFACE, V6Lab};
 use dhcp_wire::hex_colon;
 use serde_json::Value;
-
-fn start(lab: &V6Lab, extra: &[&str]) -> Agent {
-    let mut args = vec!["run".to_owned()];
-    args.extend(lab.agent_run_options());
-    args.push("--state-file".into());
-    args.push(lab.dir.join("state.json").to_string_lossy().into_owned());
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    Agent::start(
-        &lab.router,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-}
-
-fn scrape(lab: &V6Lab) -> String {
-    let (status, body) =
-        dhcp_lab::prometheus::http_get(lab.router.name(), common::METRICS_URL, &[])
-            .expect("scrape");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// Waits until the metric has `value`; fails with the scrape.
-fn wait_metric(lab: &V6Lab, name: &str, labels: &[(&str, &str)], value: f64) {
-    wait_metric_in(lab, name, labels, value..=value);
-}
-
-fn wait_metric_in(
-    lab: &V6Lab,
-    name: &str,
-    labels: &[(&str, &str)],
-    range: std::ops::RangeInclusive<f64>,
-) {
-    let mut last = String::new();
-    let reached = wait_for(Duration::from_secs(10), || {
-        last = scrape(lab);
-        sample(&last, name, labels).is_some_and(|v| range.contains(&v))
-    });
-    assert!(
-        reached.is_ok(),
-        "{name}{labels:?}: want {range:?}, got {:?}\n{last}",
-        sample(&last, name, labels)
-    );
-}
 
 fn is_v6_release(r: &Value) -> bool {
     s(r, "event") == "release" && s(r, "protocol") == "dhcpv6"
@@ -68,7 +22,7 @@ fn v6_releases(agent: &Agent) -> Vec<Value> {
 #[test]
 fn the_clients_own_release_is_honored_by_the_servers_reply() {
     let lab = V6Lab::start().expect("lab");
-    let agent = start(&lab, &[]);
+    let agent = start_run(&lab, &[]);
     let lease = lab.lease().expect("lease");
     lab.client_release().expect("dhclient -6 -r");
     let record = agent.wait_record("v6 release", is_v6_release);
@@ -79,7 +33,7 @@ fn the_clients_own_release_is_honored_by_the_servers_reply() {
     assert_eq!(s(&record, "settled_by"), "reply", "{record}");
     assert_eq!(s(&record, "origin"), "guest");
     wait_metric(
-        &lab,
+        &lab.router,
         "dhcp_releases_total",
         &[("outcome", "honored"), ("protocol", "dhcpv6")],
         1.0,
@@ -96,7 +50,7 @@ fn the_clients_own_release_is_honored_by_the_servers_reply() {
 #[test]
 fn dhcp_release6_with_a_wrong_server_id_is_flagged_and_repaired() {
     let lab = V6Lab::start().expect("lab");
-    let agent = start(&lab, &["--remediate"]);
+    let agent = start_run(&lab, &["--remediate"]);
     let lease = lab.lease().expect("lease");
     let server = lab.server_duid().expect("server DUID");
     let wrong = [0, 3, 0, 1, 0x52, 0x54, 0, 0x99, 0x99, 0x99];
@@ -120,19 +74,19 @@ fn dhcp_release6_with_a_wrong_server_id_is_flagged_and_repaired() {
     assert!(!lab.lease_file_has(lease.ip), "the binding is gone");
     // dhcp_release6 has finished its sends: one release, the rest copies.
     wait_metric_in(
-        &lab,
+        &lab.router,
         "dhcp_release_retransmissions_total",
         &[("protocol", "dhcpv6")],
         1.0..=4.0,
     );
     wait_metric(
-        &lab,
+        &lab.router,
         "dhcp_releases_dropped_total",
         &[("cause", "server_id_mismatch"), ("protocol", "dhcpv6")],
         1.0,
     );
     wait_metric(
-        &lab,
+        &lab.router,
         "dhcp_remediations_total",
         &[("result", "remediated"), ("protocol", "dhcpv6")],
         1.0,
@@ -148,7 +102,7 @@ fn dhcp_release6_with_a_wrong_server_id_is_flagged_and_repaired() {
 fn dhcp_release6_with_the_right_server_id_is_honored_and_counted_once() {
     let lab = V6Lab::start().expect("lab");
     let pcap = lab.dir.join("capture.pcapng");
-    let agent = start(&lab, &["--pcap", pcap.to_str().unwrap()]);
+    let agent = start_run(&lab, &["--pcap", pcap.to_str().unwrap()]);
     let lease = lab.lease().expect("lease");
     let server = lab.server_duid().expect("server DUID");
     let out = lab.dhcp_release6(&lease, &server).expect("dhcp_release6");
@@ -157,7 +111,7 @@ fn dhcp_release6_with_the_right_server_id_is_honored_and_counted_once() {
     assert_eq!(s(&record, "outcome"), "honored", "{record}");
     assert_eq!(s(&record, "origin"), "router");
     wait_metric(
-        &lab,
+        &lab.router,
         "dhcp_release_retransmissions_total",
         &[("protocol", "dhcpv6")],
         1.0,
@@ -167,7 +121,7 @@ fn dhcp_release6_with_the_right_server_id_is_honored_and_counted_once() {
     assert_eq!(releases.len(), 1, "{releases:?}");
     assert_eq!(
         sample(
-            &scrape(&lab),
+            &scrape_in(&lab.router),
             "dhcp_releases_total",
             &[("outcome", "no_lease"), ("protocol", "dhcpv6")]
         ),

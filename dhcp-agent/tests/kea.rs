@@ -5,24 +5,12 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{Agent, s};
+use common::{s, start_run};
 use dhcp_lab::{
     frames::{Dhcpv4Spec, MessageType},
     kea::{KEA_SERVER_ADDR, KeaLab, KeaLabConfig, OTHER_SERVER_ADDR},
 };
 use serde_json::Value;
-
-fn start(lab: &KeaLab, extra: &[&str]) -> Agent {
-    let mut args = vec!["run".to_owned()];
-    args.extend(lab.agent_run_options());
-    args.push("--state-file".into());
-    args.push(lab.dir.join("state.json").to_string_lossy().into_owned());
-    args.extend(extra.iter().map(|a| (*a).to_owned()));
-    Agent::start(
-        &lab.router,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-}
 
 fn mac(lab: &KeaLab) -> [u8; 6] {
     dhcp_wire::parse_mac(&lab.vm.mac).expect("the VM's MAC")
@@ -44,7 +32,7 @@ fn is_release(r: &Value) -> bool {
 #[test]
 fn a_clients_own_release_is_honored_and_the_memory_probe_agrees_with_lease4_get() {
     let lab = KeaLab::start(KeaLabConfig::default()).expect("kea lab");
-    let agent = start(&lab, &["--probe-memory"]);
+    let agent = start_run(&lab, &["--probe-memory"]);
     assert!(
         agent.stderr_text().contains("server: kea"),
         "{}",
@@ -66,7 +54,7 @@ fn a_clients_own_release_is_honored_and_the_memory_probe_agrees_with_lease4_get(
 #[test]
 fn a_release_with_a_foreign_server_id_is_flagged_and_repaired_through_the_control_socket() {
     let lab = KeaLab::start(KeaLabConfig::default()).expect("kea lab");
-    let agent = start(&lab, &["--remediate", "--repair-guest-releases"]);
+    let agent = start_run(&lab, &["--remediate", "--repair-guest-releases"]);
     let ip = lab.vm.boot().expect("lease");
     lab.send_from_vm(ip, &release(0xa1, ip, mac(&lab), Some(OTHER_SERVER_ADDR)))
         .unwrap();
@@ -94,7 +82,7 @@ fn a_release_with_a_foreign_server_id_is_flagged_and_repaired_through_the_contro
 #[test]
 fn dhcp_release_over_lo_is_not_received_and_repaired() {
     let lab = KeaLab::start(KeaLabConfig::default()).expect("kea lab");
-    let agent = start(&lab, &["--remediate"]);
+    let agent = start_run(&lab, &["--remediate"]);
     let ip = lab.vm.boot().expect("lease");
     lab.dhcp_release(ip, &lab.vm.mac).expect("dhcp_release");
     let record = agent.wait_record("dropped release", |r| {
@@ -113,7 +101,7 @@ fn dhcp_release_over_lo_is_not_received_and_repaired() {
 #[test]
 fn a_release_for_another_client_is_flagged_and_never_repaired() {
     let lab = KeaLab::start(KeaLabConfig::default()).expect("kea lab");
-    let agent = start(&lab, &["--remediate", "--repair-guest-releases"]);
+    let agent = start_run(&lab, &["--remediate", "--repair-guest-releases"]);
     let ip = lab.vm.boot().expect("lease");
     lab.send_from_vm(
         ip,
@@ -145,7 +133,7 @@ fn without_a_control_socket_the_agent_observes_only() {
         ..KeaLabConfig::default()
     })
     .expect("kea lab");
-    let agent = start(&lab, &["--remediate"]);
+    let agent = start_run(&lab, &["--remediate"]);
     assert!(
         agent
             .stderr_text()
@@ -166,5 +154,71 @@ fn without_a_control_socket_the_agent_observes_only() {
             .iter()
             .any(|r| s(r, "event") == "remediation")
     );
+    agent.stop();
+}
+
+/// Reconciliation with Kea's own host reservations: the VM with a reservation outside the
+/// pool is declared and left alone; once the orchestrator drops the reservation (the VM
+/// expunged, Kea told with `config-reload`), its lease is an orphan, released through the
+/// control socket after the settle time, once.
+#[test]
+fn a_lease_whose_reservation_was_dropped_is_an_orphan_released_through_the_control_socket() {
+    let reserved = Ipv4Addr::new(172, 29, 101, 10);
+    let mut lab = KeaLab::start(KeaLabConfig::default()).expect("kea lab");
+    lab.set_reservations(vec![(lab.vm.mac.clone(), reserved)])
+        .expect("reservation");
+    let ip = lab.vm.boot().expect("lease");
+    assert_eq!(ip, reserved, "Kea gave the reserved address");
+    let agent = start_run(&lab, &["--remediate"]);
+    agent.wait_stderr("1 declared hosts from Kea's reservations");
+    // Declared: past the settle time, no orphan.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        agent.records().iter().all(|r| s(r, "event") != "orphan"),
+        "a reserved client is no orphan: {}",
+        agent.stderr_text()
+    );
+    assert!(lab.kea_holds(ip).unwrap());
+    // `dhcp-agent leases` joins the memfile with the same reservations.
+    let leases = |lab: &KeaLab| -> Value {
+        let out = lab
+            .router
+            .command(common::AGENT)
+            .args(["leases", "--json", "--lease-format", "kea-v4", "--leases"])
+            .arg(lab.lease_file())
+            .arg("--kea-conf")
+            .arg(lab.conf_path())
+            .arg("--state-file")
+            .arg(lab.dir.join("state.json"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(s(&leases(&lab), "declared"), "declared");
+
+    lab.set_reservations(Vec::new())
+        .expect("reservation dropped");
+    assert_eq!(s(&leases(&lab), "declared"), "orphan");
+    agent.wait_stderr("0 declared hosts from Kea's reservations");
+    let orphan = agent.wait_record("orphan", |r| s(r, "event") == "orphan");
+    assert_eq!(s(&orphan, "ip"), ip.to_string(), "{orphan}");
+    let repair = agent.wait_record("remediation", |r| s(r, "event") == "remediation");
+    assert_eq!(
+        (s(&repair, "result"), s(&repair, "basis")),
+        ("remediated", "orphan"),
+        "{repair}"
+    );
+    assert!(!lab.kea_holds(ip).unwrap(), "lease4-del: gone from Kea");
+    let repairs = agent
+        .records()
+        .iter()
+        .filter(|r| s(r, "event") == "remediation")
+        .count();
+    assert_eq!(repairs, 1, "released once");
     agent.stop();
 }

@@ -155,13 +155,10 @@ pub enum HostLineError {
 const CHADDR_MAX: usize = 16;
 
 impl HostLine {
-    /// Parses a host line. Each comma field is classified as dnsmasq does, in any order: with a
-    /// `:` it is `id:`, `set:`/`net:`, `tag:`, a bracketed IPv6 address or else a hardware
-    /// address; without one, an IPv4 address, a lease time, `infinite`, `ignore` or else the
-    /// hostname. Empty fields are ignored.
-    pub fn parse(text: &str, source: String) -> Result<HostLine, HostLineError> {
-        let line = clean_line(text).map_err(|_| HostLineError::MissingQuote)?;
-        let mut host = HostLine {
+    /// A line that declares nothing yet, from `source` (`file:line`, or where in Kea's
+    /// configuration).
+    pub fn empty(source: String) -> HostLine {
+        HostLine {
             macs: Vec::new(),
             client_id: None,
             ip: None,
@@ -173,7 +170,16 @@ impl HostLine {
             lease_time: None,
             ignore: false,
             source,
-        };
+        }
+    }
+
+    /// Parses a host line. Each comma field is classified as dnsmasq does, in any order: with a
+    /// `:` it is `id:`, `set:`/`net:`, `tag:`, a bracketed IPv6 address or else a hardware
+    /// address; without one, an IPv4 address, a lease time, `infinite`, `ignore` or else the
+    /// hostname. Empty fields are ignored.
+    pub fn parse(text: &str, source: String) -> Result<HostLine, HostLineError> {
+        let line = clean_line(text).map_err(|_| HostLineError::MissingQuote)?;
+        let mut host = HostLine::empty(source);
         for field in line.split(',').map(|f| f.trim_matches(' ')) {
             host.field(field)?;
         }

@@ -24,6 +24,8 @@
 //! - [`dnsmasq_conf`]: what dnsmasq's configuration says (read through [`ConfFiles`]).
 //! - [`declared`]: the hosts it declares (`dhcp-host`, hostsfiles, hostsdirs), matched to
 //!   leases the way dnsmasq finds a host for a client.
+//! - [`kea_conf`]: what Kea's configuration says (comments, includes, subnets, pools, host
+//!   reservations, which become declared hosts for reconciliation).
 //! - [`kea_control`]: Kea's control channel as text: the `lease_cmds` commands the agent
 //!   sends (memory probe, repair) and Kea's answers.
 //! - [`subnet`], [`time`]: small value types.
@@ -36,6 +38,7 @@ pub mod correlate;
 pub mod correlate6;
 pub mod declared;
 pub mod dnsmasq_conf;
+pub mod kea_conf;
 pub mod kea_control;
 pub mod leases;
 pub mod liveness;

@@ -79,6 +79,24 @@ impl ServerIdentity {
         identity
     }
 
+    /// Seeds from Kea's configuration: its DHCPv4 subnets are served, and in each Kea's
+    /// server id is the router's own address there (Kea answers with the address of the
+    /// interface a query came in on, `Dhcpv4Srv::appendServerID`, when no
+    /// `dhcp-server-identifier` option is configured). `local_addresses` are the router's.
+    pub fn from_kea(
+        config: &crate::kea_conf::KeaConfig,
+        local_addresses: &[Ipv4Addr],
+        local: &[Subnet],
+    ) -> ServerIdentity {
+        let mut plan = config.address_plan();
+        plan.listen_addresses = local_addresses
+            .iter()
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| std::net::IpAddr::V4(*ip))
+            .collect();
+        ServerIdentity::from_config(&plan, local)
+    }
+
     /// Learns from a server reply. Returns the entry when it is new or changed.
     pub fn observe(&mut self, packet: &Packet) -> Option<&KnownServer> {
         let m = packet.dhcpv4()?;

@@ -54,6 +54,9 @@ pub struct KeaLabConfig {
     pub control_socket: bool,
     /// Lease time, seconds.
     pub lease_secs: u32,
+    /// Host reservations in the subnet: MAC and address (outside the pool, as an
+    /// orchestrator's fixed addresses are).
+    pub reservations: Vec<(String, Ipv4Addr)>,
 }
 
 impl Default for KeaLabConfig {
@@ -62,6 +65,7 @@ impl Default for KeaLabConfig {
             lease_cmds: true,
             control_socket: true,
             lease_secs: 3600,
+            reservations: Vec::new(),
         }
     }
 }
@@ -162,6 +166,9 @@ impl KeaLab {
                 "id": KEA_SUBNET_ID,
                 "subnet": "172.29.101.0/24",
                 "pools": [{ "pool": format!("{} - {}", KEA_POOL.0, KEA_POOL.1) }],
+                "reservations": self.config.reservations.iter().map(|(mac, ip)| {
+                    serde_json::json!({ "hw-address": mac, "ip-address": ip.to_string() })
+                }).collect::<Vec<_>>(),
             }],
             "loggers": [{
                 "name": "kea-dhcp4",
@@ -185,38 +192,40 @@ impl KeaLab {
             .expect("JSON values serialize")
     }
 
-    fn start_kea(&mut self) -> anyhow::Result<()> {
+    /// Writes Kea's configuration again with these reservations (an orchestrator dropping a
+    /// deleted VM's) and has Kea read it (`config-reload`).
+    pub fn set_reservations(
+        &mut self,
+        reservations: Vec<(String, Ipv4Addr)>,
+    ) -> anyhow::Result<()> {
+        self.config.reservations = reservations;
         fs::write(self.conf_path(), self.kea_conf()).context("writing kea-dhcp4.conf")?;
-        let run_dir = self.dir.join("run");
-        fs::create_dir_all(&run_dir)?;
-        let child = self
-            .router
-            .command("kea-dhcp4")
-            .arg("-c")
-            .arg(self.conf_path())
-            .env("KEA_PIDFILE_DIR", &run_dir)
-            .env("KEA_LOCKFILE_DIR", &run_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(fs::File::create(self.dir.join("kea.stdout"))?))
-            .stderr(Stdio::from(fs::File::create(self.dir.join("kea.stderr"))?))
-            .spawn()
-            .context("starting kea-dhcp4")?;
-        self.kea = Some(child);
-        // Kea logs DHCP4_STARTED once its sockets are open and it serves.
-        let mut exited = None;
-        let started = wait_for(Duration::from_secs(15), || {
-            exited = self.kea.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            exited.is_some() || self.log().contains("DHCP4_STARTED")
-        });
-        if let Some(status) = exited {
-            bail!("kea-dhcp4 exited ({status}): {}", self.kea_output());
-        }
-        started.with_context(|| format!("kea-dhcp4 did not start: {}", self.kea_output()))?;
         if self.config.control_socket {
-            wait_for(Duration::from_secs(5), || self.control_socket().exists())
-                .context("kea-dhcp4 opened no control socket")?;
+            let answer = self.command(r#"{ "command": "config-reload" }"#)?;
+            let value: serde_json::Value = serde_json::from_str(&answer)
+                .with_context(|| format!("Kea's answer {answer:?}"))?;
+            if value["result"].as_i64() != Some(0) {
+                bail!("config-reload: {answer}");
+            }
         }
         Ok(())
+    }
+
+    fn start_kea(&mut self) -> anyhow::Result<()> {
+        fs::write(self.conf_path(), self.kea_conf()).context("writing kea-dhcp4.conf")?;
+        let mut child = spawn_kea(&self.router, "kea-dhcp4", &self.conf_path(), &self.dir)?;
+        let socket = self.config.control_socket.then(|| self.control_socket());
+        let started = wait_kea_started(
+            &mut child,
+            "kea-dhcp4",
+            "DHCP4_STARTED",
+            socket.as_deref(),
+            || self.log(),
+            || self.kea_output(),
+        );
+        // Kept also when it failed: dropping the lab kills it.
+        self.kea = Some(child);
+        started
     }
 
     /// Stops Kea (SIGTERM) and waits for it.
@@ -244,17 +253,7 @@ impl KeaLab {
 
     /// Waits until Kea's log has a line containing every one of `parts`; returns it.
     pub fn wait_log(&self, parts: &[&str], timeout: Duration) -> anyhow::Result<String> {
-        let mut found = None;
-        wait_for(timeout, || {
-            found = self
-                .log()
-                .lines()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-                .map(str::to_owned);
-            found.is_some()
-        })
-        .with_context(|| format!("no log line with {parts:?} in:\n{}", self.log()))?;
-        Ok(found.unwrap_or_default())
+        wait_log_line(|| self.log(), parts, timeout)
     }
 
     /// One command on Kea's control socket, from the router namespace's view of the file
@@ -332,26 +331,29 @@ impl KeaLab {
     /// the guest interface and `lo`, a 1 s grace and settle time, the Kea lease file, format
     /// and configuration. The state file and anything else are the caller's.
     pub fn agent_run_options(&self) -> Vec<String> {
-        let mut options: Vec<String> = [
-            "--json",
-            "--iface",
-            ROUTER_IFACE,
-            "--iface",
-            "lo",
-            "--grace",
+        crate::agent_run_options(
             "1s",
-            "--orphan-settle",
-            "1s",
-            "--lease-format",
-            "kea-v4",
-        ]
-        .map(str::to_owned)
-        .into();
-        options.push("--leases".into());
-        options.push(self.lease_file().to_string_lossy().into_owned());
-        options.push("--kea-conf".into());
-        options.push(self.conf_path().to_string_lossy().into_owned());
-        options
+            self.lease_file().to_string_lossy().into_owned(),
+            &[
+                ("--lease-format", "kea-v4".to_owned()),
+                (
+                    "--kea-conf",
+                    self.conf_path().to_string_lossy().into_owned(),
+                ),
+            ],
+        )
+    }
+}
+
+impl crate::v6::AgentLab for KeaLab {
+    fn router(&self) -> &Netns {
+        &self.router
+    }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn agent_run_options(&self) -> Vec<String> {
+        KeaLab::agent_run_options(self)
     }
 }
 
@@ -381,4 +383,73 @@ pub fn control_command(socket: &Path, json: &str) -> anyhow::Result<String> {
         .read_to_string(&mut answer)
         .with_context(|| format!("reading Kea's answer on {}", socket.display()))?;
     Ok(answer)
+}
+
+/// Starts `program` (`kea-dhcp4`, `kea-dhcp6`) in `router` in the foreground with `-c conf`,
+/// its pid and lock files in `dir`/run (`KEA_PIDFILE_DIR`, `KEA_LOCKFILE_DIR`) and its stdout
+/// and stderr in `dir`/kea.stdout and kea.stderr.
+pub(crate) fn spawn_kea(
+    router: &Netns,
+    program: &str,
+    conf: &Path,
+    dir: &Path,
+) -> anyhow::Result<Child> {
+    let run_dir = dir.join("run");
+    fs::create_dir_all(&run_dir)?;
+    router
+        .command(program)
+        .arg("-c")
+        .arg(conf)
+        .env("KEA_PIDFILE_DIR", &run_dir)
+        .env("KEA_LOCKFILE_DIR", &run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(fs::File::create(dir.join("kea.stdout"))?))
+        .stderr(Stdio::from(fs::File::create(dir.join("kea.stderr"))?))
+        .spawn()
+        .with_context(|| format!("starting {program}"))
+}
+
+/// Waits (15 s) until Kea's `log` has `started` (DHCP4_STARTED, DHCP6_STARTED: its sockets
+/// are open and it serves), then (5 s) for its control `socket`, if any; fails at once if the
+/// child exits. `output` (its log, stdout, stderr) goes into the errors.
+pub(crate) fn wait_kea_started(
+    child: &mut Child,
+    program: &str,
+    started: &str,
+    socket: Option<&Path>,
+    log: impl Fn() -> String,
+    output: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let mut exited = None;
+    let up = wait_for(Duration::from_secs(15), || {
+        exited = child.try_wait().ok().flatten();
+        exited.is_some() || log().contains(started)
+    });
+    if let Some(status) = exited {
+        bail!("{program} exited ({status}): {}", output());
+    }
+    up.with_context(|| format!("{program} did not start: {}", output()))?;
+    if let Some(socket) = socket {
+        wait_for(Duration::from_secs(5), || socket.exists())
+            .with_context(|| format!("{program} opened no control socket"))?;
+    }
+    Ok(())
+}
+
+/// Waits until `log` has a line containing every one of `parts`; returns it.
+pub(crate) fn wait_log_line(
+    log: impl Fn() -> String,
+    parts: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let mut found = None;
+    wait_for(timeout, || {
+        found = log()
+            .lines()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .map(str::to_owned);
+        found.is_some()
+    })
+    .with_context(|| format!("no log line with {parts:?} in:\n{}", log()))?;
+    Ok(found.unwrap_or_default())
 }

@@ -20,6 +20,7 @@
 pub mod cloudstack;
 pub mod frames;
 pub mod kea;
+pub mod kea6;
 pub mod netns;
 pub mod neutron;
 pub mod prometheus;
@@ -348,24 +349,14 @@ impl Lab {
     /// agent starts, and no lease is released until its client has been undeclared that long).
     /// The state file and anything else are the caller's.
     pub fn agent_run_options(&self) -> Vec<String> {
-        let mut options: Vec<String> = [
-            "--json",
-            "--iface",
-            ROUTER_IFACE,
-            "--iface",
-            "lo",
-            "--grace",
+        crate::agent_run_options(
             "1s",
-            "--orphan-settle",
-            "1s",
-        ]
-        .map(str::to_owned)
-        .into();
-        options.push("--leases".into());
-        options.push(self.lease_file().to_string_lossy().into_owned());
-        options.push("--dnsmasq-conf".into());
-        options.push(self.dir.join("dnsmasq.conf").to_string_lossy().into_owned());
-        options
+            self.lease_file().to_string_lossy().into_owned(),
+            &[(
+                "--dnsmasq-conf",
+                self.dir.join("dnsmasq.conf").to_string_lossy().into_owned(),
+            )],
+        )
     }
 
     /// dnsmasq's log so far (for failure messages).
@@ -704,4 +695,34 @@ pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::R
         thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// The options every lab's `dhcp-agent run` gets, after `run`: JSON events, the guest
+/// interface and `lo`, the `grace`, a 1 s settle time, the lease file, then the lab's own
+/// (flag, value) pairs (its server's configuration, its lease format).
+pub(crate) fn agent_run_options(
+    grace: &str,
+    leases: String,
+    extra: &[(&str, String)],
+) -> Vec<String> {
+    let mut options: Vec<String> = [
+        "--json",
+        "--iface",
+        ROUTER_IFACE,
+        "--iface",
+        "lo",
+        "--grace",
+        grace,
+        "--orphan-settle",
+        "1s",
+        "--leases",
+    ]
+    .map(str::to_owned)
+    .into();
+    options.push(leases);
+    for (flag, value) in extra {
+        options.push((*flag).to_owned());
+        options.push(value.clone());
+    }
+    options
 }

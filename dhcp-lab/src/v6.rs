@@ -200,73 +200,16 @@ impl V6Lab {
         let dir = std::env::temp_dir().join(format!("dhcp-lab-v6-{id}"));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let router = Netns::create(&format!("dhcpobs-r6-{id}"))?;
-        let vm_ns = Netns::create(&format!("dhcpobs-vm6-{id}"))?;
-        let vm_dir = dir.join("vm");
-        fs::create_dir_all(&vm_dir)?;
-        crate::write_dhclient_script(&vm_dir.join("dhclient-script"))?;
-        write_dhclient6_script(&vm_dir.join("dhclient6-script"))?;
-        let vm = Vm {
-            ns: vm_ns,
-            mac: hex(&VM_MAC),
-            iface: VM_IFACE.to_owned(),
-            dir: vm_dir,
-        };
+        let vm = new_vm(Netns::create(&format!("dhcpobs-vm6-{id}"))?, dir.join("vm"))?;
         let mut lab = V6Lab {
             router,
             vm,
             dir,
             dnsmasq: None,
         };
-        lab.build_network()?;
+        build_network(&lab.router, &lab.vm)?;
         lab.start_dnsmasq()?;
         Ok(lab)
-    }
-
-    fn build_network(&self) -> anyhow::Result<()> {
-        let (r, vm) = (&self.router, &self.vm.ns);
-        for ns in [r, vm] {
-            // Duplicate address detection would keep every new address "tentative" (unusable,
-            // not even as a source) for about a second; nothing else is on this cable.
-            // /proc/sys/net is the writing thread's namespace's: no sysctl(8) needed.
-            ns.run_inside(|| -> anyhow::Result<()> {
-                for (key, value) in [
-                    ("all/disable_ipv6", "0"),
-                    ("default/disable_ipv6", "0"),
-                    ("all/accept_dad", "0"),
-                    ("default/accept_dad", "0"),
-                ] {
-                    let path = format!("/proc/sys/net/ipv6/conf/{key}");
-                    fs::write(&path, value).with_context(|| format!("writing {path}"))?;
-                }
-                Ok(())
-            })??;
-            ns.ip(&["link", "set", "lo", "up"])?;
-        }
-        crate::netns::veth_pair(r, ROUTER_IFACE, vm, VM_IFACE)?;
-        vm.ip(&["link", "set", VM_IFACE, "address", &self.vm.mac, "up"])?;
-        r.ip(&["link", "set", ROUTER_IFACE, "up"])?;
-        r.ip(&[
-            "addr",
-            "add",
-            &format!("{ROUTER_ADDR4}/24"),
-            "dev",
-            ROUTER_IFACE,
-        ])?;
-        r.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{ROUTER_ADDR6}/64"),
-            "dev",
-            ROUTER_IFACE,
-            "nodad",
-        ])?;
-        // The link-local addresses appear once the link is up; DHCPv6 runs on them (the client
-        // sends from its own, dnsmasq answers from the router's).
-        wait_for(Duration::from_secs(5), || {
-            link_local(r, ROUTER_IFACE).is_some() && link_local(vm, VM_IFACE).is_some()
-        })
-        .context("no usable link-local addresses on the guest cable")
     }
 
     fn start_dnsmasq(&mut self) -> anyhow::Result<()> {
@@ -333,54 +276,7 @@ impl V6Lab {
 
     /// The DUID the VM's dhclient uses (`-D LL`: 00:03:00:01 and the MAC).
     pub fn client_duid(&self) -> Vec<u8> {
-        [0, 3, 0, 1].into_iter().chain(VM_MAC).collect()
-    }
-
-    fn dhclient6(&self, extra: &[&str]) -> Command {
-        let d = &self.vm.dir;
-        let mut cmd = self.vm.ns.command("dhclient");
-        cmd.args(["-6", "-D", "LL", "-v", "-sf"])
-            .arg(d.join("dhclient6-script"))
-            .arg("-lf")
-            .arg(d.join("dhclient6.leases"))
-            .arg("-pf")
-            .arg(d.join("dhclient6.pid"))
-            .args(extra)
-            .arg(VM_IFACE)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// The pid of the VM's backgrounded `dhclient -6`, if one runs.
-    fn client_pid(&self) -> Option<libc::pid_t> {
-        let text = fs::read_to_string(self.vm.dir.join("dhclient6.pid")).ok()?;
-        let pid = text.trim().parse().ok()?;
-        process_alive(pid).then_some(pid)
-    }
-
-    /// Stops a running `dhclient -6` without letting it send anything (SIGKILL) and forgets its
-    /// lease, so the next one starts from SOLICIT: a client that still has a lease in its file
-    /// starts with CONFIRM instead, which dnsmasq 2.90 answers Success from its ranges alone,
-    /// binding or not (`rfc3315.c`, DHCP6CONFIRM uses only `address6_valid`).
-    fn reset_client(&self) -> anyhow::Result<()> {
-        if let Some(pid) = self.client_pid() {
-            // SAFETY: kill(2) on a pid read from dhclient's pid file, checked alive just above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_for(Duration::from_secs(5), || !process_alive(pid))
-                .context("the old dhclient -6 did not die")?;
-        }
-        for file in ["dhclient6.pid", "dhclient6.leases"] {
-            match fs::remove_file(self.vm.dir.join(file)) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(err).with_context(|| format!("removing {file}"));
-                }
-                _ => {}
-            }
-        }
-        self.vm
-            .ns
-            .ip(&["-6", "addr", "flush", "dev", VM_IFACE, "scope", "global"])
-            .map(drop)
+        client_duid()
     }
 
     /// The VM's real client obtains a lease: `dhclient -6 -1` from scratch (SOLICIT,
@@ -388,48 +284,32 @@ impl V6Lab {
     /// and stays in the background. Returns the binding as dnsmasq's lease file lists it
     /// (waiting for the file: dnsmasq rewrites it right after sending its REPLY).
     pub fn lease(&self) -> anyhow::Result<V6Lease> {
-        self.reset_client()?;
-        run(&mut self.dhclient6(&["-1"]))
-            .with_context(|| format!("dhclient -6; dnsmasq says: {}", self.dnsmasq_log()))?;
         let duid = self.client_duid();
-        let mut found = None;
-        wait_for(Duration::from_secs(5), || {
-            found = self
-                .leases()
-                .ok()
-                .and_then(|f| f.leases.into_iter().find(|l| l.duid == duid));
-            found.is_some()
-        })
-        .context("dhclient -6 is bound but dnsmasq's lease file lists no binding for it")?;
-        let lease = found.context("no lease")?;
-        wait_for(Duration::from_secs(5), || {
-            self.vm_address6().ok().flatten() == Some(lease.ip)
-        })
-        .with_context(|| format!("{} is not configured on the VM", lease.ip))?;
-        Ok(lease)
+        obtain_lease(
+            &self.vm,
+            || self.dnsmasq_log(),
+            "dnsmasq's lease file",
+            || {
+                self.leases()
+                    .ok()
+                    .and_then(|f| f.leases.into_iter().find(|l| l.duid == duid))
+            },
+        )
     }
 
     /// Reboots the VM's client: the running `dhclient -6` is killed (SIGKILL, it sends nothing)
     /// and a new one starts with the old one's lease file, so it begins with CONFIRM (RFC 8415
     /// 18.2.3), not SOLICIT. Returns once it is bound again (dhclient -1 exits 0).
     pub fn client_reboot(&self) -> anyhow::Result<()> {
-        if let Some(pid) = self.client_pid() {
-            // SAFETY: kill(2) on the pid in our dhclient's pid file, checked alive.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait_for(Duration::from_secs(5), || !process_alive(pid))
-                .context("the old dhclient -6 did not die")?;
-        }
+        kill_client(&self.vm)?;
         let _ = fs::remove_file(self.vm.dir.join("dhclient6.pid"));
-        run(&mut self.dhclient6(&["-1"])).context("dhclient -6 after a reboot")?;
+        run(&mut dhclient6(&self.vm, &["-1"])).context("dhclient -6 after a reboot")?;
         Ok(())
     }
 
     /// The global IPv6 address configured on the VM's interface, if any.
     pub fn vm_address6(&self) -> anyhow::Result<Option<Ipv6Addr>> {
-        let out = self.vm.ns.ip(&[
-            "-6", "-o", "addr", "show", "dev", VM_IFACE, "scope", "global",
-        ])?;
-        Ok(first_inet6(&out))
+        vm_address6(&self.vm)
     }
 
     /// The client's own release: `dhclient -6 -r` with the same files stops the running
@@ -437,13 +317,7 @@ impl V6Lab {
     /// waits up to about a second for the REPLY; its script removes the address. Returns once
     /// the old dhclient is gone.
     pub fn client_release(&self) -> anyhow::Result<()> {
-        let pid = self.client_pid();
-        run(&mut self.dhclient6(&["-r"])).context("dhclient -6 -r")?;
-        if let Some(pid) = pid {
-            wait_for(Duration::from_secs(5), || !process_alive(pid))
-                .context("dhclient -6 -r left the old dhclient running")?;
-        }
-        Ok(())
+        client_release(&self.vm)
     }
 
     /// dnsmasq's `dhcp_release6`, run in the router namespace as Neutron runs it:
@@ -462,15 +336,7 @@ impl V6Lab {
         lease: &V6Lease,
         server_id: &[u8],
     ) -> anyhow::Result<Output> {
-        self.router
-            .command("dhcp_release6")
-            .args(["--iface", iface, "--ip", &lease.ip.to_string()])
-            .args(["--client-id", &hex(&lease.duid)])
-            .args(["--server-id", &hex(server_id)])
-            .args(["--iaid", &lease.iaid.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .context("running dhcp_release6")
+        dhcp_release6(&self.router, iface, lease, server_id)
     }
 
     /// Path of dnsmasq's lease file.
@@ -506,24 +372,14 @@ impl V6Lab {
     /// retry interval, too close under load), the lease file, dnsmasq's configuration, and a
     /// 1 s settle time. The state file and anything else are the caller's.
     pub fn agent_run_options(&self) -> Vec<String> {
-        let mut options: Vec<String> = [
-            "--json",
-            "--iface",
-            ROUTER_IFACE,
-            "--iface",
-            "lo",
-            "--grace",
+        crate::agent_run_options(
             "2s",
-            "--orphan-settle",
-            "1s",
-        ]
-        .map(str::to_owned)
-        .into();
-        options.push("--leases".into());
-        options.push(self.lease_file().to_string_lossy().into_owned());
-        options.push("--dnsmasq-conf".into());
-        options.push(self.dnsmasq_conf_file().to_string_lossy().into_owned());
-        options
+            self.lease_file().to_string_lossy().into_owned(),
+            &[(
+                "--dnsmasq-conf",
+                self.dnsmasq_conf_file().to_string_lossy().into_owned(),
+            )],
+        )
     }
 
     /// dnsmasq's log so far (and its stderr).
@@ -548,10 +404,7 @@ impl V6Lab {
 
 impl Drop for V6Lab {
     fn drop(&mut self) {
-        if let Some(pid) = self.client_pid() {
-            // SAFETY: kill(2) on the pid in our dhclient's pid file, checked alive.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        let _ = kill_client(&self.vm);
         self.vm.stop();
         drop(self.dnsmasq.take());
         // The namespaces are deleted by their own Drop (killing anything left inside).
@@ -559,6 +412,199 @@ impl Drop for V6Lab {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+// The guest cable and the VM's `dhclient -6`, shared by both DHCPv6 labs: this one (dnsmasq)
+// and `kea6` (Kea). Every function takes the lab's router namespace and its VM.
+
+/// The VM of a DHCPv6 lab: its namespace `ns`, MAC [`VM_MAC`], interface [`VM_IFACE`], and a
+/// scratch directory `dir` (created) with both dhclient scripts.
+pub(crate) fn new_vm(ns: Netns, dir: PathBuf) -> anyhow::Result<Vm> {
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::write_dhclient_script(&dir.join("dhclient-script"))?;
+    write_dhclient6_script(&dir.join("dhclient6-script"))?;
+    Ok(Vm {
+        ns,
+        mac: hex(&VM_MAC),
+        iface: VM_IFACE.to_owned(),
+        dir,
+    })
+}
+
+/// Builds the guest cable of a DHCPv6 lab: IPv6 on and duplicate address detection off in both
+/// namespaces, `lo` up, the veth pair (the VM's end with [`VM_MAC`]), [`ROUTER_ADDR4`]/24 and
+/// [`ROUTER_ADDR6`]/64 on the router's end; returns once both link-local addresses are usable.
+pub(crate) fn build_network(router: &Netns, vm: &Vm) -> anyhow::Result<()> {
+    let (r, vm_ns) = (router, &vm.ns);
+    for ns in [r, vm_ns] {
+        // Duplicate address detection would keep every new address "tentative" (unusable,
+        // not even as a source) for about a second; nothing else is on this cable.
+        // /proc/sys/net is the writing thread's namespace's: no sysctl(8) needed.
+        ns.run_inside(|| -> anyhow::Result<()> {
+            for (key, value) in [
+                ("all/disable_ipv6", "0"),
+                ("default/disable_ipv6", "0"),
+                ("all/accept_dad", "0"),
+                ("default/accept_dad", "0"),
+            ] {
+                let path = format!("/proc/sys/net/ipv6/conf/{key}");
+                fs::write(&path, value).with_context(|| format!("writing {path}"))?;
+            }
+            Ok(())
+        })??;
+        ns.ip(&["link", "set", "lo", "up"])?;
+    }
+    crate::netns::veth_pair(r, ROUTER_IFACE, vm_ns, VM_IFACE)?;
+    vm_ns.ip(&["link", "set", VM_IFACE, "address", &vm.mac, "up"])?;
+    r.ip(&["link", "set", ROUTER_IFACE, "up"])?;
+    r.ip(&[
+        "addr",
+        "add",
+        &format!("{ROUTER_ADDR4}/24"),
+        "dev",
+        ROUTER_IFACE,
+    ])?;
+    r.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{ROUTER_ADDR6}/64"),
+        "dev",
+        ROUTER_IFACE,
+        "nodad",
+    ])?;
+    // The link-local addresses appear once the link is up; DHCPv6 runs on them (the client
+    // sends from its own, the server answers from the router's).
+    wait_for(Duration::from_secs(5), || {
+        link_local(r, ROUTER_IFACE).is_some() && link_local(vm_ns, VM_IFACE).is_some()
+    })
+    .context("no usable link-local addresses on the guest cable")
+}
+
+/// The DUID the VM's dhclient uses (`-D LL`: 00:03:00:01 and [`VM_MAC`]).
+pub(crate) fn client_duid() -> Vec<u8> {
+    [0, 3, 0, 1].into_iter().chain(VM_MAC).collect()
+}
+
+/// `dhclient -6 -D LL -v` on the VM's interface with the VM's own script, lease and pid files.
+pub(crate) fn dhclient6(vm: &Vm, extra: &[&str]) -> Command {
+    let d = &vm.dir;
+    let mut cmd = vm.ns.command("dhclient");
+    cmd.args(["-6", "-D", "LL", "-v", "-sf"])
+        .arg(d.join("dhclient6-script"))
+        .arg("-lf")
+        .arg(d.join("dhclient6.leases"))
+        .arg("-pf")
+        .arg(d.join("dhclient6.pid"))
+        .args(extra)
+        .arg(VM_IFACE)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The pid of the VM's backgrounded `dhclient -6`, if one runs.
+pub(crate) fn client_pid(vm: &Vm) -> Option<libc::pid_t> {
+    let text = fs::read_to_string(vm.dir.join("dhclient6.pid")).ok()?;
+    let pid = text.trim().parse().ok()?;
+    process_alive(pid).then_some(pid)
+}
+
+/// Kills a running `dhclient -6` (SIGKILL: it sends nothing) and waits for it to go.
+pub(crate) fn kill_client(vm: &Vm) -> anyhow::Result<()> {
+    if let Some(pid) = client_pid(vm) {
+        // SAFETY: kill(2) on a pid read from dhclient's pid file, checked alive just above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_for(Duration::from_secs(5), || !process_alive(pid))
+            .context("the old dhclient -6 did not die")?;
+    }
+    Ok(())
+}
+
+/// Stops a running `dhclient -6` without letting it send anything (SIGKILL) and forgets its
+/// lease, so the next one starts from SOLICIT: a client that still has a lease in its file
+/// starts with CONFIRM instead, which dnsmasq 2.90 answers Success from its ranges alone,
+/// binding or not (`rfc3315.c`, DHCP6CONFIRM uses only `address6_valid`).
+pub(crate) fn reset_client(vm: &Vm) -> anyhow::Result<()> {
+    kill_client(vm)?;
+    for file in ["dhclient6.pid", "dhclient6.leases"] {
+        match fs::remove_file(vm.dir.join(file)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("removing {file}"));
+            }
+            _ => {}
+        }
+    }
+    vm.ns
+        .ip(&["-6", "addr", "flush", "dev", VM_IFACE, "scope", "global"])
+        .map(drop)
+}
+
+/// The VM's real client obtains a lease from scratch ([`reset_client`], then `dhclient -6 -1`:
+/// SOLICIT, ADVERTISE, REQUEST, REPLY), which configures the address on the VM's `eth0` and
+/// stays in the background. Then waits (5 s) for `find` to return the server's binding (named
+/// `listing` in errors; `server_log` is added to them) and for its address on the VM.
+pub(crate) fn obtain_lease(
+    vm: &Vm,
+    server_log: impl Fn() -> String,
+    listing: &str,
+    mut find: impl FnMut() -> Option<V6Lease>,
+) -> anyhow::Result<V6Lease> {
+    reset_client(vm)?;
+    run(&mut dhclient6(vm, &["-1"]))
+        .with_context(|| format!("dhclient -6; the server says: {}", server_log()))?;
+    let mut found = None;
+    wait_for(Duration::from_secs(5), || {
+        found = find();
+        found.is_some()
+    })
+    .with_context(|| format!("dhclient -6 is bound but {listing} lists no binding for it"))?;
+    let lease = found.context("no lease")?;
+    wait_for(Duration::from_secs(5), || {
+        vm_address6(vm).ok().flatten() == Some(lease.ip)
+    })
+    .with_context(|| format!("{} is not configured on the VM", lease.ip))?;
+    Ok(lease)
+}
+
+/// The global IPv6 address configured on the VM's interface, if any.
+pub(crate) fn vm_address6(vm: &Vm) -> anyhow::Result<Option<Ipv6Addr>> {
+    let out = vm.ns.ip(&[
+        "-6", "-o", "addr", "show", "dev", VM_IFACE, "scope", "global",
+    ])?;
+    Ok(first_inet6(&out))
+}
+
+/// `dhclient -6 -r` with the VM's files: stops the running dhclient (SIGTERM), sends a RELEASE
+/// (multicast, from the VM's link-local address) and waits up to about a second for the
+/// REPLY; its script removes the address. Returns once the old dhclient is gone.
+pub(crate) fn client_release(vm: &Vm) -> anyhow::Result<()> {
+    let pid = client_pid(vm);
+    run(&mut dhclient6(vm, &["-r"])).context("dhclient -6 -r")?;
+    if let Some(pid) = pid {
+        wait_for(Duration::from_secs(5), || !process_alive(pid))
+            .context("dhclient -6 -r left the old dhclient running")?;
+    }
+    Ok(())
+}
+
+/// dnsmasq's `dhcp_release6` in `router`: `dhcp_release6 --iface IFACE --ip IP --client-id
+/// DUID --server-id SERVER --iaid IAID` from `lease`. Returns its output whatever its exit
+/// status.
+pub(crate) fn dhcp_release6(
+    router: &Netns,
+    iface: &str,
+    lease: &V6Lease,
+    server_id: &[u8],
+) -> anyhow::Result<Output> {
+    router
+        .command("dhcp_release6")
+        .args(["--iface", iface, "--ip", &lease.ip.to_string()])
+        .args(["--client-id", &hex(&lease.duid)])
+        .args(["--server-id", &hex(server_id)])
+        .args(["--iaid", &lease.iaid.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("running dhcp_release6")
 }
 
 /// The first `inet6 ADDR/LEN` of `ip -o addr` output.
@@ -570,7 +616,7 @@ fn first_inet6(out: &str) -> Option<Ipv6Addr> {
 }
 
 /// The usable (not tentative) link-local address of `iface` in `ns`.
-fn link_local(ns: &Netns, iface: &str) -> Option<Ipv6Addr> {
+pub(crate) fn link_local(ns: &Netns, iface: &str) -> Option<Ipv6Addr> {
     let out = ns
         .ip(&["-6", "-o", "addr", "show", "dev", iface, "scope", "link"])
         .ok()?;
@@ -888,6 +934,40 @@ fn dhcpv6_frame(iface: &str, direction: Direction, at: Duration, frame: &[u8]) -
         dst_port: ports.1,
         message: Dhcpv6Message::decode(udp.payload()).ok()?,
     })
+}
+
+/// The captured DHCPv6 messages of type `ty` seen on `iface` in direction `dir`.
+pub fn captured<'a>(
+    packets: &'a [Captured],
+    iface: &str,
+    dir: Direction,
+    ty: u8,
+) -> Vec<&'a Captured> {
+    packets
+        .iter()
+        .filter(|p| p.iface == iface && p.direction == dir && p.message.msg_type == ty)
+        .collect()
+}
+
+/// The captured messages one per line, for a failing test's message.
+pub fn dump(packets: &[Captured]) -> String {
+    packets
+        .iter()
+        .map(|p| {
+            format!(
+                "{:>8.3}s {} {:?} {} -> {} {}->{} {:?}",
+                p.at.as_secs_f64(),
+                p.iface,
+                p.direction,
+                p.src,
+                p.dst,
+                p.src_port,
+                p.dst_port,
+                p.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::{
 
 use dhcp_lab::{
     v6::{
-        ADVERTISE, Captured, Dhcpv6Message, Direction, RELEASE, REPLY, ROUTER_IFACE, SOLICIT,
-        STATUS_NO_BINDING, STATUS_SUCCESS, V6Lab,
+        ADVERTISE, Dhcpv6Message, Direction, RELEASE, REPLY, ROUTER_IFACE, SOLICIT,
+        STATUS_NO_BINDING, STATUS_SUCCESS, V6Lab, captured, dump,
     },
     wait_for,
 };
@@ -26,33 +26,6 @@ const EXIT_SENDTO_FAILED: i32 = 4;
 
 fn lab() -> V6Lab {
     V6Lab::start().expect("lab")
-}
-
-fn of<'a>(packets: &'a [Captured], iface: &str, dir: Direction, ty: u8) -> Vec<&'a Captured> {
-    packets
-        .iter()
-        .filter(|p| p.iface == iface && p.direction == dir && p.message.msg_type == ty)
-        .collect()
-}
-
-fn dump(packets: &[Captured]) -> String {
-    packets
-        .iter()
-        .map(|p| {
-            format!(
-                "{:>8.3}s {} {:?} {} -> {} {}->{} {:?}",
-                p.at.as_secs_f64(),
-                p.iface,
-                p.direction,
-                p.src,
-                p.dst,
-                p.src_port,
-                p.dst_port,
-                p.message
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Lines of dnsmasq's log containing `needle`.
@@ -77,12 +50,15 @@ fn the_lease_is_listed_with_iaid_client_duid_and_the_servers_duid() {
     // The server id in the lease file is the one dnsmasq sends in its ADVERTISE and REPLY.
     let server = lab.server_duid().expect("duid line");
     let packets = cap.stop();
-    let advertise = of(&packets, ROUTER_IFACE, Direction::Out, ADVERTISE);
-    assert_eq!(of(&packets, ROUTER_IFACE, Direction::In, SOLICIT).len(), 1);
+    let advertise = captured(&packets, ROUTER_IFACE, Direction::Out, ADVERTISE);
+    assert_eq!(
+        captured(&packets, ROUTER_IFACE, Direction::In, SOLICIT).len(),
+        1
+    );
     assert_eq!(advertise.len(), 1, "{}", dump(&packets));
     assert_eq!(advertise[0].message.server_id.as_ref(), Some(&server));
     assert_eq!(advertise[0].src, lab.router_link_local().unwrap());
-    let reply = of(&packets, ROUTER_IFACE, Direction::Out, REPLY);
+    let reply = captured(&packets, ROUTER_IFACE, Direction::Out, REPLY);
     assert_eq!(reply.len(), 1, "{}", dump(&packets));
     assert_eq!(reply[0].message.server_id.as_ref(), Some(&server));
     assert_eq!(reply[0].message.ia_na[0].1, [lease.ip]);
@@ -98,7 +74,7 @@ fn the_clients_own_release_is_answered_success_and_leaves_the_file_at_once() {
     let packets = cap.stop();
     let vm = lab.vm_link_local().unwrap();
 
-    let release = of(&packets, ROUTER_IFACE, Direction::In, RELEASE);
+    let release = captured(&packets, ROUTER_IFACE, Direction::In, RELEASE);
     assert_eq!(release.len(), 1, "{}", dump(&packets));
     let release = release[0];
     assert_eq!((release.src, release.dst), (vm, ALL_SERVERS));
@@ -107,7 +83,7 @@ fn the_clients_own_release_is_answered_success_and_leaves_the_file_at_once() {
     assert_eq!(release.message.server_id.as_ref(), Some(&server));
     assert_eq!(release.message.ia_na[0].0, lease.iaid);
 
-    let reply = of(&packets, ROUTER_IFACE, Direction::Out, REPLY);
+    let reply = captured(&packets, ROUTER_IFACE, Direction::Out, REPLY);
     assert_eq!(reply.len(), 1, "{}", dump(&packets));
     let reply = reply[0];
     assert_eq!((reply.dst, reply.dst_port), (vm, 546));
@@ -120,7 +96,7 @@ fn the_clients_own_release_is_answered_success_and_leaves_the_file_at_once() {
         "{}",
         dump(&packets)
     );
-    assert!(of(&packets, "lo", Direction::In, REPLY).is_empty());
+    assert!(captured(&packets, "lo", Direction::In, REPLY).is_empty());
 
     // The lease file is rewritten right after the REPLY (dhcp6.c: lease_update_file after
     // each packet): its modification time is within a few ms of the RELEASE.
@@ -157,7 +133,7 @@ fn dhcp_release6_with_the_right_server_id_is_honored_and_sends_two_releases() {
     assert!(!lab.lease_file_has(lease.ip), "released");
 
     let router = lab.router_link_local().unwrap();
-    let releases = of(&packets, ROUTER_IFACE, Direction::Out, RELEASE);
+    let releases = captured(&packets, ROUTER_IFACE, Direction::Out, RELEASE);
     assert_eq!(releases.len(), 2, "{}", dump(&packets));
     for r in &releases {
         assert_eq!((r.src, r.dst), (router, ALL_SERVERS), "{}", dump(&packets));
@@ -174,12 +150,12 @@ fn dhcp_release6_with_the_right_server_id_is_honored_and_sends_two_releases() {
     );
     // The kernel loops its multicast back to dnsmasq, but packet sockets (and TC) on guest0
     // never see that copy: each RELEASE is seen once, outgoing.
-    assert!(of(&packets, ROUTER_IFACE, Direction::In, RELEASE).is_empty());
+    assert!(captured(&packets, ROUTER_IFACE, Direction::In, RELEASE).is_empty());
 
     // Both RELEASEs are answered, to the router's own link-local port 546: over lo.
-    let replies = of(&packets, "lo", Direction::In, REPLY);
+    let replies = captured(&packets, "lo", Direction::In, REPLY);
     assert_eq!(replies.len(), 2, "{}", dump(&packets));
-    assert!(of(&packets, ROUTER_IFACE, Direction::Out, REPLY).is_empty());
+    assert!(captured(&packets, ROUTER_IFACE, Direction::Out, REPLY).is_empty());
     for r in &replies {
         assert_eq!((r.src, r.dst), (router, router));
         assert_eq!((r.src_port, r.dst_port), (547, 546));
@@ -223,7 +199,7 @@ fn dhcp_release6_with_a_wrong_server_id_gets_no_reply_and_the_lease_stays() {
 
     assert_eq!(out.status.code(), Some(EXIT_TIMED_OUT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Response timed out"));
-    let releases = of(&packets, ROUTER_IFACE, Direction::Out, RELEASE);
+    let releases = captured(&packets, ROUTER_IFACE, Direction::Out, RELEASE);
     assert_eq!(releases.len(), 5, "{}", dump(&packets));
     assert!(
         releases
@@ -280,7 +256,7 @@ fn a_release_without_binding_is_answered_no_binding() {
         "dhcp_release6 exits with the IA's status"
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("no binding found"));
-    let replies = of(&packets, "lo", Direction::In, REPLY);
+    let replies = captured(&packets, "lo", Direction::In, REPLY);
     assert_eq!(replies.len(), 2, "{}", dump(&packets));
     for r in replies {
         // The message's own status stays Success ("release received"); the IA says NoBinding.
@@ -392,9 +368,9 @@ fn dnsmasq_has_no_leasequery_and_confirm_is_no_binding_probe() {
     let cap = lab.capture().expect("capture");
     lab.client_reboot().expect("reboot");
     let packets = cap.stop();
-    let confirm = of(&packets, ROUTER_IFACE, Direction::In, 4);
+    let confirm = captured(&packets, ROUTER_IFACE, Direction::In, 4);
     assert_eq!(confirm.len(), 1, "{}", dump(&packets));
-    let reply = of(&packets, ROUTER_IFACE, Direction::Out, REPLY);
+    let reply = captured(&packets, ROUTER_IFACE, Direction::Out, REPLY);
     assert_eq!(reply.len(), 1, "{}", dump(&packets));
     assert_eq!(reply[0].message.xid, confirm[0].message.xid);
     assert_eq!(reply[0].message.status, Some(STATUS_SUCCESS));

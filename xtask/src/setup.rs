@@ -170,6 +170,10 @@ const TESTS: &[Need] = &[
         Tool::Deb("kea-dhcp4-server"),
         "the Kea tests run their own kea-dhcp4 (2.2, with the lease_cmds hook from kea-common); its service is never started",
     ),
+    need(
+        Tool::Deb("kea-dhcp6-server"),
+        "the Kea configuration test checks its DHCPv6 sample with kea-dhcp6 -t; its service is never started",
+    ),
 ];
 
 impl Scope {
@@ -899,6 +903,7 @@ Components: main
             "qemu-system-x86",
             "systemd-container",
             "kea-dhcp4-server",
+            "kea-dhcp6-server",
         ] {
             assert!(debs(&[Scope::Test]).contains(p), "{p}");
         }

@@ -15,7 +15,7 @@ use inotify::{EventStream, Inotify, WatchMask};
 use thiserror::Error;
 
 use dhcp_engine::{
-    leases::{LeaseFileError, LeaseFormat, LeaseTable},
+    leases::{FileSetError, LeaseFileError, LeaseFormat, LeaseTable},
     observer::LeaseFileRead,
 };
 
@@ -55,29 +55,52 @@ impl LoadError {
     }
 }
 
-/// Reads and parses a lease file once (a missing file is [`LoadError::Missing`]).
+/// Reads and parses a lease file once (a missing file is [`LoadError::Missing`]), with the
+/// files the format keeps leases in besides it ([`LeaseFormat::earlier_files`]: Kea's lease
+/// file cleanup moves leases to `.1` and `.2`, and a table read from the lease file alone
+/// would lose them) read first, those that exist.
 pub fn read_table(path: &Path, format: &dyn LeaseFormat) -> Result<LeaseTable, LoadError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for earlier in format.earlier_files(path) {
+        match read_text(&earlier) {
+            Ok(text) => {
+                texts.push(text);
+                paths.push(earlier);
+            }
+            // A cleanup's file comes and goes: absent is normal.
+            Err(LoadError::Missing(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    texts.push(read_text(path)?);
+    paths.push(path.to_owned());
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    format
+        .parse_set(&texts)
+        .map_err(|FileSetError { index, error }| LoadError::Parse {
+            path: paths[index].clone(),
+            source: error,
+        })
+}
+
+fn read_text(path: &Path) -> Result<String, LoadError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(LoadError::Missing(path.to_owned()));
+            Err(LoadError::Missing(path.to_owned()))
         }
-        Err(source) => {
-            return Err(LoadError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    format.parse(&text).map_err(|source| LoadError::Parse {
-        path: path.to_owned(),
-        source,
-    })
+        Err(source) => Err(LoadError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 pub struct LeaseFollower {
     path: PathBuf,
-    file_name: OsString,
+    /// The lease file's name and those of its earlier files (all in its directory).
+    file_names: Vec<OsString>,
     format: Box<dyn LeaseFormat + Send>,
     events: EventStream<Vec<u8>>,
     /// When a seen change counts as settled (debounce), if one is pending.
@@ -90,7 +113,12 @@ impl LeaseFollower {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
-        let file_name = path.file_name().map(OsString::from).unwrap_or_default();
+        let file_names = format
+            .earlier_files(path)
+            .iter()
+            .chain([&path.to_owned()])
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect();
         let inotify = Inotify::init()?;
         inotify.watches().add(
             &dir,
@@ -104,7 +132,7 @@ impl LeaseFollower {
         let events = inotify.into_event_stream(vec![0u8; 4096])?;
         Ok(LeaseFollower {
             path: path.to_owned(),
-            file_name,
+            file_names,
             format,
             events,
             settle_at: None,
@@ -145,9 +173,9 @@ impl LeaseFollower {
     /// quiet for the debounce time. Cancel-safe: the pending change is kept in `self`, so it can
     /// sit in a `select!` beside other branches.
     pub async fn changed(&mut self) -> std::io::Result<()> {
-        let file_name = self.file_name.as_os_str();
+        let names = &self.file_names;
         settled_change(&mut self.events, &mut self.settle_at, DEBOUNCE, |event| {
-            event.name.as_deref() == Some(file_name)
+            event.name.as_ref().is_some_and(|name| names.contains(name))
         })
         .await
     }
@@ -250,6 +278,64 @@ mod tests {
         fs::write(dir.join("other"), ONE).unwrap();
         let waited = tokio::time::timeout(Duration::from_millis(300), follower.changed()).await;
         assert!(waited.is_err(), "no change of the lease file");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Kea's lease file cleanup, step by step as `kea-lfc` does it (`LFCController::
+    /// fileRotate`): the leases read the same before, during and after, and every step is a
+    /// change the follower sees.
+    #[tokio::test]
+    async fn keas_lease_file_cleanup_loses_no_lease() {
+        use dhcp_engine::leases::kea::KeaV4;
+        const HEADER: &str = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context\n";
+        let row =
+            |last: u8| format!("10.0.0.{last},52:54:00:10:00:0{last},,600,1796246867,1,0,0,,0,\n");
+        let dir = std::env::temp_dir().join(format!("lease-follow-kea-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let base = dir.join("kea-leases4.csv");
+        let at = |suffix: &str| dir.join(format!("kea-leases4.csv{suffix}"));
+        fs::write(&base, format!("{HEADER}{}{}", row(1), row(2))).unwrap();
+        let mut follower = LeaseFollower::new(&base, Box::new(KeaV4)).unwrap();
+        let addresses = |table: LeaseTable| {
+            let mut ips: Vec<Ipv4Addr> = table.v4.keys().copied().collect();
+            ips.sort();
+            ips
+        };
+        let both = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
+        assert_eq!(addresses(follower.load().await.unwrap()), both);
+
+        // Kea starts a cleanup: the file becomes `.1`, a new one holds the changes since.
+        fs::rename(&base, at(".1")).unwrap();
+        fs::write(&base, HEADER).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(addresses(follower.load().await.unwrap()), both);
+        // The cleanup writes `.completed`, renames it `.2` and removes `.1`; then Kea appends.
+        fs::write(at(".completed"), format!("{HEADER}{}{}", row(1), row(2))).unwrap();
+        fs::rename(at(".completed"), at(".2")).unwrap();
+        fs::remove_file(at(".1")).unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(addresses(follower.load().await.unwrap()), both);
+        fs::write(
+            &base,
+            format!(
+                "{HEADER}{}10.0.0.1,52:54:00:10:00:01,,0,0,1,0,0,,0,\n",
+                row(3)
+            ),
+        )
+        .unwrap();
+        next_change(&mut follower).await;
+        assert_eq!(
+            addresses(follower.load().await.unwrap()),
+            [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)],
+            "the release in the new file removes what `.2` holds"
+        );
+        // A bad earlier file is named in the error.
+        fs::write(at(".2"), format!("{HEADER}not,a,row\n")).unwrap();
+        match follower.load_once() {
+            Err(LoadError::Parse { path, .. }) => assert_eq!(path, at(".2")),
+            other => panic!("{other:?}"),
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

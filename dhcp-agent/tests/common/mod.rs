@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use dhcp_lab::{Lab, Netns, ROUTER_IFACE, wait_for};
+use dhcp_lab::{Lab, Netns, ROUTER_IFACE, v6::AgentLab, wait_for};
 use serde_json::Value;
 
 /// The agent binary under test.
@@ -113,6 +113,17 @@ impl Agent {
         })
     }
 
+    /// Waits until the agent's stderr has `text`.
+    pub fn wait_stderr(&self, text: &str) {
+        if wait_for(Duration::from_secs(15), || {
+            self.stderr_text().contains(text)
+        })
+        .is_err()
+        {
+            panic!("no {text:?} in stderr:\n{}", self.stderr_text());
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit; returns stderr.
     pub fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
@@ -158,17 +169,17 @@ pub fn start_watch(lab: &Lab, extra: &[&str]) -> Agent {
 }
 
 /// `dhcp-agent run --json` on the lab's router, over its guest interface and `lo`, with the
-/// lab's lease file, dnsmasq configuration and a state file in the lab's directory.
-pub fn start_run(lab: &Lab, extra: &[&str]) -> Agent {
-    let args = run_args(lab, &lab.dir.join("state.json"), extra);
+/// lab's lease file, its server's configuration and a state file in the lab's directory.
+pub fn start_run(lab: &impl AgentLab, extra: &[&str]) -> Agent {
+    let args = run_args(lab, &lab.dir().join("state.json"), extra);
     Agent::start(
-        &lab.router,
+        lab.router(),
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
 }
 
 /// The command line of [`start_run`], with the state file at `state`.
-pub fn run_args(lab: &Lab, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
+pub fn run_args(lab: &impl AgentLab, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec!["run".to_owned()];
     args.extend(lab.agent_run_options());
     args.extend([
@@ -288,4 +299,28 @@ pub fn scrape_in(ns: &Netns) -> String {
         dhcp_lab::prometheus::http_get(ns.name(), METRICS_URL, &[]).expect("scrape");
     assert_eq!(status, 200, "{body}");
     body
+}
+
+/// Waits until the metric of the agent in `ns` has a value in `range`; fails with the scrape.
+pub fn wait_metric_in(
+    ns: &Netns,
+    name: &str,
+    labels: &[(&str, &str)],
+    range: std::ops::RangeInclusive<f64>,
+) {
+    let mut last = String::new();
+    let reached = wait_for(Duration::from_secs(10), || {
+        last = scrape_in(ns);
+        sample(&last, name, labels).is_some_and(|v| range.contains(&v))
+    });
+    assert!(
+        reached.is_ok(),
+        "{name}{labels:?}: want {range:?}, got {:?}\n{last}",
+        sample(&last, name, labels)
+    );
+}
+
+/// [`wait_metric_in`] for one value.
+pub fn wait_metric(ns: &Netns, name: &str, labels: &[(&str, &str)], value: f64) {
+    wait_metric_in(ns, name, labels, value..=value);
 }

@@ -10,6 +10,7 @@ pub mod kea;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
 };
 
 pub use dhcp_wire::parse_hex_bytes;
@@ -154,7 +155,10 @@ impl std::str::FromStr for LeaseFormatName {
         LeaseFormatName::ALL
             .into_iter()
             .find(|f| f.name() == text)
-            .ok_or_else(|| format!("{text:?} is not a lease format (dnsmasq, kea-v4, kea-v6)"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = LeaseFormatName::ALL.iter().map(|f| f.name()).collect();
+                format!("{text:?} is not a lease format ({})", names.join(", "))
+            })
     }
 }
 
@@ -164,6 +168,35 @@ pub trait LeaseFormat {
     fn name(&self) -> &'static str;
     /// Parses a whole file.
     fn parse(&self, text: &str) -> Result<LeaseTable, LeaseFileError>;
+
+    /// The other files that hold the server's leases, to be read before the lease file at
+    /// `path`, in this order (those that exist): none for dnsmasq, which rewrites its one file;
+    /// Kea's lease file cleanup leaves leases in `.completed`, `.2` and `.1`
+    /// ([`kea::kea_files_in_load_order`]).
+    fn earlier_files(&self, _path: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Parses the texts of those files, then the lease file's, as one table. A format whose
+    /// file is whole reads the last text alone.
+    fn parse_set(&self, texts: &[&str]) -> Result<LeaseTable, FileSetError> {
+        let Some((last, _)) = texts.split_last() else {
+            return Ok(LeaseTable::default());
+        };
+        self.parse(last).map_err(|error| FileSetError {
+            index: texts.len() - 1,
+            error,
+        })
+    }
+}
+
+/// A file of a set (see [`LeaseFormat::earlier_files`]) did not read.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("lease file {index} of the set: {error}")]
+pub struct FileSetError {
+    /// Which of the texts given to `parse_set` (from 0).
+    pub index: usize,
+    pub error: LeaseFileError,
 }
 
 /// A file that does not end with a newline is still being written (an empty file is complete:
@@ -173,5 +206,22 @@ pub(crate) fn require_complete(text: &str) -> Result<(), LeaseFileError> {
         Ok(())
     } else {
         Err(LeaseFileError::Incomplete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_is_named_and_the_error_lists_them_all() {
+        for format in LeaseFormatName::ALL {
+            assert_eq!(format.name().parse::<LeaseFormatName>(), Ok(format));
+        }
+        assert_eq!(
+            "kea".parse::<LeaseFormatName>(),
+            Err("\"kea\" is not a lease format (dnsmasq, kea-v4, kea-v6)".to_owned())
+        );
+        assert_eq!(LeaseFormatName::KeaV6.format().name(), "kea-memfile-v6");
     }
 }
