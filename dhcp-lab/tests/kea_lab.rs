@@ -27,8 +27,28 @@ fn release(xid: u32, ip: Ipv4Addr, chaddr: [u8; 6], server_id: Option<Ipv4Addr>)
     .encode()
 }
 
+/// How Kea's log names a transaction: `tid=0xa1` (then `:` or `,`).
 fn xid_label(xid: u32) -> String {
     format!("tid=0x{xid:x}")
+}
+
+/// Whether Kea's log mentions the transaction `xid` at all: `tid=0xd4` followed by `:` or
+/// `,`, so that a dhclient transaction `0xd486e525` does not count.
+fn mentions_xid(log: &str, xid: u32) -> bool {
+    let label = xid_label(xid);
+    [':', ',']
+        .iter()
+        .any(|end| log.contains(&format!("{label}{end}")))
+}
+
+#[test]
+fn a_transaction_is_named_whole() {
+    assert!(!mentions_xid(
+        "cid=[no info], tid=0xd486e525: DHCPDISCOVER",
+        0xd4
+    ));
+    assert!(mentions_xid("tid=0xd4, from interface lo: ...", 0xd4));
+    assert!(mentions_xid("tid=0xd4: DHCPRELEASE received", 0xd4));
 }
 
 #[test]
@@ -141,8 +161,8 @@ fn kea_drops_releases_for_its_own_reasons() {
     lab.dhcp_release(ip, &lab.vm.mac).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let log = lab.log();
-    assert!(!log.contains(&xid_label(0xd4)), "{log}");
-    assert!(!log.contains(&xid_label(0xd5)), "{log}");
+    assert!(!mentions_xid(&log, 0xd4), "{log}");
+    assert!(!mentions_xid(&log, 0xd5), "{log}");
     assert!(
         lab.kea_holds(ip).unwrap(),
         "dhcp_release over lo reached Kea:\n{log}"
