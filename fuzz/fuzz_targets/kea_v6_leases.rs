@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Kea 2.2's header and one row per lease (state 0: assigned; IA_NA, or IA_TA for none here).
+/// Kea 2.2's header and one row per lease (state 0: assigned; IA_NA, or IA_TA for none here),
+/// with the lease's hardware type (a row's `hwtype` is read since the set reader came).
 fn render(table: &LeaseTable) -> String {
     let mut out = String::from(
         "address,duid,valid_lifetime,expire,subnet_id,pref_lifetime,lease_type,iaid,prefix_len,fqdn_fwd,fqdn_rev,hostname,hwaddr,state,user_context,hwtype,hwaddr_source\n",
@@ -28,10 +29,11 @@ fn render(table: &LeaseTable) -> String {
         let hostname = kea_escape(lease.hostname.as_deref().unwrap_or(""));
         let _ = writeln!(
             out,
-            "{},{duid},{lifetime},{expire},1,3000,0,{},128,0,0,{hostname},{},0,,1,0",
+            "{},{duid},{lifetime},{expire},1,3000,0,{},128,0,0,{hostname},{},0,,{},0",
             lease.ip,
             lease.iaid.unwrap_or(0),
-            hex(&lease.hwaddr)
+            hex(&lease.hwaddr),
+            lease.htype
         );
     }
     out
