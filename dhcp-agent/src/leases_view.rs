@@ -2,6 +2,7 @@
 //! knows (pending and dropped releases, repairs) and, on request, with the server's memory.
 use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf};
 
+use anyhow::Context as _;
 use serde::Serialize;
 
 use dhcp_engine::{
@@ -27,7 +28,8 @@ pub struct LeasesArgs {
     /// The state file of a running `dhcp-agent run`.
     #[arg(long, default_value = DEFAULT_STATE_FILE)]
     pub state_file: PathBuf,
-    /// Also ask the server whether it holds each lease in memory.
+    /// Also ask the server whether it holds each lease in memory (dnsmasq: a DHCPINFORM to
+    /// --server; Kea, with --kea-conf: `lease4-get` on its control socket).
     #[arg(long)]
     pub probe_memory: bool,
     /// dnsmasq's configuration: each lease is shown as declared (a host line names its
@@ -126,6 +128,21 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
             blocks.entry(b.ip.to_string()).or_default().push(host);
         }
     }
+    // Kea ignores a DHCPINFORM over `lo`: its memory is asked on its control socket.
+    let kea = match (&args.kea_conf, args.probe_memory) {
+        (Some(path), true) => {
+            let socket = intent::load_kea_config(path)?
+                .control_socket
+                .with_context(|| {
+                    format!(
+                        "{}: no unix control-socket, so Kea's memory cannot be asked",
+                        path.display()
+                    )
+                })?;
+            Some(crate::kea::KeaControl::new(socket))
+        }
+        _ => None,
+    };
     let now = jiff::Timestamp::now().as_second();
     let mut leases: Vec<_> = table.v4.values().collect();
     leases.sort_by_key(|l| l.ip);
@@ -140,8 +157,9 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
         } else {
             ("leased", None)
         };
-        let in_server_memory = match (args.probe_memory, lease.ip) {
-            (true, std::net::IpAddr::V4(v4)) => Some(
+        let in_server_memory = match (args.probe_memory, lease.ip, &kea) {
+            (true, std::net::IpAddr::V4(v4), Some(kea)) => Some(kea.lease4_get(v4)?.is_some()),
+            (true, std::net::IpAddr::V4(v4), None) => Some(
                 server_query::probe(
                     args.server,
                     v4,

@@ -184,7 +184,8 @@ fn a_lease_whose_reservation_was_dropped_is_an_orphan_released_through_the_contr
         let out = lab
             .router
             .command(common::AGENT)
-            .args(["leases", "--json", "--lease-format", "kea-v4", "--leases"])
+            .args(["leases", "--json", "--probe-memory"])
+            .args(["--lease-format", "kea-v4", "--leases"])
             .arg(lab.lease_file())
             .arg("--kea-conf")
             .arg(lab.conf_path())
@@ -199,7 +200,9 @@ fn a_lease_whose_reservation_was_dropped_is_an_orphan_released_through_the_contr
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    assert_eq!(s(&leases(&lab), "declared"), "declared");
+    let row = leases(&lab);
+    assert_eq!(s(&row, "declared"), "declared");
+    assert_eq!(row["in_server_memory"], true, "lease4-get: {row}");
 
     lab.set_reservations(Vec::new())
         .expect("reservation dropped");
