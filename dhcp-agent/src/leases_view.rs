@@ -1,11 +1,17 @@
 //! `dhcp-agent leases`: the lease table as the server's file has it, joined with what the daemon
 //! knows (pending and dropped releases, repairs) and, on request, with the server's memory.
-use std::{collections::HashMap, io::Write as _, net::SocketAddrV4, path::PathBuf};
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::SocketAddrV4,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
 use dhcp_engine::{
+    kea_conf::KeaConfig,
     leases::{Expiry, LeaseFormatName},
     reconcile::{ReconcileConfig, Reconciled, Reconciler},
 };
@@ -69,24 +75,25 @@ pub struct Row {
 }
 
 /// Reconciliation of `table` with the declared hosts of the configuration, if one is given.
+/// `kea` is `--kea-conf`'s path and configuration, read once by the caller.
 fn reconcile(
     args: &LeasesArgs,
+    kea: Option<(&Path, &KeaConfig)>,
     table: &dhcp_engine::leases::LeaseTable,
 ) -> anyhow::Result<Option<(Reconciler, Vec<Reconciled>)>> {
-    let source = match (&args.dnsmasq_conf, &args.dnsmasq_pid_file, &args.kea_conf) {
-        (Some(path), _, _) => Some(ConfSource::File(path.clone())),
-        (None, Some(pid_file), _) => Some(ConfSource::Process {
+    let source = match (&args.dnsmasq_conf, &args.dnsmasq_pid_file) {
+        (Some(path), _) => Some(ConfSource::File(path.clone())),
+        (None, Some(pid_file)) => Some(ConfSource::Process {
             pid_file: pid_file.clone(),
         }),
-        (None, None, Some(_)) => None,
-        (None, None, None) => return Ok(None),
+        (None, None) => None,
     };
-    let intent = match (&source, &args.kea_conf) {
+    let intent = match (&source, kea) {
         (Some(source), _) => {
             let config = intent::load_config(source)?;
             intent::load_intent(source, config).0
         }
-        (None, Some(path)) => intent::load_kea_intent(path, &intent::load_kea_config(path)?).0,
+        (None, Some((path, config))) => intent::load_kea_intent(path, config).0,
         (None, None) => return Ok(None),
     };
     for problem in &intent.hosts.problems {
@@ -113,7 +120,12 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let reconciled = reconcile(args, &table)?;
+    let kea_config = match &args.kea_conf {
+        Some(path) => Some(intent::load_kea_config(path)?),
+        None => None,
+    };
+    let kea_conf = args.kea_conf.as_deref().zip(kea_config.as_ref());
+    let reconciled = reconcile(args, kea_conf, &table)?;
     let statuses: HashMap<std::net::Ipv4Addr, &'static str> = reconciled
         .iter()
         .flat_map(|(r, _)| r.statuses().map(|(ip, s)| (ip, s.name())))
@@ -129,16 +141,14 @@ pub fn run(args: &LeasesArgs) -> anyhow::Result<()> {
         }
     }
     // Kea ignores a DHCPINFORM over `lo`: its memory is asked on its control socket.
-    let kea = match (&args.kea_conf, args.probe_memory) {
-        (Some(path), true) => {
-            let socket = intent::load_kea_config(path)?
-                .control_socket
-                .with_context(|| {
-                    format!(
-                        "{}: no unix control-socket, so Kea's memory cannot be asked",
-                        path.display()
-                    )
-                })?;
+    let kea = match (kea_conf, args.probe_memory) {
+        (Some((path, config)), true) => {
+            let socket = config.control_socket.clone().with_context(|| {
+                format!(
+                    "{}: no unix control-socket, so Kea's memory cannot be asked",
+                    path.display()
+                )
+            })?;
             Some(crate::kea::KeaControl::new(socket))
         }
         _ => None,
@@ -295,7 +305,7 @@ mod tests {
             server: "127.0.0.1:67".parse().unwrap(),
             json: true,
         };
-        let (reconciler, found) = reconcile(&args, &table).unwrap().unwrap();
+        let (reconciler, found) = reconcile(&args, None, &table).unwrap().unwrap();
         let mut statuses: Vec<_> = reconciler.statuses().collect();
         statuses.sort_by_key(|(ip, _)| *ip);
         assert_eq!(

@@ -171,9 +171,7 @@ impl ServerSide {
             Family::V6 => 547,
         }
     }
-}
 
-impl ServerSide {
     /// The server kind (given or detected), and for Kea its settings: the control socket must
     /// answer with lease_cmds loaded, else the agent observes only (and says so).
     pub fn from_args(args: &RunArgs) -> anyhow::Result<ServerSide> {
@@ -194,34 +192,33 @@ impl ServerSide {
                 family: Family::V4,
             });
         }
+        let kea_config = match &args.kea_conf {
+            Some(path) => Some(intent::load_kea_config(path)?),
+            None => None,
+        };
         if args.lease_format == LeaseFormatName::Dnsmasq {
             anyhow::bail!(
                 "a Kea server with --lease-format dnsmasq: give --lease-format kea-v4 (or kea-v6) \
                  and --leases with Kea's memfile{}",
-                args.kea_conf
+                kea_config
                     .as_ref()
-                    .and_then(|p| intent::load_kea_config(p).ok()?.lease_file_path())
+                    .and_then(KeaConfig::lease_file_path)
                     .map(|p| format!(" ({} by its configuration)", p.display()))
                     .unwrap_or_default()
             );
         }
-        let kea_config = match &args.kea_conf {
-            Some(path) => {
-                let config = intent::load_kea_config(path)?;
-                for note in &config.notes {
-                    eprintln!("{}: {note}", path.display());
-                }
-                if !config.lease_cmds_loaded {
-                    eprintln!(
-                        "{}: no libdhcp_lease_cmds.so in hooks-libraries: Kea will answer \
-                         neither the memory probe nor a repair",
-                        path.display()
-                    );
-                }
-                Some(config)
+        if let (Some(path), Some(config)) = (&args.kea_conf, &kea_config) {
+            for note in &config.notes {
+                eprintln!("{}: {note}", path.display());
             }
-            None => None,
-        };
+            if !config.lease_cmds_loaded {
+                eprintln!(
+                    "{}: no libdhcp_lease_cmds.so in hooks-libraries: Kea will answer \
+                         neither the memory probe nor a repair",
+                    path.display()
+                );
+            }
+        }
         // kea-dhcp4 or kea-dhcp6: its configuration says, else the lease file's format.
         let family = match (&kea_config, args.lease_format) {
             (Some(config), _) => config.family,

@@ -349,13 +349,18 @@ fn bad(at: &str, reason: impl Into<String>) -> KeaConfError {
 /// Reads Kea's configuration text: the one server object it has (`Dhcp4` or `Dhcp6`).
 pub fn parse(text: &str, files: &dyn ConfFiles) -> Result<KeaConfig, KeaConfError> {
     let value = json(text, None, files)?;
+    the_one_server(&value)
+}
+
+/// The one server object a configuration has (`Dhcp4` or `Dhcp6`), read.
+fn the_one_server(value: &Value) -> Result<KeaConfig, KeaConfError> {
     let family = match (value.get("Dhcp4").is_some(), value.get("Dhcp6").is_some()) {
         (true, false) => Family::V4,
         (false, true) => Family::V6,
         (true, true) => return Err(KeaConfError::BothServers),
         (false, false) => return Err(KeaConfError::NoServer),
     };
-    from_value(&value, family)
+    from_value(value, family)
 }
 
 /// Reads one server's part of a configuration that may have both.
@@ -374,13 +379,7 @@ pub fn load(path: &Path, files: &dyn ConfFiles) -> Result<KeaConfig, KeaConfErro
         source,
     })?;
     let value = json(&text, Some(path), files)?;
-    let family = match (value.get("Dhcp4").is_some(), value.get("Dhcp6").is_some()) {
-        (true, false) => Family::V4,
-        (false, true) => Family::V6,
-        (true, true) => return Err(KeaConfError::BothServers),
-        (false, false) => return Err(KeaConfError::NoServer),
-    };
-    from_value(&value, family)
+    the_one_server(&value)
 }
 
 /// The text as plain JSON: comments blanked (newlines kept, so serde_json's line numbers are
