@@ -262,12 +262,33 @@ impl KeaConfig {
         self.subnets.iter().find(|s| s.contains(ip))
     }
 
+    /// The reservations Kea looks up (their type is in `host-reservation-identifiers`) whose
+    /// client a lease cannot be matched to: `circuit-id` (a relay option the lease does not
+    /// keep), `flex-id`, and a DHCPv4 `duid` (inside a client id with an IAID the lease does
+    /// not let us rebuild). Their clients are declared all the same, so their addresses are
+    /// never orphans ([`KeaConfig::address_plan`]).
+    pub fn unmatchable_reservations(&self) -> impl Iterator<Item = &KeaReservation> {
+        self.reservations.iter().filter(|r| {
+            r.identifier().is_some_and(|(kind, _)| {
+                self.host_reservation_identifiers.contains(&kind)
+                    && !matches!(
+                        (kind, self.family),
+                        (IdentifierType::HwAddress, _)
+                            | (IdentifierType::ClientId, Family::V4)
+                            | (IdentifierType::Duid, Family::V6)
+                    )
+            })
+        })
+    }
+
     /// Kea's DHCPv4 subnets and pools in the terms reconciliation reads
     /// ([`DnsmasqConfig::is_static_only`]): Kea gives an unknown client an address from a
     /// pool only, and one of its subnet outside every pool to a client with a reservation
     /// only. So each subnet is a `static` range over the whole subnet, each pool a dynamic
     /// range: an undeclared lease outside the pools is an orphan, one inside them a dynamic
-    /// lease, as it is for dnsmasq.
+    /// lease, as it is for dnsmasq. The address of a reservation whose client cannot be
+    /// recognised ([`KeaConfig::unmatchable_reservations`]) is a dynamic range of its own: its
+    /// lease is never judged an orphan, on the safe side.
     pub fn address_plan(&self) -> DnsmasqConfig {
         let mut plan = DnsmasqConfig::default();
         for subnet in &self.subnets {
@@ -306,6 +327,17 @@ impl KeaConfig {
                         range,
                         mode: RangeMode::Dynamic,
                         tags: vec![tag.clone()],
+                    });
+                }
+            }
+        }
+        for reservation in self.unmatchable_reservations() {
+            for ip in &reservation.ip_addresses {
+                if let IpAddr::V4(ip) = *ip {
+                    plan.ranges.push(DhcpRange {
+                        start: ip,
+                        end: Some(ip),
+                        netmask: None,
                     });
                 }
             }
@@ -993,10 +1025,11 @@ impl DeclaredHosts {
                 (IdentifierType::ClientId, Family::V4) | (IdentifierType::Duid, Family::V6) => {
                     line.client_id = Some(ClientIdMatch::Id(bytes.to_vec()));
                 }
+                // `KeaConfig::unmatchable_reservations`: its address is kept from orphans.
                 _ => {
                     declared.problems.push(format!(
                         "{}: a {} reservation is not matched to leases (the lease file does \
-                         not keep what Kea matches it on)",
+                         not keep what Kea matches it on); its address is never an orphan",
                         reservation.source,
                         kind.name()
                     ));
@@ -1447,11 +1480,46 @@ mod tests {
         assert!(static_only("172.29.103.5"));
         // Outside every subnet: nothing Kea serves.
         assert!(!static_only("10.9.9.9"));
+        // The circuit-id and DHCPv4 duid reservations' addresses (.12, .13): their clients
+        // cannot be recognised in a lease, so those leases are never orphans.
+        let unmatched: Vec<&str> = config
+            .unmatchable_reservations()
+            .map(|r| r.source.as_str())
+            .collect();
+        assert_eq!(
+            unmatched,
+            [
+                "Dhcp4/subnet4[id 1]/reservations[2]",
+                "Dhcp4/subnet4[id 1]/reservations[3]"
+            ]
+        );
+        assert!(!static_only("172.29.101.12"));
+        assert!(!static_only("172.29.101.13"));
+        assert!(static_only("172.29.101.14"));
         // DHCPv6 subnets are not v4 ranges.
         assert_eq!(
             parse(SAMPLE6, &files()).unwrap().address_plan(),
             DnsmasqConfig::default()
         );
+    }
+
+    /// A client reserved by circuit-id holds its address outside the pools: no reservation
+    /// can be matched to its lease, yet Kea serves it as declared. Never an orphan.
+    #[test]
+    fn a_client_whose_reservation_cannot_be_matched_is_no_orphan() {
+        use crate::reconcile::{Intent, LeaseStatus, ReconcileConfig, Reconciler};
+        let config = parse(SAMPLE4, &files()).unwrap();
+        let mut reconciler = Reconciler::new(ReconcileConfig::default());
+        reconciler.set_intent(Intent {
+            hosts: DeclaredHosts::from_kea(&config),
+            config: config.address_plan(),
+            local: Vec::new(),
+        });
+        let stranger = [0x52, 0x54, 0, 0x10, 0, 0x77];
+        let status = |ip: &str| reconciler.status(&lease(ip, &stranger, None, None));
+        assert_eq!(status("172.29.101.12"), LeaseStatus::Dynamic, "circuit-id");
+        assert_eq!(status("172.29.101.13"), LeaseStatus::Dynamic, "DHCPv4 duid");
+        assert_eq!(status("172.29.101.14"), LeaseStatus::Orphan);
     }
 
     #[test]
@@ -1462,7 +1530,11 @@ mod tests {
             "172.29.101.1".parse().unwrap(),
             "127.0.0.1".parse().unwrap(),
         ];
-        let identity = ServerIdentity::from_kea(&config, &router, &[]);
+        let identity = ServerIdentity::from_kea(
+            &config,
+            &router,
+            &[Subnet::new(Ipv4Addr::new(172, 29, 101, 0), 24).unwrap()],
+        );
         let known = identity
             .expected_for("172.29.101.50".parse().unwrap())
             .unwrap();
@@ -1479,6 +1551,13 @@ mod tests {
                 .is_none()
         );
         assert_eq!(identity.serves("10.9.9.9".parse().unwrap()), Some(false));
+        // Subnet 1's pool, .100-.200: the reserved addresses outside it are no pool.
+        let pool = identity
+            .pools()
+            .into_iter()
+            .find(|p| p.subnet == known.subnet)
+            .unwrap();
+        assert_eq!(pool.size, Some(101));
     }
 
     proptest::proptest! {

@@ -89,6 +89,9 @@ impl ServerIdentity {
         local: &[Subnet],
     ) -> ServerIdentity {
         let mut plan = config.address_plan();
+        // The one-address ranges that keep unmatchable reservations from orphans (the only
+        // ranges without a netmask) are no pools.
+        plan.ranges.retain(|r| r.netmask.is_some());
         plan.listen_addresses = local_addresses
             .iter()
             .filter(|ip| !ip.is_loopback())
