@@ -816,8 +816,9 @@ impl Declared {
 const PROBE_EVERY: u32 = 5;
 
 /// Whether the server runs (a socket on port 67) and answers (a DHCPINFORM about its own
-/// address), checked at every housekeeping tick: the probe is sent at one tick and its answer
-/// read at the next, so the check adds no wake-up to the agent's once a second.
+/// address), checked at every housekeeping tick: a probe is sent every [`PROBE_EVERY`] ticks
+/// and its answer looked for at the ticks until the next, so the check adds no wake-up to the
+/// agent's once a second.
 struct LivenessChecks {
     prober: server_query::Prober,
     ticks: u32,
@@ -867,10 +868,16 @@ impl LivenessChecks {
         let Some(listening) = system::udp_port_bound(server_query::SERVER_PORT) else {
             return; // no /proc/net/udp: nothing known
         };
+        // A probe's window ends when the next is sent: only then is it lost. A late answer
+        // to an older probe still counts (dnsmasq answers seconds late while it pings).
+        let window_over = self.ticks.is_multiple_of(PROBE_EVERY);
+        let answered = match self.prober.answered() {
+            Some(false) if !window_over => None,
+            heard => heard,
+        };
         let check = ServerCheck {
             listening,
-            // A second to answer; dnsmasq answers within a millisecond.
-            answered: self.prober.answered(),
+            answered,
             should_serve: config.is_none_or(intent::should_serve),
         };
         observer.on_server_check(check, now(), findings);
@@ -879,7 +886,7 @@ impl LivenessChecks {
         // there): the server's own id.
         let about = observer.identity().known().next().map(|k| k.server_id);
         if listening
-            && self.ticks.is_multiple_of(PROBE_EVERY)
+            && window_over
             && let Some(ip) = about
             && let Err(err) = self.prober.send(ip, observer.own_xid(now()))
         {

@@ -5,6 +5,7 @@
 //! it uses for that address's subnet, and option 51 (lease time) is present only while it holds
 //! a lease for the address. That is the server's memory, not its lease file.
 use std::{
+    collections::VecDeque,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     time::Duration,
 };
@@ -122,67 +123,78 @@ fn answer_to(datagram: &[u8], xid: u32) -> Option<LeaseState> {
     })
 }
 
-/// DHCPINFORMs sent without waiting: each answer is looked for later with
-/// [`Prober::answered`]. The daemon's liveness check sends one at a housekeeping tick and reads
-/// the answer at the next, so asking the server costs no wake-up of its own (a blocking probe
-/// on a helper thread cost three context switches each time). The socket is kept between
-/// probes: one opened per probe made the agent's open files move between two counts (the
-/// soak's check that nothing leaks saw 27 and 28).
+/// DHCPINFORMs sent without waiting: their answers are looked for later with
+/// [`Prober::answered`]. The daemon's liveness check sends one at a housekeeping tick and looks
+/// for its answer at the ticks after, so asking the server costs no wake-up of its own (a
+/// blocking probe on a helper thread cost three context switches each time). The socket is
+/// kept between probes: one opened per probe made the agent's open files move between two
+/// counts (the soak's check that nothing leaks saw 27 and 28).
 pub struct Prober {
     server: SocketAddrV4,
     socket: Option<UdpSocket>,
-    /// The probe in flight, if one is.
-    xid: Option<u32>,
+    /// The probes sent since the last answer, oldest first. An answer to any of them is an
+    /// answer: a dnsmasq busy pinging an address for a new client answers what queued seconds
+    /// late, in order (dhcp-lab/tests/dnsmasq_deaf.rs).
+    waiting: VecDeque<u32>,
 }
+
+/// Probes remembered while none is answered (at one every 5 s, the last 40 s: beyond
+/// [`dhcp_engine::liveness::SILENCE_LIMIT`]).
+const WAITING_MAX: usize = 8;
 
 impl Prober {
     pub fn new(server: SocketAddrV4) -> Prober {
         Prober {
             server,
             socket: None,
-            xid: None,
+            waiting: VecDeque::new(),
         }
     }
 
-    /// Sends an INFORM about `ip`. A socket that fails is dropped and the next probe opens
-    /// another (the server's address may have moved to the other router of a pair).
+    /// Sends an INFORM about `ip`. A socket that fails is dropped, with the probes that wait on
+    /// it, and the next probe opens another (the server's address may have moved to the other
+    /// router of a pair).
     pub fn send(&mut self, ip: Ipv4Addr, xid: u32) -> Result<(), QueryError> {
-        self.xid = None;
         let socket = match self.socket.take() {
             Some(socket) => socket,
             None => {
+                self.waiting.clear();
                 let socket = UdpSocket::bind((*self.server.ip(), 0))?;
                 socket.set_nonblocking(true)?;
                 socket
             }
         };
-        drain(&socket);
         socket.send_to(&inform(ip, xid), self.server)?;
         self.socket = Some(socket);
-        self.xid = Some(xid);
+        if self.waiting.len() == WAITING_MAX {
+            self.waiting.pop_front();
+        }
+        self.waiting.push_back(xid);
         Ok(())
     }
 
-    /// Whether the probe in flight has been answered by now; `None` when none was sent.
+    /// `Some(true)` when the server has answered one of the probes waiting since the last
+    /// look, `Some(false)` while they still wait, `None` when none waits.
     pub fn answered(&mut self) -> Option<bool> {
-        let xid = self.xid.take()?;
         let socket = self.socket.as_ref()?;
-        let mut buf = [0u8; 1500];
-        // Whatever else is queued (a late answer, a stray datagram) is read past; an error
-        // means no answer.
-        while let Ok(n) = socket.recv(&mut buf) {
-            if answer_to(&buf[..n], xid).is_some() {
-                return Some(true);
-            }
+        if self.waiting.is_empty() {
+            return None;
         }
-        Some(false)
+        let mut buf = [0u8; 1500];
+        let mut heard = false;
+        // Everything queued is read (answers to older probes, a stray datagram); an error
+        // means nothing more.
+        while let Ok(n) = socket.recv(&mut buf) {
+            heard |= self
+                .waiting
+                .iter()
+                .any(|&xid| answer_to(&buf[..n], xid).is_some());
+        }
+        if heard {
+            self.waiting.clear();
+        }
+        Some(heard)
     }
-}
-
-/// Reads past what an earlier probe left queued.
-fn drain(socket: &UdpSocket) {
-    let mut buf = [0u8; 1500];
-    while socket.recv(&mut buf).is_ok() {}
 }
 
 /// A DHCPRELEASE as the server will accept it: ciaddr, chaddr, the server's own id in option 54,

@@ -713,3 +713,88 @@ fn a_metrics_port_in_use_stops_the_agent_before_it_attaches() {
     assert!(!qdiscs.contains("clsact"), "{qdiscs}");
     drop(taken);
 }
+
+/// dnsmasq pings each address it is about to offer from a dynamic range and is deaf to DHCP
+/// meanwhile, about 3 s each time (dhcp-lab/tests/dnsmasq_deaf.rs): VMs booting together must
+/// not make it look down, or their releases would be blamed on `no_server` and repairs held
+/// back. A dnsmasq that listens and answers nothing (stopped with SIGSTOP, as a hung one is)
+/// is down, `not answering`, once the silence has lasted 30 s, and up at its first answer.
+#[test]
+fn a_server_deaf_while_it_pings_stays_up_and_a_hung_one_goes_down() {
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let agent = start_run(&lab, &[]);
+    let is_server = |r: &serde_json::Value, up: bool| {
+        s(r, "event") == "server" && r["up"].as_bool() == Some(up)
+    };
+    agent.wait_record("the server up", |r| is_server(r, true));
+    // Five new clients at once: five pings in a row.
+    let discovers: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| {
+            let mut mac = IGNORED_MAC;
+            mac[4] = 0x5e;
+            mac[5] = i;
+            from_vm(
+                &Dhcpv4Spec::new(MessageType::Discover, 0x5e00 + u32::from(i), mac),
+                mac,
+            )
+        })
+        .collect();
+    let sent = Instant::now();
+    send_frames(&lab.vm.ns, VM_IFACE, &discovers).expect("DISCOVERs");
+    let offers = || lab.dnsmasq_log().matches("DHCPOFFER(").count();
+    wait_for(Duration::from_secs(30), || offers() >= 5)
+        .unwrap_or_else(|_| panic!("5 OFFERs: {}", lab.dnsmasq_log()));
+    let deaf = sent.elapsed();
+    assert!(
+        deaf >= Duration::from_secs(10),
+        "dnsmasq offered within {deaf:?}: it did not ping"
+    );
+    // A probe window more, for the answers to the probes queued meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let down: Vec<_> = agent
+        .records()
+        .into_iter()
+        .filter(|r| is_server(r, false))
+        .collect();
+    assert!(
+        down.is_empty(),
+        "dnsmasq deaf for {deaf:?} while it pinged was judged down: {down:?}"
+    );
+
+    signal_dnsmasq(&lab, "STOP");
+    let hung = Instant::now();
+    let mut down = None;
+    let found = wait_for(Duration::from_secs(50), || {
+        down = agent.records().into_iter().find(|r| is_server(r, false));
+        down.is_some()
+    });
+    let after = hung.elapsed();
+    signal_dnsmasq(&lab, "CONT");
+    found.unwrap_or_else(|_| {
+        panic!(
+            "a hung dnsmasq never judged down: {}",
+            agent.lines().join("\n")
+        )
+    });
+    let down = down.unwrap();
+    assert_eq!(s(&down, "reason"), "not answering", "{down}");
+    assert!(
+        after >= Duration::from_secs(30) && after <= Duration::from_secs(45),
+        "judged down {after:?} after it hung"
+    );
+    let back = Instant::now();
+    wait_for(Duration::from_secs(15), || {
+        agent
+            .records()
+            .iter()
+            .filter(|r| is_server(r, true))
+            .count()
+            >= 2
+    })
+    .unwrap_or_else(|_| panic!("never up again: {}", agent.lines().join("\n")));
+    eprintln!(
+        "deaf {deaf:?} while pinging: up; hung: down after {after:?}, up {:?} after SIGCONT",
+        back.elapsed()
+    );
+    agent.stop();
+}

@@ -3,7 +3,8 @@
 //! - resident memory and open file descriptors stay flat after warm-up;
 //! - no kernel event is lost under background DHCP traffic below the storm threshold;
 //! - every RELEASE is accounted for: each settled with the right outcome, each dropped one
-//!   repaired exactly once, and the lease file ends holding only the VM still running.
+//!   repaired exactly once, and the lease file ends holding only the VM still running;
+//! - the server, which serves throughout, is never judged down.
 //!
 //! Each cycle is one VM's life on the guest port: a new MAC, dhclient gets a lease, and then in
 //! turn: CloudStack expunges it with the real `dhcp_release` (dnsmasq drops it: option 54 is the
@@ -319,6 +320,19 @@ fn one_life(
         stray.is_empty(),
         "unexpected events during the life of {ip} ({ending:?}): {}",
         stray.join("\n")
+    );
+    // dnsmasq serves throughout, deaf for seconds only while it pings a new VM's address.
+    let down: Vec<&String> = server
+        .iter()
+        .filter(|e| e.contains("\"up\":false"))
+        .collect();
+    ensure!(
+        down.is_empty(),
+        "dnsmasq, serving all along, judged down during the life of {ip} ({ending:?}): {}",
+        down.iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     ensure!(
         !lab.lease_file_has(ip),
