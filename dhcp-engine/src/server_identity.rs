@@ -112,7 +112,11 @@ impl ServerIdentity {
         ) {
             return None;
         }
-        let server_id = m.server_id?;
+        // dnsmasq answers a DHCPINFORM that came over `lo` (its `dhcp_lease_time`, the
+        // agent's probes) with option 54 = 127.0.0.1, the address it came in on: no client of
+        // the subnet ever uses that id (analyze of a capture with the agent's probe learned
+        // 127.0.0.1 for the guest subnet).
+        let server_id = m.server_id.filter(|id| !id.is_loopback())?;
         let client = [m.yiaddr, m.ciaddr]
             .into_iter()
             .find(|a| !a.is_unspecified())?;
@@ -281,6 +285,22 @@ mod tests {
                 .is_none()
         );
         assert!(identity.known().next().is_none());
+    }
+
+    #[test]
+    fn an_answer_over_loopback_teaches_no_server_id() {
+        let mut identity = ServerIdentity::default();
+        let inform_ack = reply(
+            v4::MessageType::Ack,
+            Hook::TcEgress,
+            Ipv4Addr::LOCALHOST,
+            true,
+        );
+        assert!(identity.observe(&inform_ack).is_none());
+        assert_eq!(
+            identity.expected_for(Ipv4Addr::new(172, 29, 101, 150)),
+            None
+        );
     }
 
     #[test]
