@@ -35,7 +35,7 @@ use std::{
 use criterion::{BatchSize, Criterion, SamplingMode};
 use dhcp_agent::leases::{LoadError, read_table};
 use dhcp_engine::{
-    correlate::{Correlator, Outcome, Release, Verdict},
+    correlate::{Correlator, NO_BACKLOG, Outcome, Release, Verdict},
     declared::DeclaredHosts,
     dnsmasq_conf::{DnsmasqConfig, MemoryFiles},
     leases::{Expiry, Lease, LeaseTable, dnsmasq::Dnsmasq},
@@ -89,7 +89,7 @@ fn lease_file(changed: bool) -> String {
 /// the RELEASEs of the leases about to go; 100 dropped releases are outstanding.
 fn before_reload(previous: &LeaseTable, identity: &ServerIdentity) -> (Correlator, Outstanding) {
     let mut correlator = Correlator::new(2 * SECOND);
-    correlator.on_table(&LeaseTable::default(), previous, T0, identity);
+    correlator.on_table(&LeaseTable::default(), previous, T0, identity, NO_BACKLOG);
     let mut outstanding = Vec::new();
     for k in 0..LEASES {
         let lease = previous.get_v4(client_ip(k)).expect("every lease listed");
@@ -140,7 +140,7 @@ fn reload(
 ) -> (LeaseTable, Vec<Verdict>) {
     let table = read_table(path, &Dnsmasq).expect("the lease file parses");
     outstanding.refresh(&table);
-    let verdicts = correlator.on_table(previous, &table, T0 + SECOND, identity);
+    let verdicts = correlator.on_table(previous, &table, T0 + SECOND, identity, NO_BACKLOG);
     (table, verdicts)
 }
 

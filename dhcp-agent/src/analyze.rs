@@ -66,8 +66,10 @@ pub struct AnalyzeArgs {
     /// Every client's timeline.
     #[arg(long)]
     pub timeline: bool,
-    /// A DISCOVER with no OFFER after this long counts as unanswered.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// A DISCOVER with no OFFER after this long counts as unanswered. dnsmasq pings each
+    /// address before offering it, deaf meanwhile, about 3 s each, up to 6 times in 30 s: a
+    /// burst of new clients gets its OFFERs up to about 24 s late.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
     /// How long the server had to drop a released lease (as `run --grace`): the lease file of
     /// a lease ACKed within it before the RELEASE may never have listed it.

@@ -132,8 +132,10 @@ pub struct RunArgs {
     /// Where to serve Prometheus metrics (`/metrics`) and readiness (`/healthz`).
     #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: std::net::SocketAddr,
-    /// A DISCOVER with no OFFER after this long counts as unanswered.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// A DISCOVER with no OFFER after this long counts as unanswered. dnsmasq pings each
+    /// address before offering it, deaf meanwhile, about 3 s each, up to 6 times in 30 s: a
+    /// burst of new clients gets its OFFERs up to about 24 s late.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub discover_timeout: Duration,
     /// Which DHCP server this router runs. By default: Kea with --kea-conf, dnsmasq with a
     /// dnsmasq configuration, else what the lease file's text says (Kea's CSV header), else

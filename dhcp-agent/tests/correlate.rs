@@ -204,3 +204,43 @@ fn the_divergence_scan_finds_both_directions() {
     );
     agent.stop();
 }
+
+/// dnsmasq is deaf while it pings an address for a new client (dhcp-lab/tests/dnsmasq_deaf.rs):
+/// a VM's own RELEASE that arrives meanwhile is processed seconds late, after the grace. It is
+/// honored, not dropped for no reason.
+#[test]
+fn a_release_queued_behind_a_ping_is_honored_not_dropped() {
+    use dhcp_lab::{
+        IGNORED_MAC, VM_IFACE,
+        frames::{Dhcpv4Spec, MessageType, send_frames},
+    };
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    let agent = start(&lab);
+    let ip = lab.vm.boot().expect("lease");
+    let mut newcomer = IGNORED_MAC;
+    newcomer[5] = 0x42;
+    let discover = Dhcpv4Spec::new(MessageType::Discover, 0x5e1e_0001, newcomer);
+    send_frames(
+        &lab.vm.ns,
+        VM_IFACE,
+        &[common::from_vm(&discover, newcomer)],
+    )
+    .expect("DISCOVER");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    lab.vm.release().expect("dhclient -r");
+    let verdict = agent.wait_record("the release", |r| s(r, "event") == "release");
+    assert_eq!(
+        (s(&verdict, "ip"), s(&verdict, "outcome")),
+        (ip.to_string().as_str(), "honored"),
+        "{verdict}\n{}",
+        lab.dnsmasq_log()
+    );
+    // Judged once dnsmasq got to it, past the 1 s grace: it was held, not lucky.
+    let time = |key| s(&verdict, key).parse::<jiff::Timestamp>().unwrap();
+    let waited = time("settled").duration_since(time("seen"));
+    assert!(
+        waited >= jiff::SignedDuration::from_millis(1500),
+        "settled {waited:?} after it was seen"
+    );
+    agent.stop();
+}

@@ -760,6 +760,18 @@ fn a_server_deaf_while_it_pings_stays_up_and_a_hung_one_goes_down() {
         down.is_empty(),
         "dnsmasq deaf for {deaf:?} while it pinged was judged down: {down:?}"
     );
+    // Nor were the late OFFERs' DISCOVERs unanswered (the default --discover-timeout, 30 s).
+    let scrape = common::scrape(&lab);
+    assert_eq!(
+        common::sample(
+            &scrape,
+            "dhcp_discover_unanswered_total",
+            &[("interface", ROUTER_IFACE)]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{scrape}"
+    );
 
     signal_dnsmasq(&lab, "STOP");
     let hung = Instant::now();

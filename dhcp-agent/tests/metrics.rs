@@ -26,9 +26,9 @@ const SUBNET: &str = "172.29.101.0/24";
 #[test]
 fn a_scrape_shows_the_labs_traffic_and_passes_promtool() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
-    // The default --discover-timeout (5s): dnsmasq pings an address before offering it, which
-    // here takes about 3 s.
-    let agent = start_run(&lab, &[]);
+    // A 5 s --discover-timeout (the default is 30 s): dnsmasq pings an address before offering
+    // it, which here takes about 3 s.
+    let agent = start_run(&lab, &["--discover-timeout", "5s"]);
     wait_for(Duration::from_secs(5), || {
         http_get(lab.router.name(), HEALTHZ_URL, &[]).is_ok_and(|(status, _)| status == 200)
     })

@@ -336,7 +336,9 @@ impl Correlator {
         self.deadlines
             .push(Reverse((pending.deadline_ns, key.clone())));
         self.pending.insert(key.clone(), pending);
-        self.settle(table, now_ns, identity, Some(&key)).pop()
+        // Within its grace: no backlog can hold it yet.
+        self.settle(table, now_ns, identity, Some(&key), NO_BACKLOG)
+            .pop()
     }
 
     /// The server ACKed `ip` to the client `chaddr` at `seen_ns`, for `lease_time` seconds
@@ -367,6 +369,7 @@ impl Correlator {
         table: &LeaseTable,
         now_ns: i128,
         identity: &ServerIdentity,
+        backlog: Backlog<'_>,
     ) -> Vec<Verdict> {
         for (ip, lease) in &previous.v4 {
             if !table.v4.contains_key(ip) {
@@ -376,7 +379,7 @@ impl Correlator {
         let horizon = now_ns - 2 * self.grace_ns;
         self.recently_removed.retain(|_, (_, at)| *at >= horizon);
         self.recent_acks.retain(|_, ack| ack.at_ns >= horizon);
-        self.settle(table, now_ns, identity, None)
+        self.settle(table, now_ns, identity, None, backlog)
     }
 
     /// The earliest deadline of a pending release: the daemon wakes up then, so a release is
@@ -395,20 +398,25 @@ impl Correlator {
 
     /// Time passed: releases past their deadline are settled. Only those: one that is not due
     /// yet can change only with the table, which [`Correlator::on_table`] settles.
+    /// `backlog` says whether the server may not have reached a packet seen at a time yet
+    /// ([`crate::transactions::Transactions::backlog_before`]): an acceptable RELEASE behind
+    /// one is not judged until the server is past it.
     pub fn on_tick(
         &mut self,
         table: &LeaseTable,
         now_ns: i128,
         identity: &ServerIdentity,
+        backlog: Backlog<'_>,
     ) -> Vec<Verdict> {
         if std::mem::take(&mut self.resumed_unjudged) {
-            return self.settle(table, now_ns, identity, None);
+            return self.settle(table, now_ns, identity, None, backlog);
         }
         let lately = Lately {
             removed: &self.recently_removed,
             acked: &self.recent_acks,
             window_ns: self.grace_ns,
             checks: self.checks,
+            backlog,
         };
         let mut settled = Vec::new();
         while let Some(Reverse((deadline, _))) = self.deadlines.peek()
@@ -423,9 +431,13 @@ impl Correlator {
             if pending.deadline_ns != deadline {
                 continue; // refreshed: its later entry stands
             }
-            if let Some(verdict) = decide(pending, table, now_ns, identity, &lately) {
-                self.pending.remove(&key);
-                settled.push(verdict);
+            match decide(pending, table, now_ns, identity, &lately) {
+                Some(verdict) => {
+                    self.pending.remove(&key);
+                    settled.push(verdict);
+                }
+                // Held behind the server's backlog: looked at again at its new deadline.
+                None => self.deadlines.push(Reverse((pending.deadline_ns, key))),
             }
         }
         settled.sort_by_key(|v| v.release.seen_ns);
@@ -440,6 +452,7 @@ impl Correlator {
         now_ns: i128,
         identity: &ServerIdentity,
         only: Option<&(Ipv4Addr, Vec<u8>)>,
+        backlog: Backlog<'_>,
     ) -> Vec<Verdict> {
         if only.is_none() {
             self.resumed_unjudged = false;
@@ -449,23 +462,38 @@ impl Correlator {
             acked: &self.recent_acks,
             window_ns: self.grace_ns,
             checks: self.checks,
+            backlog,
         };
-        let mut decide = |pending: &mut Pending| decide(pending, table, now_ns, identity, &lately);
+        let deadlines = &mut self.deadlines;
+        // A record held behind the server's backlog has a new deadline: the heap gets it.
+        let mut decide = |key: &PendingKey, pending: &mut Pending| {
+            let deadline = pending.deadline_ns;
+            let verdict = decide(pending, table, now_ns, identity, &lately);
+            if verdict.is_none() && pending.deadline_ns != deadline {
+                deadlines.push(Reverse((pending.deadline_ns, key.clone())));
+            }
+            verdict
+        };
         if let Some(key) = only {
-            let Some(verdict) = self.pending.get_mut(key).and_then(&mut decide) else {
+            let Some(verdict) = self
+                .pending
+                .get_mut(key)
+                .and_then(|pending| decide(key, pending))
+            else {
                 return Vec::new();
             };
             self.pending.remove(key);
             return vec![verdict];
         }
         let mut settled = Vec::new();
-        self.pending.retain(|_, pending| match decide(pending) {
-            Some(verdict) => {
-                settled.push(verdict);
-                false
-            }
-            None => true,
-        });
+        self.pending
+            .retain(|key, pending| match decide(key, pending) {
+                Some(verdict) => {
+                    settled.push(verdict);
+                    false
+                }
+                None => true,
+            });
         let pending = &self.pending;
         self.deadlines.retain(|Reverse((deadline, key))| {
             pending.get(key).is_some_and(|p| p.deadline_ns == *deadline)
@@ -501,6 +529,20 @@ impl RecentAck {
     }
 }
 
+/// Whether the server may not have reached a packet seen at the given time yet (asked only of
+/// a RELEASE about to be judged dropped for no reason the packet shows).
+pub type Backlog<'a> = &'a dyn Fn(i128) -> bool;
+
+/// No backlog: every packet has been handled (the end of a capture, a release within its grace).
+pub const NO_BACKLOG: Backlog<'static> = &|_| false;
+
+/// How soon a RELEASE held behind the server's backlog is looked at again.
+pub const BACKLOG_RECHECK_NS: i128 = 250_000_000;
+
+/// How long after the server answered what was ahead of a RELEASE it still counts as behind:
+/// its lease file lags its answers (the agent reads the file 30 ms after a change settles).
+pub const BACKLOG_FILE_LAG_NS: i128 = 500_000_000;
+
 /// What the wire and the table showed lately, beside the table itself.
 struct Lately<'a> {
     removed: &'a HashMap<Ipv4Addr, (Lease, i128)>,
@@ -508,6 +550,7 @@ struct Lately<'a> {
     /// How far before a RELEASE a removal or an ACK still counts for it.
     window_ns: i128,
     checks: ServerChecks,
+    backlog: Backlog<'a>,
 }
 
 fn decide(
@@ -558,6 +601,14 @@ fn decide(
         Some(lease) if now_ns >= pending.deadline_ns => Outcome::Dropped(
             match lately.checks.diagnose(release, Some(lease), identity) {
                 Cause::Unknown if pending.server_went_down => Cause::NoServer,
+                // Nothing in the packet the server would refuse, and the server may not have
+                // reached it: a dnsmasq pinging for a new client handles it seconds late
+                // (dhcp-agent/tests/correlate.rs, a_release_queued_behind_a_ping...). Held
+                // until the server is past it: at most the DISCOVER timeout.
+                Cause::Unknown if (lately.backlog)(release.seen_ns) => {
+                    pending.deadline_ns = now_ns + BACKLOG_RECHECK_NS;
+                    return None;
+                }
                 cause => cause,
             },
         ),
@@ -726,16 +777,74 @@ mod tests {
         assert_eq!(correlator.on_release(r.clone(), &table, &identity), None);
         assert!(
             correlator
-                .on_tick(&table, r.seen_ns + SECOND, &identity)
+                .on_tick(&table, r.seen_ns + SECOND, &identity, NO_BACKLOG)
                 .is_empty(),
             "still in grace"
         );
-        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity);
+        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts.len(), 1);
         match &verdicts[0].outcome {
             Outcome::Dropped(cause) => cause.clone(),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An acceptable RELEASE behind the server's backlog (a DISCOVER it is still pinging for)
+    /// waits for the server: honored when it gets to it, dropped only once the backlog is gone
+    /// and the lease is still there. A RELEASE the server refuses whatever it does is judged at
+    /// its deadline, backlog or not.
+    #[test]
+    fn an_acceptable_release_behind_the_servers_backlog_waits_for_it() {
+        let identity = identity();
+        let table = table_with(IP);
+        let r = Release {
+            interface: "guest0".into(),
+            ..release(Some(VIP))
+        };
+        let busy: Backlog = &|seen| seen >= 99 * SECOND;
+        let mut correlator = Correlator::new(2 * SECOND);
+        correlator.on_release(r.clone(), &table, &identity);
+        let deadline = r.seen_ns + 2 * SECOND;
+        assert!(
+            correlator
+                .on_tick(&table, deadline, &identity, busy)
+                .is_empty()
+        );
+        assert_eq!(
+            correlator.next_deadline_ns(),
+            Some(deadline + BACKLOG_RECHECK_NS),
+            "looked at again soon"
+        );
+        let later = deadline + 2 * SECOND;
+        assert!(
+            correlator
+                .on_tick(&table, later, &identity, busy)
+                .is_empty()
+        );
+        // The server got to it: the lease left the file.
+        let verdicts = correlator.on_table(&table, &LeaseTable::default(), later, &identity, busy);
+        assert_eq!(verdicts[0].outcome, Outcome::Honored);
+
+        // Past the backlog with the lease still there: dropped, with no reason known.
+        correlator.on_release(r.clone(), &table, &identity);
+        assert!(
+            correlator
+                .on_tick(&table, deadline, &identity, busy)
+                .is_empty()
+        );
+        let verdicts = correlator.on_tick(&table, deadline + SECOND, &identity, NO_BACKLOG);
+        assert_eq!(verdicts[0].outcome, Outcome::Dropped(Cause::Unknown));
+
+        // The wrong server id is dropped at its deadline whatever the server is doing.
+        correlator.on_release(release(Some(PRIMARY)), &table, &identity);
+        let verdicts = correlator.on_tick(&table, deadline, &identity, busy);
+        assert!(
+            matches!(
+                verdicts[0].outcome,
+                Outcome::Dropped(Cause::ServerIdMismatch { .. })
+            ),
+            "{verdicts:?}"
+        );
     }
 
     #[test]
@@ -785,12 +894,17 @@ mod tests {
             Some(client(0).seen_ns + 2 * SECOND)
         );
         // Up to client 5's deadline: 0..=5 but 3 (refreshed), in the order seen.
-        let due = correlator.on_tick(&table, client(5).seen_ns + 2 * SECOND, &identity);
+        let due = correlator.on_tick(
+            &table,
+            client(5).seen_ns + 2 * SECOND,
+            &identity,
+            NO_BACKLOG,
+        );
         let settled: Vec<u8> = due.iter().map(|v| v.release.chaddr[5]).collect();
         assert_eq!(settled, vec![0, 1, 2, 4, 5]);
         assert!(due.iter().all(|v| matches!(v.outcome, Outcome::Dropped(_))));
         assert_eq!(correlator.pending(), 5);
-        let rest = correlator.on_tick(&table, 200 * SECOND, &identity);
+        let rest = correlator.on_tick(&table, 200 * SECOND, &identity, NO_BACKLOG);
         let settled: Vec<u8> = rest.iter().map(|v| v.release.chaddr[5]).collect();
         assert_eq!(settled, vec![6, 7, 8, 9, 3]);
         assert_eq!(correlator.pending(), 0);
@@ -819,10 +933,17 @@ mod tests {
             assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
             assert!(
                 correlator
-                    .on_table(&before, &after, r.seen_ns + SECOND / 10, &identity)
+                    .on_table(
+                        &before,
+                        &after,
+                        r.seen_ns + SECOND / 10,
+                        &identity,
+                        NO_BACKLOG
+                    )
                     .is_empty()
             );
-            let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
+            let verdicts =
+                correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
             assert_eq!(verdicts.len(), 1);
             assert!(matches!(verdicts[0].outcome, Outcome::Dropped(_)));
             assert!(!verdicts[0].renewed_since);
@@ -849,8 +970,14 @@ mod tests {
             ..lease(IP)
         });
         assert_eq!(correlator.on_release(r.clone(), &before, &identity), None);
-        correlator.on_table(&before, &after, r.seen_ns + SECOND / 10, &identity);
-        let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity);
+        correlator.on_table(
+            &before,
+            &after,
+            r.seen_ns + SECOND / 10,
+            &identity,
+            NO_BACKLOG,
+        );
+        let verdicts = correlator.on_tick(&after, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].lease, Some(lease(IP)));
     }
 
@@ -906,7 +1033,7 @@ mod tests {
             ..r
         };
         assert_eq!(correlator.on_release(r.clone(), &table, &identity), None);
-        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity);
+        let verdicts = correlator.on_tick(&table, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
         match &verdicts[..] {
             [verdict] => match &verdict.outcome {
                 Outcome::Dropped(cause) => cause.clone(),
@@ -1079,7 +1206,8 @@ mod tests {
         correlator.on_release(first, &table_with(IP), &identity);
         assert_eq!(correlator.next_deadline_ns(), Some(seen + 2 * SECOND));
         // Settled at its deadline: nothing left to wake up for.
-        let verdicts = correlator.on_tick(&table_with(IP), seen + 2 * SECOND, &identity);
+        let verdicts =
+            correlator.on_tick(&table_with(IP), seen + 2 * SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts.len(), 1);
         assert_eq!(correlator.next_deadline_ns(), None);
     }
@@ -1098,6 +1226,7 @@ mod tests {
             &LeaseTable::default(),
             100 * SECOND + 1,
             &identity,
+            NO_BACKLOG,
         );
         assert_eq!(verdicts.len(), 1);
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
@@ -1110,8 +1239,14 @@ mod tests {
         let identity = identity();
         let mut correlator = Correlator::new(2 * SECOND);
         let empty = LeaseTable::default();
-        correlator.on_table(&empty, &table_with(IP), 99 * SECOND, &identity);
-        correlator.on_table(&table_with(IP), &empty, 100 * SECOND + 5, &identity);
+        correlator.on_table(&empty, &table_with(IP), 99 * SECOND, &identity, NO_BACKLOG);
+        correlator.on_table(
+            &table_with(IP),
+            &empty,
+            100 * SECOND + 5,
+            &identity,
+            NO_BACKLOG,
+        );
         let verdict = correlator
             .on_release(release(Some(VIP)), &LeaseTable::default(), &identity)
             .unwrap();
@@ -1138,17 +1273,17 @@ mod tests {
         assert_eq!(correlator.on_release(r.clone(), &empty, &identity), None);
         assert!(
             correlator
-                .on_tick(&empty, r.seen_ns + SECOND, &identity)
+                .on_tick(&empty, r.seen_ns + SECOND, &identity, NO_BACKLOG)
                 .is_empty(),
             "not before the deadline: the file may only lag"
         );
-        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity);
+        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
         // Another client's ACK proves nothing about this client's lease.
         let mut correlator = Correlator::new(2 * SECOND);
         correlator.on_ack(IP, &[2, 0, 0, 0, 0, 9], r.seen_ns - SECOND, None);
         correlator.on_release(r.clone(), &empty, &identity);
-        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity);
+        let verdicts = correlator.on_tick(&empty, r.seen_ns + 2 * SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].outcome, Outcome::NoLease);
     }
 
@@ -1168,11 +1303,17 @@ mod tests {
                     &LeaseTable::default(),
                     &table_with(IP),
                     r.seen_ns + SECOND,
-                    &identity
+                    &identity,
+                    NO_BACKLOG
                 )
                 .is_empty()
         );
-        let verdicts = correlator.on_tick(&table_with(IP), r.seen_ns + 2 * SECOND, &identity);
+        let verdicts = correlator.on_tick(
+            &table_with(IP),
+            r.seen_ns + 2 * SECOND,
+            &identity,
+            NO_BACKLOG,
+        );
         assert_eq!(
             verdicts[0].outcome,
             Outcome::Dropped(Cause::ServerIdMismatch {
@@ -1193,10 +1334,10 @@ mod tests {
         );
         assert!(
             correlator
-                .on_tick(&empty, 100 * SECOND + SECOND - 1, &identity)
+                .on_tick(&empty, 100 * SECOND + SECOND - 1, &identity, NO_BACKLOG)
                 .is_empty()
         );
-        let verdicts = correlator.on_tick(&empty, 100 * SECOND + SECOND, &identity);
+        let verdicts = correlator.on_tick(&empty, 100 * SECOND + SECOND, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].outcome, Outcome::NoLease);
     }
 
@@ -1227,10 +1368,10 @@ mod tests {
         assert_eq!(correlator.next_deadline_ns(), Some(deadline));
         assert!(
             correlator
-                .on_tick(&table_with(IP), deadline - 1, &identity)
+                .on_tick(&table_with(IP), deadline - 1, &identity, NO_BACKLOG)
                 .is_empty()
         );
-        let verdicts = correlator.on_tick(&table_with(IP), deadline, &identity);
+        let verdicts = correlator.on_tick(&table_with(IP), deadline, &identity, NO_BACKLOG);
         assert_eq!(verdicts.len(), 1);
         let verdict = &verdicts[0];
         assert_eq!(
@@ -1252,26 +1393,26 @@ mod tests {
         // The lease is still there: dropped, with its cause, once.
         let mut correlator = Correlator::new(2 * SECOND);
         correlator.resume(saved(Some(PRIMARY), Some(lease(IP))));
-        let verdicts = correlator.on_tick(&table_with(IP), late, &identity);
+        let verdicts = correlator.on_tick(&table_with(IP), late, &identity, NO_BACKLOG);
         assert_eq!(verdicts.len(), 1);
         assert_eq!(verdicts[0].outcome.name(), "dropped");
         assert_eq!(verdicts[0].settled_ns, late);
         assert!(
             correlator
-                .on_tick(&table_with(IP), late + SECOND, &identity)
+                .on_tick(&table_with(IP), late + SECOND, &identity, NO_BACKLOG)
                 .is_empty()
         );
         // The lease the table showed is gone: honored, not no_lease.
         let empty = LeaseTable::default();
         let mut correlator = Correlator::new(2 * SECOND);
         correlator.resume(saved(Some(VIP), Some(lease(IP))));
-        let verdicts = correlator.on_tick(&empty, late, &identity);
+        let verdicts = correlator.on_tick(&empty, late, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
         assert_eq!(verdicts[0].lease, Some(lease(IP)));
         // The table never showed it: no_lease.
         let mut correlator = Correlator::new(2 * SECOND);
         correlator.resume(saved(Some(VIP), None));
-        let verdicts = correlator.on_tick(&empty, late, &identity);
+        let verdicts = correlator.on_tick(&empty, late, &identity, NO_BACKLOG);
         assert_eq!(verdicts[0].outcome, Outcome::NoLease);
         assert_eq!(verdicts[0].lease, None);
     }
@@ -1283,7 +1424,7 @@ mod tests {
         let pending = saved(Some(VIP), Some(lease(IP)));
         let within = pending.release.seen_ns + SECOND;
         correlator.resume(pending);
-        let verdicts = correlator.on_tick(&LeaseTable::default(), within, &identity);
+        let verdicts = correlator.on_tick(&LeaseTable::default(), within, &identity, NO_BACKLOG);
         assert_eq!(verdicts.len(), 1);
         assert_eq!(verdicts[0].outcome, Outcome::Honored);
     }
@@ -1297,7 +1438,7 @@ mod tests {
             ..saved(Some(PRIMARY), Some(lease(IP)))
         };
         correlator.resume(renewed);
-        let verdicts = correlator.on_tick(&table_with(IP), 200 * SECOND, &identity);
+        let verdicts = correlator.on_tick(&table_with(IP), 200 * SECOND, &identity, NO_BACKLOG);
         assert!(verdicts[0].renewed_since, "{verdicts:?}");
 
         // A RELEASE of the same client seen since start-up is the one that counts.
@@ -1347,12 +1488,18 @@ mod tests {
         let mut correlator = Correlator::new(SECOND);
         assert!(
             correlator
-                .on_table(&LeaseTable::default(), &LeaseTable::default(), 0, &identity)
+                .on_table(
+                    &LeaseTable::default(),
+                    &LeaseTable::default(),
+                    0,
+                    &identity,
+                    NO_BACKLOG
+                )
                 .is_empty()
         );
         assert!(
             correlator
-                .on_tick(&table_with(IP), 10 * SECOND, &identity)
+                .on_tick(&table_with(IP), 10 * SECOND, &identity, NO_BACKLOG)
                 .is_empty()
         );
     }

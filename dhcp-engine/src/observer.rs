@@ -10,7 +10,7 @@ use std::{collections::HashSet, net::Ipv4Addr, time::Duration, time::Instant};
 use dhcp_wire::{Mac, MessageType, Packet};
 
 use crate::{
-    correlate::{Correlator, Outcome, Pending, Release, ServerChecks, Verdict},
+    correlate::{self, Correlator, Outcome, Pending, Release, ServerChecks, Verdict},
     correlate6::{self, Correlator6, Outcome6, Release6, Seen, Verdict6},
     leases::{
         Lease, LeaseTable,
@@ -63,7 +63,7 @@ impl Default for ObserverConfig {
     fn default() -> ObserverConfig {
         ObserverConfig {
             grace: Duration::from_secs(2),
-            discover_timeout: Duration::from_secs(5),
+            discover_timeout: Duration::from_secs(30),
             probe_memory: false,
             repair: None,
             empty_file_hold: emptied::EMPTY_FILE_HOLD,
@@ -533,9 +533,13 @@ impl Observer {
             self.take_unresumed(out);
         }
         self.outstanding.refresh(&self.table);
-        let verdicts =
-            self.correlator
-                .on_table(&previous, &self.table, now.unix_ns, &self.identity);
+        let verdicts = self.correlator.on_table(
+            &previous,
+            &self.table,
+            now.unix_ns,
+            &self.identity,
+            &backlog(&self.transactions, now.unix_ns),
+        );
         self.settle_all(verdicts, out);
         self.reconcile(now, out);
     }
@@ -586,9 +590,12 @@ impl Observer {
     /// Releases past their grace are settled (the agent wakes up at
     /// [`Observer::next_deadline_ns`]).
     pub fn settle_due(&mut self, now: Now, out: &mut Vec<Finding>) {
-        let verdicts = self
-            .correlator
-            .on_tick(&self.table, now.unix_ns, &self.identity);
+        let verdicts = self.correlator.on_tick(
+            &self.table,
+            now.unix_ns,
+            &self.identity,
+            &backlog(&self.transactions, now.unix_ns),
+        );
         self.settle_all(verdicts, out);
         for verdict in self.correlator6.on_tick(&self.table, now.unix_ns) {
             self.settled6(verdict, out);
@@ -631,9 +638,13 @@ impl Observer {
         let grace = nanos(self.config.grace);
         self.expire_exchanges(end_ns + nanos(self.config.discover_timeout), out);
         let last = self.correlator.last_deadline_ns().unwrap_or(end_ns);
-        let verdicts =
-            self.correlator
-                .on_tick(&self.table, last.max(end_ns + grace), &self.identity);
+        // Nothing more will come: every release is judged now.
+        let verdicts = self.correlator.on_tick(
+            &self.table,
+            last.max(end_ns + grace),
+            &self.identity,
+            correlate::NO_BACKLOG,
+        );
         self.settle_all(verdicts, out);
         let last6 = self.correlator6.next_deadline_ns().unwrap_or(end_ns);
         for verdict in self.correlator6.on_tick(
@@ -871,6 +882,12 @@ impl Observer {
     pub fn exchanges_tracked(&self) -> usize {
         self.transactions.tracked()
     }
+}
+
+/// The server's backlog at `now_ns` as the correlator asks it: whether the server may not have
+/// reached a packet seen at a given time yet (see [`Transactions::backlog_before`]).
+fn backlog(transactions: &Transactions, now_ns: i128) -> impl Fn(i128) -> bool + '_ {
+    move |seen_ns| transactions.backlog_before(seen_ns, now_ns, correlate::BACKLOG_FILE_LAG_NS)
 }
 
 /// Which leases may leave the table now: expired ones, those a pending RELEASE of their own

@@ -69,7 +69,8 @@ struct Open {
     discover_ns: i64,
     request_ns: i64,
     interface: u16,
-    offered: bool,
+    /// The first OFFER's time ([`NONE`]: none yet).
+    offer_ns: i64,
     /// ACK or NAK seen, or reported unanswered: nothing more to count.
     finished: bool,
 }
@@ -133,8 +134,10 @@ impl Transactions {
                 None
             }
             (2, MessageType::Offer) => {
-                if let Some(open) = self.open.get_mut(&key) {
-                    open.offered = true;
+                if let Some(open) = self.open.get_mut(&key)
+                    && open.offer_ns == NONE
+                {
+                    open.offer_ns = at64;
                 }
                 None
             }
@@ -142,7 +145,7 @@ impl Transactions {
                 let open = self.open.get_mut(&key).filter(|o| !o.finished)?;
                 // DHCPINFORM's ACK answers neither a DISCOVER nor a REQUEST: nothing to time.
                 let (exchange, since) = match (open.discover_ns, open.request_ns) {
-                    (d, _) if d != NONE && open.offered => (Exchange::DiscoverAck, d),
+                    (d, _) if d != NONE && open.offer_ns != NONE => (Exchange::DiscoverAck, d),
                     (_, r) if r != NONE => (Exchange::RequestAck, r),
                     _ => return None,
                 };
@@ -187,7 +190,7 @@ impl Transactions {
                     discover_ns: NONE,
                     request_ns: NONE,
                     interface: interface_index(&mut self.interfaces, interface),
-                    offered: false,
+                    offer_ns: NONE,
                     finished: false,
                 })
             }
@@ -203,6 +206,30 @@ impl Transactions {
         }
     }
 
+    /// Whether the server may not have reached a packet seen at `seen_ns` yet, at `now_ns`: a
+    /// DISCOVER seen before it still waits for its OFFER (within the timeout), or got it less
+    /// than `margin_ns` ago (the server's lease file lags its answer). dnsmasq handles one
+    /// packet at a time, in order, and pings an address before offering it to a new client,
+    /// deaf for about 3 s (dhcp-lab/tests/dnsmasq_deaf.rs). Looks only at DISCOVERs within
+    /// their timeout, oldest first, up to `seen_ns`.
+    pub fn backlog_before(&self, seen_ns: i128, now_ns: i128, margin_ns: i128) -> bool {
+        let (seen, now, margin) = (ns64(seen_ns), ns64(now_ns), ns64(margin_ns));
+        self.discovers
+            .iter()
+            .take_while(|(at, _)| *at <= seen)
+            .filter(|(at, _)| now.saturating_sub(*at) < self.discover_timeout_ns)
+            .any(|(at, key)| {
+                self.open.get(key).is_some_and(|open| {
+                    open.discover_ns == *at
+                        && if open.offer_ns == NONE {
+                            !open.finished
+                        } else {
+                            now.saturating_sub(open.offer_ns) < margin
+                        }
+                })
+            })
+    }
+
     /// Reports DISCOVERs unanswered for longer than the timeout and forgets old exchanges.
     pub fn on_tick(&mut self, now_ns: i128) -> Vec<TransactionEvent> {
         let now = ns64(now_ns);
@@ -215,7 +242,7 @@ impl Transactions {
             let Some(open) = self.open.get_mut(&key) else {
                 continue; // given up or forgotten since
             };
-            if open.discover_ns == discover_ns && !open.finished && !open.offered {
+            if open.discover_ns == discover_ns && !open.finished && open.offer_ns == NONE {
                 open.finished = true;
                 events.push(TransactionEvent::Unanswered {
                     interface: self.interfaces[usize::from(open.interface)].clone(),
@@ -317,6 +344,35 @@ mod tests {
             None
         );
         assert!(t.on_tick(t0 + 12 * SECOND).is_empty(), "nothing unanswered");
+    }
+
+    #[test]
+    fn a_discover_waiting_for_its_offer_is_a_backlog_for_what_came_after_it() {
+        let mut t = Transactions::new(std::time::Duration::from_secs(5));
+        let t0 = 1_000 * SECOND;
+        let margin = SECOND / 2;
+        assert!(!t.backlog_before(t0, t0, margin), "nothing seen");
+        t.on_packet(&packet(Mt::Discover, 7, MAC, t0, IN));
+        let release = t0 + SECOND / 10;
+        assert!(
+            t.backlog_before(release, t0 + 2 * SECOND, margin),
+            "pinging"
+        );
+        assert!(
+            !t.backlog_before(t0 - 1, t0 + 2 * SECOND, margin),
+            "what came before the DISCOVER is not behind it"
+        );
+        t.on_packet(&packet(Mt::Offer, 7, MAC, t0 + 3 * SECOND, OUT));
+        assert!(
+            t.backlog_before(release, t0 + 3 * SECOND + margin / 2, margin),
+            "just offered: the lease file may lag"
+        );
+        assert!(!t.backlog_before(release, t0 + 3 * SECOND + margin, margin));
+        // A client the server ignores: a backlog only until the DISCOVER's timeout.
+        let ignored = [2, 0, 0, 0, 0, 9];
+        t.on_packet(&packet(Mt::Discover, 8, ignored, t0 + 10 * SECOND, IN));
+        assert!(t.backlog_before(t0 + 11 * SECOND, t0 + 14 * SECOND, margin));
+        assert!(!t.backlog_before(t0 + 11 * SECOND, t0 + 15 * SECOND, margin));
     }
 
     /// Exchanges keep their interface as an index: each report names the right one.

@@ -16,7 +16,7 @@ use std::{
 };
 
 use dhcp_engine::{
-    correlate::{Correlator, Release},
+    correlate::{Correlator, NO_BACKLOG, Release},
     dnsmasq_conf::{DhcpRange, DnsmasqConfig},
     leases::{Expiry, Lease, LeaseTable},
     outstanding::{Outstanding, OutstandingRelease, RateLimit, Repair, RepairStep},
@@ -176,9 +176,13 @@ impl World {
             }
         }
         self.changed_at[usize::from(index)] = self.step;
-        let verdicts =
-            self.correlator
-                .on_table(&previous, &self.table, self.now_ns(), &self.identity);
+        let verdicts = self.correlator.on_table(
+            &previous,
+            &self.table,
+            self.now_ns(),
+            &self.identity,
+            NO_BACKLOG,
+        );
         self.settle(verdicts);
     }
 
@@ -246,9 +250,9 @@ impl World {
             Step::Remove { ip: index } => self.change_table(index, None),
             Step::Wait { ms } => {
                 self.now_ms += ms;
-                let verdicts = self
-                    .correlator
-                    .on_tick(&self.table, self.now_ns(), &self.identity);
+                let verdicts =
+                    self.correlator
+                        .on_tick(&self.table, self.now_ns(), &self.identity, NO_BACKLOG);
                 self.settle(verdicts);
             }
             Step::Restart => {
