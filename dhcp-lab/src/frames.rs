@@ -198,6 +198,22 @@ fn vlan_id(id: u16) -> anyhow::Result<VlanId> {
     VlanId::try_new(id).map_err(|e| anyhow::anyhow!("vlan id {id}: {e}"))
 }
 
+/// A client's message as a client without an address sends it, from `src_mac`:
+/// 0.0.0.0:68 to 255.255.255.255:67.
+pub fn client_broadcast(spec: &Dhcpv4Spec, src_mac: [u8; 6]) -> anyhow::Result<Vec<u8>> {
+    let framing = Framing {
+        src_mac,
+        ..Framing::default()
+    };
+    ipv4_udp(
+        &framing,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        (68, 67),
+        &spec.encode(),
+    )
+}
+
 /// An Ethernet/IPv4/UDP frame around `payload`.
 pub fn ipv4_udp(
     framing: &Framing,

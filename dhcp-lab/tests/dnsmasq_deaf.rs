@@ -50,18 +50,7 @@ fn dnsmasq_answers_a_probe_seconds_late_while_it_pings_an_address_for_a_new_clie
     let mut client = IGNORED_MAC;
     client[5] = 0x42;
     let discover = Dhcpv4Spec::new(MessageType::Discover, 0x0de0_0002, client);
-    let framing = frames::Framing {
-        src_mac: client,
-        ..frames::Framing::default()
-    };
-    let frame = frames::ipv4_udp(
-        &framing,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::BROADCAST,
-        (68, 67),
-        &discover.encode(),
-    )
-    .unwrap();
+    let frame = frames::client_broadcast(&discover, client).unwrap();
     frames::send_frames_in(lab.vm.ns.name(), VM_IFACE, &[frame]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let busy = inform_round_trip(&lab, 0x0de0_0003)

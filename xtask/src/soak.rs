@@ -12,7 +12,6 @@
 //! and is then expunged.
 use std::{
     fs,
-    net::Ipv4Addr,
     path::PathBuf,
     sync::{
         Mutex,
@@ -355,17 +354,7 @@ fn background_traffic(
         return Ok(());
     }
     let spec = frames::Dhcpv4Spec::new(frames::MessageType::Discover, 0x50a4, IGNORED_MAC);
-    let framing = frames::Framing {
-        src_mac: IGNORED_MAC,
-        ..frames::Framing::default()
-    };
-    let frame = frames::ipv4_udp(
-        &framing,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::BROADCAST,
-        (68, 67),
-        &spec.encode(),
-    )?;
+    let frame = frames::client_broadcast(&spec, IGNORED_MAC)?;
     let frames = vec![frame; batch];
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {

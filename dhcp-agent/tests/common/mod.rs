@@ -277,18 +277,7 @@ pub fn wait_samples(lab: &Lab, expected: &[Want]) -> String {
 
 /// A client message as the VM's interface would send it.
 pub fn from_vm(spec: &dhcp_lab::frames::Dhcpv4Spec, src_mac: [u8; 6]) -> Vec<u8> {
-    let framing = dhcp_lab::frames::Framing {
-        src_mac,
-        ..dhcp_lab::frames::Framing::default()
-    };
-    dhcp_lab::frames::ipv4_udp(
-        &framing,
-        std::net::Ipv4Addr::UNSPECIFIED,
-        std::net::Ipv4Addr::BROADCAST,
-        (68, 67),
-        &spec.encode(),
-    )
-    .expect("frame")
+    dhcp_lab::frames::client_broadcast(spec, src_mac).expect("frame")
 }
 
 /// One scrape of the agent's metrics at the default address ([`METRICS_URL`]) inside `ns`
